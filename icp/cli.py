@@ -1,0 +1,115 @@
+"""Command line: ``icp train | methods | models | data prepare | bench``.
+
+Configuration and data problems end the command with one line, ``icp: error: ...``, exit status 2, and
+nothing written.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from icp.config import ConfigError
+from icp.data import DataError
+
+
+def _train(args) -> int:
+    from icp import config, engine
+
+    cfg = config.load(args.config, args.set)
+    record = engine.Trainer(cfg, args.out).run(max_epochs=args.max_epochs)
+    last = record["last"] or {}
+    test = last.get("test") or {}
+    print(f"{record['run_id']}: {record['status']} after {last.get('epoch', 0)}/{cfg.train.epochs} epochs, "
+          f"test top1 {test.get('top1', float('nan')):.4f}, {record['images_per_s'] or 0:.0f} img/s -> "
+          f"{args.out}/record.json")
+    return 0
+
+
+def _methods(args) -> int:
+    from icp.methods import get, list_methods
+
+    for name in list_methods():
+        doc = (get(name).__doc__ or sys.modules[get(name).__module__].__doc__ or "").strip().splitlines()
+        print(f"{name:14s} {doc[0] if doc else ''}")
+    return 0
+
+
+def _models(args) -> int:
+    from icp.models import build_model, list_models
+
+    for name in list_models():
+        n = sum(p.numel() for p in build_model(name, 10, 3).parameters())
+        print(f"{name:18s} {n / 1e6:6.2f}M params (10 classes)")
+    return 0
+
+
+def _prepare(args) -> int:
+    from icp.data import prepare
+
+    print(prepare(args.dataset, args.root, download=args.download))
+    return 0
+
+
+def _bench(args) -> int:
+    from icp import bench
+
+    shape = tuple(int(v) for v in args.shape.split("x")) if args.shape else (3, 32, 32)
+    table = bench.run(args.models, args.methods, args.device, args.batch_size, args.steps, args.warmup,
+                      args.data, shape, args.set)
+    print(table.to_string(index=False))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="icp", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train one run (resumes from RUN_DIR/last.pt if present)")
+    t.add_argument("--config", help="YAML config file (defaults for every key not given)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.epochs=5")
+    t.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (record.json, last.pt, ...)")
+    t.add_argument("--max-epochs", type=int, default=None, help="stop after this many epochs in this call")
+    t.set_defaults(func=_train)
+    sub.add_parser("methods", help="list training methods").set_defaults(func=_methods)
+    sub.add_parser("models", help="list models").set_defaults(func=_models)
+    d = sub.add_parser("data", help="dataset utilities")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    dp = dsub.add_parser("prepare", help="put a dataset under ROOT in the layout training reads")
+    dp.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "cifar10", "cifar100",
+                                                                  "imagefolder"])
+    dp.add_argument("--root", default="data")
+    dp.add_argument("--download", action="store_true", help="download if not found (needs internet)")
+    dp.set_defaults(func=_prepare)
+    b = sub.add_parser("bench", help="training images/s per method and model, and ratio to ce")
+    b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    b.add_argument("--models", nargs="+", default=["resnet20"])
+    b.add_argument("--methods", nargs="+", default=None, help="default: every registered method")
+    b.add_argument("--batch-size", type=int, default=128)
+    b.add_argument("--steps", type=int, default=20)
+    b.add_argument("--warmup", type=int, default=5)
+    b.add_argument("--data", default="fashion-mnist",
+                   help="a dataset name, or 'synthetic' for random images of --shape")
+    b.add_argument("--shape", default=None, help="CxHxW for --data synthetic (default 3x32x32)")
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every row")
+    b.set_defaults(func=_bench)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    if getattr(args, "methods", "") is None:
+        from icp.methods import list_methods
+
+        args.methods = list_methods()
+    try:
+        return args.func(args)
+    except (ConfigError, DataError) as exc:
+        print(f"icp: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("icp: interrupted (the run resumes from last.pt when started again)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""Datasets: where the images come from, their statistics, and how the train/val/test splits are built.
+
+Every dataset is read once into memory as ``uint8`` arrays (N, H, W, C) plus ``int64`` labels, so both loaders
+(:mod:`icp.loaders`) share one representation and a split is just an index array.
+
+* ``fashion-mnist`` (default): the four original IDX files, looked up in ``<root>/FashionMNIST/raw`` (the
+  torchvision layout, ``.gz`` or not) and then in Debian's ``dataset-fashion-mnist`` package
+  (``/usr/share/datasets/fashion-mnist``); with ``data.download: true`` torchvision downloads them.
+* ``cifar10`` / ``cifar100``: torchvision's python-pickle archives under ``<root>``; downloaded only with
+  ``data.download: true`` (or ``icp data prepare``).
+* ``imagefolder``: ``<root>/train/<class>/*`` and ``<root>/test/<class>/*`` (Tiny-ImageNet/CUB style), resized to
+  ``data.image_size`` (default 64) squares; mean/std are measured on the training images.
+
+Split order (all seeded by ``scenario.seed``, default ``train.seed``): optional stratified ``train_subset`` of
+the training pool → optional stratified validation hold-out (clean labels) → the scenario (label noise or
+few-shot, :mod:`icp.scenarios`) on what remains. The test split is never touched except by ``test_subset``.
+"""
+from __future__ import annotations
+
+import gzip
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from icp import scenarios
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_FILES = {
+    True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+class DataError(RuntimeError):
+    """A missing or malformed dataset, reported to the user as one line."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    num_classes: int
+    in_channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    classes: tuple[str, ...] = ()
+
+
+INFO = {
+    "fashion-mnist": DatasetInfo("fashion-mnist", 10, 1, (0.2860,), (0.3530,), (
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")),
+    "cifar10": DatasetInfo("cifar10", 10, 3, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), (
+        "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")),
+    "cifar100": DatasetInfo("cifar100", 100, 3, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+
+
+@dataclass
+class ImageArrays:
+    images: np.ndarray  # uint8 (N, H, W, C)
+    labels: np.ndarray  # int64 (N,)
+
+    def take(self, idx: np.ndarray) -> "ImageArrays":
+        return ImageArrays(self.images[idx], self.labels[idx])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Splits:
+    info: DatasetInfo
+    train: ImageArrays  # labels as trained on (noisy under a noise scenario)
+    train_clean_labels: np.ndarray
+    test: ImageArrays
+    val: Optional[ImageArrays] = None
+    summary: dict = field(default_factory=dict)  # scenario + split sizes, for the run record
+
+
+# ----------------------------------------------------------------------------------------------- reading
+def _read_idx(path: Path) -> np.ndarray:
+    """Parse an IDX file (LeCun's MNIST format), gzipped or not."""
+    raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataError(f"{path}: not an unsigned-byte IDX file")
+    ndim = raw[3]
+    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise DataError(f"{path}: truncated IDX file ({data.size} of {int(np.prod(dims))} bytes)")
+    return data.reshape(dims)
+
+
+def _find_fashion_mnist(root: Path) -> Optional[Path]:
+    for folder in (root / "FashionMNIST" / "raw", DEBIAN_FASHION_MNIST):
+        if all(any((folder / (f + ext)).is_file() for ext in ("", ".gz"))
+               for names in FASHION_MNIST_FILES.values() for f in names):
+            return folder
+    return None
+
+
+def _idx_path(folder: Path, stem: str) -> Path:
+    plain = folder / stem
+    return plain if plain.is_file() else folder / (stem + ".gz")
+
+
+def _load_fashion_mnist(root: Path, train: bool, download: bool) -> ImageArrays:
+    folder = _find_fashion_mnist(root)
+    if folder is None and download:
+        from torchvision.datasets import FashionMNIST
+
+        FashionMNIST(str(root), train=train, download=True)
+        folder = _find_fashion_mnist(root)
+    if folder is None:
+        raise DataError(
+            f"Fashion-MNIST not found in {root / 'FashionMNIST' / 'raw'} or {DEBIAN_FASHION_MNIST}: "
+            f"run `apt-get install dataset-fashion-mnist` or `icp data prepare --dataset fashion-mnist "
+            f"--root {root} --download`")
+    img_name, lbl_name = FASHION_MNIST_FILES[train]
+    images = _read_idx(_idx_path(folder, img_name))[..., None]  # (N, 28, 28, 1)
+    labels = _read_idx(_idx_path(folder, lbl_name)).astype(np.int64)
+    return ImageArrays(np.ascontiguousarray(images), labels)
+
+
+def _load_cifar(name: str, root: Path, train: bool, download: bool) -> ImageArrays:
+    from torchvision import datasets
+
+    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    try:
+        ds = cls(str(root), train=train, download=download)
+    except RuntimeError as exc:
+        raise DataError(f"{name} not found under {root} ({str(exc).splitlines()[0]}): run `icp data prepare "
+                        f"--dataset {name} --root {root} --download` on a machine with internet") from None
+    return ImageArrays(np.ascontiguousarray(ds.data), np.asarray(ds.targets, dtype=np.int64))
+
+
+def _load_imagefolder(root: Path, train: bool, image_size: int) -> tuple[ImageArrays, tuple[str, ...]]:
+    from PIL import Image
+
+    split = root / ("train" if train else "test")
+    if not split.is_dir():
+        raise DataError(f"imagefolder: {split} not found (expected {root}/train/<class>/* and {root}/test/<class>/*)")
+    classes = tuple(sorted(d.name for d in split.iterdir() if d.is_dir()))
+    if not classes:
+        raise DataError(f"imagefolder: no class folders in {split}")
+    files = [(p, c) for c, name in enumerate(classes) for p in sorted((split / name).iterdir()) if p.is_file()]
+    images = np.empty((len(files), image_size, image_size, 3), dtype=np.uint8)
+    for i, (path, _) in enumerate(files):
+        with Image.open(path) as im:
+            images[i] = np.asarray(im.convert("RGB").resize((image_size, image_size), Image.BILINEAR))
+    return ImageArrays(images, np.array([c for _, c in files], dtype=np.int64)), classes
+
+
+def load_split(name: str, root: str | Path, train: bool, download: bool = False,
+               image_size: Optional[int] = None) -> tuple[ImageArrays, DatasetInfo]:
+    """One split of a dataset as uint8 arrays, plus the dataset's description."""
+    root = Path(root)
+    if name == "fashion-mnist":
+        return _load_fashion_mnist(root, train, download), INFO[name]
+    if name in ("cifar10", "cifar100"):
+        return _load_cifar(name, root, train, download), INFO[name]
+    if name == "imagefolder":
+        arrays, classes = _load_imagefolder(root, train, image_size or 64)
+        pixels = arrays.images.reshape(-1, 3).astype(np.float64) / 255.0
+        info = DatasetInfo("imagefolder", len(classes), 3, tuple(pixels.mean(0).round(4)),
+                           tuple(pixels.std(0).round(4)), classes)
+        return arrays, info
+    raise DataError(f"unknown dataset '{name}'")
+
+
+def prepare(name: str, root: str | Path, download: bool = False) -> Path:
+    """Put a dataset under ``root`` in the layout the loaders read (for DVC to version)."""
+    root = Path(root)
+    if name == "fashion-mnist":
+        target = root / "FashionMNIST" / "raw"
+        src = _find_fashion_mnist(root)
+        if src is None and not download:
+            _load_fashion_mnist(root, True, False)  # raises the one-line DataError
+        if src is None:
+            _load_fashion_mnist(root, True, True)
+            _load_fashion_mnist(root, False, True)
+        elif src != target:
+            target.mkdir(parents=True, exist_ok=True)
+            for names in FASHION_MNIST_FILES.values():
+                for stem in names:
+                    tmp = target / (stem + ".part")
+                    with (gzip.open if _idx_path(src, stem).suffix == ".gz" else open)(_idx_path(src, stem), "rb") as fin, \
+                            open(tmp, "wb") as fout:
+                        shutil.copyfileobj(fin, fout)
+                    tmp.replace(target / stem)
+        return target
+    if name in ("cifar10", "cifar100"):
+        for train in (True, False):
+            _load_cifar(name, root, train, download)
+        return root
+    if name == "imagefolder":
+        load_split(name, root, True)
+        return root
+    raise DataError(f"unknown dataset '{name}'")
+
+
+# ----------------------------------------------------------------------------------------------- splits
+def build_splits(cfg) -> Splits:
+    """Load the configured dataset and build train (with scenario), optional val, and test splits."""
+    d, sc = cfg.data, cfg.scenario
+    seed = cfg.scenario.seed if cfg.scenario.seed is not None else cfg.train.seed
+    pool, info = load_split(d.dataset, d.root, True, d.download, d.image_size)
+    test, _ = load_split(d.dataset, d.root, False, d.download, d.image_size)
+    summary: dict = {"pool_size": len(pool)}
+    if d.train_subset is not None and d.train_subset < len(pool):
+        pool = pool.take(scenarios.stratified_subset(pool.labels, d.train_subset, seed))
+    val = None
+    if d.val_fraction > 0:
+        keep, hold = scenarios.stratified_holdout(pool.labels, d.val_fraction, seed)
+        val, pool = pool.take(hold), pool.take(keep)
+    kind_args = {"noisy": {"noise_type": sc.noise_type, "noise_rate": sc.noise_rate},
+                 "fewshot": {"shots": sc.shots}}.get(sc.kind, {})
+    res = scenarios.apply_scenario(pool.labels, info.num_classes, sc.kind, seed, dataset=d.dataset, **kind_args)
+    train = ImageArrays(pool.images[res.indices], res.labels.astype(np.int64))
+    if d.test_subset is not None and d.test_subset < len(test):
+        test = test.take(scenarios.stratified_subset(test.labels, d.test_subset, seed))
+    summary.update(res.summary, seed=seed, val_size=len(val) if val is not None else 0, test_size=len(test))
+    return Splits(info, train, res.clean_labels.astype(np.int64), test, val, summary)

@@ -1,0 +1,273 @@
+"""The training engine: one loop for every method.
+
+``Trainer(cfg, run_dir).run()`` trains, evaluates every epoch, checkpoints every epoch and keeps
+``record.json`` current. Running it again on the same directory resumes from ``last.pt``; on a run already
+complete it returns the record without training. On the CPU a resumed run reproduces the uninterrupted
+run bit for bit: every epoch re-seeds the global RNGs and the shuffling generator from (seed, epoch), and the
+checkpoint carries model, method, optimizer, scheduler and RNG state.
+
+Order of work (so that a bad config or a missing dataset writes nothing): validate config → load data and
+build splits → build model/method/optimizer → create the run directory and write the record.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from icp import checkpoint, data, loaders, models, records
+from icp.config import Config, ConfigError
+from icp.methods import MethodContext, build_method
+from icp.metrics import HIGHER_IS_BETTER, EvalMetrics
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device: 'cuda' requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def build_optimizer(cfg: Config, params, device: torch.device) -> torch.optim.Optimizer:
+    o = cfg.optim
+    params = list(params)
+    fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    if o.name == "sgd":
+        try:
+            return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
+                                   weight_decay=o.weight_decay, **fast)
+        except (TypeError, RuntimeError):  # torch without fused SGD
+            return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
+                                   weight_decay=o.weight_decay)
+    return torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, **fast)
+
+
+def lr_factor(cfg: Config, step: int, steps_per_epoch: int) -> float:
+    """Learning-rate multiplier at optimizer step ``step`` (per-iteration; milestones land on epoch starts)."""
+    s, epochs = cfg.schedule, cfg.train.epochs
+    e = step / steps_per_epoch
+    warm = 1.0
+    if s.warmup_epochs > 0:
+        warm = min(1.0, (step + 1) / (s.warmup_epochs * steps_per_epoch))
+    if s.name == "multistep":
+        milestones = [round(m * epochs) if m < 1 else m for m in s.milestones]
+        factor = s.gamma ** sum(e >= m for m in milestones)
+    elif s.name == "cosine":
+        floor = s.min_lr / cfg.optim.lr
+        factor = floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(e, epochs) / epochs))
+    else:
+        factor = 1.0
+    return warm * factor
+
+
+def _better(metric: str, new: float, old: Optional[float]) -> bool:
+    if old is None:
+        return True
+    return new > old if HIGHER_IS_BETTER[metric] else new < old
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: str | Path):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.device = pick_device(cfg.train.device)
+
+    # ------------------------------------------------------------------------------------------ set-up
+    def _existing(self) -> Optional[dict]:
+        """The checkpoint to resume from, after checking that it belongs to this config."""
+        path = self.run_dir / "last.pt"
+        if not path.exists():
+            return None
+        ckpt = checkpoint.load(path, map_location="cpu")
+        if ckpt["config_digest"] != self.cfg.digest():
+            raise ConfigError(f"{self.run_dir} holds a run of another config (digest {ckpt['config_digest']} "
+                              f"!= {self.cfg.digest()}); use a new --out directory")
+        return ckpt
+
+    def setup(self, splits: Optional[data.Splits] = None) -> None:
+        """Build everything a run needs; ``splits`` replaces the configured dataset (benchmarks only)."""
+        cfg, dev = self.cfg, self.device
+        tr = cfg.train
+        checkpoint.seed_everything(tr.seed)
+        if tr.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = dev.type == "cuda" and not tr.deterministic
+        self.splits = splits if splits is not None else data.build_splits(cfg)
+        info = self.splits.info
+        self.model = models.build_model(cfg.model.name, info.num_classes, info.in_channels, **cfg.model.options)
+        self.model.to(dev)
+        self.channels_last = tr.channels_last and dev.type == "cuda"
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        n = len(self.splits.train)
+        self.steps_per_epoch = n // tr.batch_size if cfg.data.drop_last else math.ceil(n / tr.batch_size)
+        if self.steps_per_epoch == 0:
+            raise ConfigError(f"train.batch_size: {tr.batch_size} exceeds the {n} training images with drop_last")
+        ctx = MethodContext(info.num_classes, n, tr.epochs, self.steps_per_epoch, dev,
+                            torch.from_numpy(self.splits.train.labels), self.run_dir)
+        self.method = build_method(cfg.method.name, self.model, cfg.method.options, ctx).to(dev)
+        self.params = list(self.method.trainable_parameters())
+        self.optimizer = build_optimizer(cfg, self.params, dev)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(cfg, step, self.steps_per_epoch))
+        self.train_loader = loaders.make_train_loader(cfg.data.loader, self.splits.train, info, dev, cfg.data.augment,
+                                                      cfg.data.num_workers, self.channels_last)
+        ev = (info, dev, tr.eval_batch_size, self.channels_last)
+        self.test_loader = loaders.EvalLoader(self.splits.test, *ev)
+        self.val_loader = loaders.maybe_loader(self.splits.val, *ev)
+        self.metrics = EvalMetrics(info.num_classes, dev)
+        if tr.compile != "none":
+            self.model.compile(mode=None if tr.compile == "default" else tr.compile)
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if tr.bf16 and dev.type == "cuda"
+                         else contextlib.nullcontext())
+        self.progress_disabled = None if tr.progress is None else not tr.progress
+
+    # ------------------------------------------------------------------------------------------ loops
+    def train_step(self, batch, epoch: int, sums: dict, correct: torch.Tensor) -> None:
+        """One optimizer step; adds this batch's summed losses and correct count to ``sums``/``correct``."""
+        method, cfg = self.method, self.cfg
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast:
+            out = method.forward_train(batch, epoch)
+        loss = sum(out.losses.values())
+        loss.backward()
+        if cfg.train.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.train.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        with torch.no_grad():
+            method.after_step(batch, out, epoch)
+            b = len(batch.y)
+            for name, value in out.losses.items():
+                sums[name] = sums.get(name, 0) + value.detach().float() * b
+            sums["loss"] = sums.get("loss", 0) + loss.detach().float() * b
+            correct += (out.logits.argmax(1) == batch.y).sum()
+
+    def index_batches(self, gen: torch.Generator) -> list[torch.Tensor]:
+        labels = torch.from_numpy(self.splits.train.labels)
+        tr = self.cfg.train
+        batches = self.method.batch_sampler(labels, tr.batch_size, self.cfg.data.drop_last, gen)
+        if batches is None:
+            batches = loaders.default_index_batches(len(labels), tr.batch_size, self.cfg.data.drop_last, gen)
+        return list(batches)
+
+    def train_epoch(self, epoch: int) -> dict:
+        cfg, method = self.cfg, self.method
+        seed = epoch_seed(cfg.train.seed, epoch)
+        checkpoint.seed_everything(seed)
+        gen = torch.Generator().manual_seed(seed)
+        batches = self.index_batches(gen)
+        method.train()
+        method.on_epoch_start(epoch)
+        sums: dict[str, torch.Tensor] = {}
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        start = time.perf_counter()
+        bar = tqdm(self.train_loader.epoch(batches, gen), total=len(batches), leave=False,
+                   desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=self.progress_disabled)
+        for batch in bar:
+            self.train_step(batch, epoch, sums, correct)
+            seen += len(batch.y)
+        train = {name: float(total) / seen for name, total in sums.items()}  # one device sync per epoch
+        train["acc"] = int(correct) / seen
+        elapsed = time.perf_counter() - start
+        return {"train": train, "time_s": elapsed, "images_per_s": seen / elapsed}
+
+    @torch.no_grad()
+    def evaluate(self, loader) -> dict[str, float]:
+        model = self.method.eval_model()
+        was_training = model.training
+        model.eval()
+        for x, y in loader:
+            with self.autocast:
+                logits = model(x)
+            self.metrics.update(logits, y)
+        model.train(was_training)
+        return self.metrics.compute()
+
+    # ------------------------------------------------------------------------------------------ run
+    def _save(self, epoch: int, record: dict, best: Optional[dict]) -> None:
+        state = {
+            "format": checkpoint.CHECKPOINT_FORMAT, "epoch": epoch, "config": self.cfg.to_dict(),
+            "config_digest": self.cfg.digest(), "method": self.method.state_dict(),
+            "method_extra": self.method.extra_state(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "rng": checkpoint.rng_state(), "record": record, "best": best,
+        }
+        checkpoint.atomic_save(state, self.run_dir / "last.pt")
+
+    def run(self, max_epochs: Optional[int] = None) -> dict:
+        """Train to ``train.epochs`` (or stop after ``max_epochs`` more epochs in this call); return the record."""
+        record_path = self.run_dir / "record.json"
+        ckpt = self._existing()
+        if ckpt is not None and ckpt["record"]["status"] == "complete":
+            return ckpt["record"]
+        self.setup()
+        tr = self.cfg.train
+        if ckpt is None:
+            record = records.new_record(self.cfg, self.splits.summary, self.device,
+                                        sum(p.numel() for p in self.method.eval_model().parameters()))
+            best, start_epoch = None, 0
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(_yaml(self.cfg.to_dict()))
+        else:
+            self.method.load_state_dict(ckpt["method"])
+            self.method.load_extra_state(ckpt["method_extra"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            checkpoint.set_rng_state(ckpt["rng"])
+            record, best, start_epoch = ckpt["record"], ckpt["best"], ckpt["epoch"]
+            record["resumed"] += 1
+            record["env"] = records.environment(self.device)
+            record["code"] = records.code_version()
+        record["status"], record["error"] = "running", None
+        records.write(record, record_path)
+        stop = tr.epochs if max_epochs is None else min(tr.epochs, start_epoch + max_epochs)
+        try:
+            bar = tqdm(range(start_epoch, stop), initial=start_epoch, total=tr.epochs, desc=record["run_id"],
+                       disable=self.progress_disabled)
+            for epoch in bar:
+                t0 = time.perf_counter()
+                entry = {"epoch": epoch + 1, **self.train_epoch(epoch),
+                         "lr": self.optimizer.param_groups[0]["lr"]}
+                entry["test"] = self.evaluate(self.test_loader)
+                entry["val"] = self.evaluate(self.val_loader) if self.val_loader is not None else None
+                record["epochs"].append(entry)
+                record["wall_time_s"] += time.perf_counter() - t0
+                record["images_per_s"] = float(np.mean([e["images_per_s"] for e in record["epochs"]]))
+                record["last"] = {"epoch": epoch + 1, "test": entry["test"], "val": entry["val"]}
+                if entry["val"] is not None and _better(tr.best_metric, entry["val"][tr.best_metric],
+                                                        best and best["value"]):
+                    best = {"epoch": epoch + 1, "value": entry["val"][tr.best_metric]}
+                    record["best"] = {"epoch": epoch + 1, "metric": f"val.{tr.best_metric}",
+                                      "test": entry["test"], "val": entry["val"]}
+                    checkpoint.atomic_save({"epoch": epoch + 1, "model": self.method.eval_model().state_dict(),
+                                            "config": self.cfg.to_dict(), "record_best": record["best"]},
+                                           self.run_dir / "best.pt")
+                if epoch + 1 == tr.epochs:
+                    record["status"] = "complete"
+                self._save(epoch + 1, record, best)
+                records.write(record, record_path)
+                bar.set_postfix(test_top1=f"{entry['test']['top1']:.4f}", loss=f"{entry['train']['loss']:.3f}")
+        except BaseException as exc:
+            record["status"] = "failed"
+            record["error"] = f"{type(exc).__name__}: {exc}"
+            records.write(record, record_path)
+            raise
+        return record
+
+
+def _yaml(tree: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(tree, sort_keys=False)

@@ -1,0 +1,35 @@
+"""Label smoothing (``ls``): Szegedy et al., "Rethinking the Inception Architecture", CVPR 2016, Sec. 7.
+
+The one-hot target is replaced by q' = (1 − ε)·onehot(y) + ε/K (the smoothing mass is spread uniformly over all
+K classes, the true one included), and the loss is the cross-entropy H(q', softmax(z)). This is exactly
+``torch.nn.functional.cross_entropy(z, y, label_smoothing=ε)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+
+from icp.methods import register
+from icp.methods.base import Batch, Method, TrainOutput
+
+
+@dataclass
+class LSOptions:
+    epsilon: float = 0.1  # smoothing mass ε (the paper's 0.1)
+
+    def __post_init__(self):
+        if not 0.0 <= self.epsilon < 1.0:
+            from icp.config import ConfigError
+
+            raise ConfigError(f"method.options.epsilon: expected a number in [0, 1), got {self.epsilon!r}")
+
+
+@register
+class LabelSmoothing(Method):
+    name = "ls"
+    Options = LSOptions
+
+    def forward_train(self, batch: Batch, epoch: int) -> TrainOutput:
+        logits = self.model(batch.x)
+        return TrainOutput(logits, {"ls": F.cross_entropy(logits, batch.y, label_smoothing=self.options.epsilon)})

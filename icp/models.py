@@ -1,0 +1,274 @@
+"""Backbones for the self-distillation benchmark, behind one registry.
+
+Models (constructor signature ``(num_classes, in_channels=3, **options)``):
+
+* ``resnet20`` / ``resnet32`` / ``resnet56`` -- CIFAR ResNets of He et al.,
+  "Deep Residual Learning for Image Recognition", CVPR 2016, Sec. 4.2: 3x3
+  conv-16 stem, three stages of n BasicBlocks (n = 3/5/9) with 16/32/64
+  channels and strides 1/2/2.  ``shortcut="A"`` (default, the paper's CIFAR
+  choice, as in akamaster/pytorch_resnet_cifar10) is a parameter-free identity
+  with stride-2 subsampling and zero-padded channels; ``shortcut="B"`` is a
+  1x1 conv + BN projection where the shape changes.  Option A with 10 classes
+  gives 0.27M / 0.46M / 0.85M parameters (269,722 / 464,154 / 853,018), as
+  in the paper.
+* ``preact_resnet18`` -- pre-activation ResNet-18 (He et al., "Identity
+  Mappings in Deep Residual Networks", ECCV 2016) in the CIFAR form used by
+  CS-KD (Yun et al., CVPR 2020, alinlab/cs-kd) and PS-KD (Kim et al., ICCV
+  2021, lgcnsai/PS-KD-Pytorch): 3x3 conv-64 stem with stride 1 and no
+  max-pool, PreActBlocks [2, 2, 2, 2] with 64/128/256/512 channels and
+  strides 1/2/2/2, 1x1 conv shortcut where the shape changes, final BN-ReLU.
+* ``wrn16_4`` -- Wide ResNet 16-4 (Zagoruyko & Komodakis, "Wide Residual
+  Networks", BMVC 2016): pre-activation wide blocks, widths 16/64/128/256,
+  two blocks per stage, option ``dropout`` between the two convs of a block.
+
+Inputs: 1-channel 28x28 inputs are handled by adapting the stem's input
+channels; spatial size is native (28 -> 28/14/7 stage maps).  Any spatial
+size >= 8 works, since the head uses global average pooling.
+
+Features: ``forward(x, features=True)`` returns ``(logits, feats)``; ``feats``
+maps each of ``feature_names`` (shallow -> deep) to that stage's NCHW output,
+plus ``"pool"``, the (B, D) vector fed to ``classifier``.  CIFAR ResNet taps
+are post-ReLU.  Pre-activation nets have no activation between stages by
+design, so their inner taps are the raw stage outputs and the last tap is the
+map after the final BN-ReLU.  Taps are gathered in ``forward`` (no hooks, no
+Python-side state): ``torch.compile(fullgraph=True)`` / CUDA-graph friendly.
+
+Initialisation: convs Kaiming normal (fan_out, relu), BN weight 1 / bias 0,
+the linear classifier keeps PyTorch's default init.
+"""
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Callable, Dict, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["MODELS", "register", "list_models", "build_model", "ClassifierNet"]
+
+MODELS: Dict[str, Callable[..., "ClassifierNet"]] = {}
+
+
+def register(name: str):
+    """Decorator adding a model constructor to ``MODELS`` under ``name``."""
+    def deco(fn):
+        if name in MODELS:
+            raise ValueError(f"model '{name}' is already registered")
+        MODELS[name] = fn
+        return fn
+    return deco
+
+
+def list_models() -> list:
+    return sorted(MODELS)
+
+
+def check_options(name: str, options: dict) -> dict:
+    """Validate a model name and its options; return the options with the constructor's defaults filled in."""
+    if name not in MODELS:
+        lower = {k.lower(): k for k in MODELS}
+        close = difflib.get_close_matches(str(name).lower(), lower, n=1)
+        hint = f"; did you mean '{lower[close[0]]}'?" if close else ""
+        raise ValueError(f"unknown model '{name}'{hint} (known: {', '.join(list_models())})")
+    params = {k: p for k, p in inspect.signature(MODELS[name]).parameters.items()
+              if k not in ("num_classes", "in_channels")}
+    bad = sorted(set(options) - set(params))
+    if bad:
+        raise ValueError(f"unknown option(s) {bad} for model '{name}' (valid options: {list(params) or 'none'})")
+    return {k: options.get(k, p.default) for k, p in params.items()}
+
+
+def build_model(name: str, num_classes: int, in_channels: int = 3, **options) -> "ClassifierNet":
+    """Build a registered model; unknown names and options raise ``ValueError``."""
+    options = check_options(name, options)
+    return MODELS[name](num_classes=num_classes, in_channels=in_channels, **options)
+
+
+def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+
+
+class ClassifierNet(nn.Module):
+    """Common base: stem -> stages (tapped) -> final (Identity or BN-ReLU) -> GAP -> classifier."""
+
+    feature_names: Tuple[str, ...]
+    feature_channels: Dict[str, int]
+    classifier: nn.Linear
+    num_classes: int
+
+    def __init__(self, stem: nn.Module, stages: Sequence[nn.Module], channels: Sequence[int],
+                 num_classes: int, final: nn.Module = None):
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.num_classes = int(num_classes)
+        self.feature_names = tuple(f"stage{i + 1}" for i in range(len(stages)))
+        self.feature_channels = dict(zip(self.feature_names, (int(c) for c in channels)))
+        self.stem = stem
+        self.stages = nn.ModuleList(stages)
+        self.final = final if final is not None else nn.Identity()
+        self.classifier = nn.Linear(int(channels[-1]), self.num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor, features: bool = False):
+        out = self.stem(x)
+        taps = []
+        for stage in self.stages:
+            out = stage(out)
+            taps.append(out)
+        out = self.final(out)
+        taps[-1] = out
+        pooled = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
+        logits = self.classifier(pooled)
+        if not features:
+            return logits
+        feats = dict(zip(self.feature_names, taps))
+        feats["pool"] = pooled
+        return logits, feats
+
+
+def _check_in_channels(in_channels: int) -> None:
+    if in_channels < 1:
+        raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+
+# ---------------------------------------------------------------- CIFAR ResNet
+class _PadShortcut(nn.Module):
+    """Option A: stride-2 subsampling plus zero channels (split over both sides, as akamaster)."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.stride, self.lo, self.hi = stride, (cout - cin) // 2, cout - cin - (cout - cin) // 2
+
+    def forward(self, x):
+        x = x[:, :, ::self.stride, ::self.stride]
+        return F.pad(x, (0, 0, 0, 0, self.lo, self.hi))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, shortcut: str):
+        super().__init__()
+        self.conv1, self.bn1 = _conv3x3(cin, cout, stride), nn.BatchNorm2d(cout)
+        self.conv2, self.bn2 = _conv3x3(cout, cout), nn.BatchNorm2d(cout)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            if shortcut == "A":
+                self.shortcut = _PadShortcut(cin, cout, stride)
+            else:
+                self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False),
+                                              nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class CifarResNet(ClassifierNet):
+    def __init__(self, depth: int, num_classes: int, in_channels: int = 3, shortcut: str = "A"):
+        _check_in_channels(in_channels)
+        if shortcut not in ("A", "B"):
+            raise ValueError(f"shortcut must be 'A' or 'B', got {shortcut!r}")
+        if (depth - 2) % 6:
+            raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
+        n, widths, cin, stages = (depth - 2) // 6, (16, 32, 64), 16, []
+        for i, w in enumerate(widths):
+            blocks = []
+            for j in range(n):
+                blocks.append(BasicBlock(cin, w, 2 if (i > 0 and j == 0) else 1, shortcut))
+                cin = w
+            stages.append(nn.Sequential(*blocks))
+        stem = nn.Sequential(_conv3x3(in_channels, 16), nn.BatchNorm2d(16), nn.ReLU(inplace=True))
+        super().__init__(stem, stages, widths, num_classes)
+
+
+@register("resnet20")
+def resnet20(num_classes: int, in_channels: int = 3, shortcut: str = "A") -> CifarResNet:
+    return CifarResNet(20, num_classes, in_channels, shortcut)
+
+
+@register("resnet32")
+def resnet32(num_classes: int, in_channels: int = 3, shortcut: str = "A") -> CifarResNet:
+    return CifarResNet(32, num_classes, in_channels, shortcut)
+
+
+@register("resnet56")
+def resnet56(num_classes: int, in_channels: int = 3, shortcut: str = "A") -> CifarResNet:
+    return CifarResNet(56, num_classes, in_channels, shortcut)
+
+
+# ------------------------------------------------- pre-activation blocks (PreAct / WRN)
+class PreActBlock(nn.Module):
+    """BN-ReLU-conv3x3-BN-ReLU-(dropout)-conv3x3 + shortcut; a projection (1x1 conv)
+    where the shape changes is applied to the pre-activated input, else identity on x."""
+
+    def __init__(self, cin: int, cout: int, stride: int, dropout: float = 0.0):
+        super().__init__()
+        self.bn1, self.conv1 = nn.BatchNorm2d(cin), _conv3x3(cin, cout, stride)
+        self.bn2, self.conv2 = nn.BatchNorm2d(cout), _conv3x3(cout, cout)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.shortcut = None
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(x))
+        skip = x if self.shortcut is None else self.shortcut(out)
+        out = self.conv1(out)
+        out = self.conv2(self.dropout(F.relu(self.bn2(out))))
+        return out + skip
+
+
+def _preact_stages(cin: int, widths: Sequence[int], strides: Sequence[int], n_blocks: Sequence[int],
+                   dropout: float = 0.0):
+    stages = []
+    for w, s, n in zip(widths, strides, n_blocks):
+        blocks = []
+        for j in range(n):
+            blocks.append(PreActBlock(cin, w, s if j == 0 else 1, dropout))
+            cin = w
+        stages.append(nn.Sequential(*blocks))
+    return stages
+
+
+def _bn_relu(c: int) -> nn.Module:
+    return nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=True))
+
+
+class PreActResNet(ClassifierNet):
+    def __init__(self, num_classes: int, in_channels: int = 3, n_blocks=(2, 2, 2, 2)):
+        _check_in_channels(in_channels)
+        widths = (64, 128, 256, 512)
+        stages = _preact_stages(64, widths, (1, 2, 2, 2), n_blocks)
+        super().__init__(_conv3x3(in_channels, 64), stages, widths, num_classes, final=_bn_relu(512))
+
+
+@register("preact_resnet18")
+def preact_resnet18(num_classes: int, in_channels: int = 3) -> PreActResNet:
+    return PreActResNet(num_classes, in_channels, (2, 2, 2, 2))
+
+
+class WideResNet(ClassifierNet):
+    def __init__(self, depth: int, widen: int, num_classes: int, in_channels: int = 3,
+                 dropout: float = 0.0):
+        _check_in_channels(in_channels)
+        if (depth - 4) % 6:
+            raise ValueError(f"WRN depth must be 6n+4, got {depth}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        n = (depth - 4) // 6
+        widths = (16 * widen, 32 * widen, 64 * widen)
+        stages = _preact_stages(16, widths, (1, 2, 2), (n, n, n), dropout)
+        super().__init__(_conv3x3(in_channels, 16), stages, widths, num_classes,
+                         final=_bn_relu(widths[-1]))
+
+
+@register("wrn16_4")
+def wrn16_4(num_classes: int, in_channels: int = 3, dropout: float = 0.0) -> WideResNet:
+    return WideResNet(16, 4, num_classes, in_channels, dropout)

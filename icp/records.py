@@ -1,0 +1,122 @@
+"""The run record: ``record.json`` in every run directory, the one contract that aggregation reads.
+
+Written atomically at the start of a run, after every epoch, and at the end. Schema (version
+``SCHEMA_VERSION``); metric blocks hold the keys of :data:`icp.metrics.HIGHER_IS_BETTER`
+(top1, macro_f1, precision, recall, nll, ece; fractions except nll)::
+
+    schema          int, SCHEMA_VERSION
+    run_id          "<method>-<model>-<dataset>-<scenario tag>-s<seed>-<config digest>"
+    status          "running" | "complete" | "failed"
+    error           null, or "ExceptionType: message" when status is "failed"
+    method          method name (config method.name); method_options: resolved options
+    model           model name; model_params: number of parameters of the evaluated classifier
+    dataset         dataset name
+    scenario        {"kind", "noise_type", "noise_rate", "noise_rate_measured", "noisy_count", "shots",
+                     "train_size", "val_size", "test_size", "pool_size", "seed", "class_counts", ...}
+    seed            training seed (train.seed)
+    config          the full resolved config (every key, defaults included); config_digest: its hash
+    code            {"version": package version, "git_commit": sha or null, "git_dirty": bool or null}
+    env             {"python", "torch", "torchvision", "cuda", "cudnn", "device", "device_name", "hostname",
+                     "platform"}
+    epochs          list, one entry per completed epoch:
+                    {"epoch": 1-based, "lr": lr at the epoch's end, "time_s": training seconds,
+                     "images_per_s": training throughput, "train": {"loss", "acc", <each named loss>},
+                     "test": metrics, "val": metrics or null}
+    last            {"epoch", "test", "val"} of the final epoch
+    best            {"epoch", "metric", "test", "val"} of the best validation epoch, or null without a val split
+    wall_time_s     seconds of training + evaluation, summed over resumed sessions
+    images_per_s    mean training throughput over all epochs
+    resumed         how many times the run was resumed from last.pt
+    started_at, updated_at   ISO-8601 UTC timestamps
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import socket
+import subprocess
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+SCHEMA_VERSION = 1
+STATUSES = ("running", "complete", "failed")
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def code_version() -> dict:
+    from icp import __version__
+
+    root = Path(__file__).resolve().parent.parent
+    commit = dirty = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                    capture_output=True, text=True, timeout=10, check=True).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"version": __version__, "git_commit": commit, "git_dirty": dirty}
+
+
+def environment(device: torch.device) -> dict:
+    try:
+        import torchvision
+
+        tv: Optional[str] = torchvision.__version__
+    except Exception:  # torchvision is optional for Fashion-MNIST with the resident loader
+        tv = None
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": tv,
+            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
+            "device": str(device), "device_name": name, "hostname": socket.gethostname(),
+            "platform": platform.platform()}
+
+
+def scenario_tag(cfg) -> str:
+    sc = cfg.scenario
+    if sc.kind == "noisy":
+        return f"{sc.noise_type[:3]}{sc.noise_rate:g}"
+    if sc.kind == "fewshot":
+        return f"{sc.shots}shot"
+    return "clean"
+
+
+def run_id(cfg) -> str:
+    return (f"{cfg.method.name}-{cfg.model.name}-{cfg.data.dataset}-{scenario_tag(cfg)}-s{cfg.train.seed}-"
+            f"{cfg.digest()}")
+
+
+def new_record(cfg, scenario: dict, device: torch.device, model_params: int) -> dict:
+    stamp = now()
+    return {
+        "schema": SCHEMA_VERSION, "run_id": run_id(cfg), "status": "running", "error": None,
+        "method": cfg.method.name, "method_options": cfg.method.options, "model": cfg.model.name,
+        "model_params": model_params, "dataset": cfg.data.dataset, "scenario": scenario, "seed": cfg.train.seed,
+        "config": cfg.to_dict(), "config_digest": cfg.digest(), "code": code_version(), "env": environment(device),
+        "epochs": [], "last": None, "best": None, "wall_time_s": 0.0, "images_per_s": None, "resumed": 0,
+        "started_at": stamp, "updated_at": stamp,
+    }
+
+
+def write(record: dict, path: str | Path) -> None:
+    """Atomic JSON write (temporary file + os.replace)."""
+    path = Path(path)
+    record["updated_at"] = now()
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(record, indent=1, sort_keys=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())

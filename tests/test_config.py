@@ -1,0 +1,75 @@
+import dataclasses
+
+import pytest
+
+from icp import config
+from icp.config import ConfigError
+
+
+def test_defaults_resolve_with_every_key():
+    cfg = config.resolve()
+    d = cfg.to_dict()
+    assert d["data"]["dataset"] == "fashion-mnist"
+    assert d["method"]["options"] == {}  # ce takes none
+    assert d["model"]["options"] == {"shortcut": "A"}  # defaults filled in
+
+
+def test_override_nested_and_types():
+    cfg = config.resolve({}, ["train.epochs=7", "optim.lr=1e-2", "schedule.milestones=[3, 5]",
+                              "method.name=ls", "method.options.epsilon=0.2", "data.val_fraction=0.1"])
+    assert cfg.train.epochs == 7 and cfg.optim.lr == 0.01 and cfg.schedule.milestones == [3, 5]
+    assert cfg.method.options == {"epsilon": 0.2} and cfg.data.val_fraction == 0.1
+    assert isinstance(config.resolve({}, ["optim.lr=1"]).optim.lr, float)  # int accepted for float
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["train.epoch=3"], "unknown key 'train.epoch'; did you mean 'epochs'?"),
+    (["trian.epochs=3"], "unknown key 'trian'; did you mean 'train'?"),
+    (["train.epochs=3.5"], "train.epochs: expected an integer, got 3.5"),
+    (["train.epochs=0"], "train.epochs: expected an integer >= 1, got 0"),
+    (["train.bf16=maybe"], "train.bf16: expected true or false, got 'maybe'"),
+    (["optim.name=adam"], "optim.name: expected one of 'sgd', 'adamw', got 'adam'"),
+    (["scenario.noise_rate=1.5"], "scenario.noise_rate: expected a number in [0, 1), got 1.5"),
+    (["scenario.kind=fewshot"], "scenario.shots: expected a positive integer when scenario.kind is 'fewshot'"),
+    (["scenario.kind=noisy"], "scenario.noise_rate: expected a number in (0, 1)"),
+    (["method.name=lss"], "method.name: unknown method 'lss'; did you mean 'ls'?"),
+    (["method.name=ls", "method.options.epslon=0.1"], "unknown key 'method.options.epslon'; did you mean 'epsilon'?"),
+    (["method.name=ls", "method.options.epsilon=1.0"], "method.options.epsilon: expected a number in [0, 1)"),
+    (["method.options.x=1"], "unknown key 'method.options.x'; nothing is accepted here"),
+    (["model.name=resnet20x"], "model.name: unknown model 'resnet20x'; did you mean 'resnet20'?"),
+    (["model.options.shortcut=C"], "model.options:"),
+    (["model.options.width=2"], "unknown option(s) ['width']"),
+    (["data.augment=randaugment", "data.loader=resident"], "data.loader: 'resident' cannot apply"),
+    (["train"], "--set expects key=value"),
+    (["train.epochs.x=1"], "train.epochs: expected an integer, got {'x': 1}"),
+])
+def test_errors_name_key_and_expectation(overrides, message):
+    with pytest.raises(ConfigError) as exc:
+        config.resolve({}, overrides)
+    assert message in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_yaml_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        config.load(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        config.load(bad)
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("train:\n  epochs: 3\n")
+    assert config.load(ok, ["train.seed=4"]).train.epochs == 3
+
+
+def test_digest_identifies_results_not_display():
+    base = config.resolve()
+    assert base.digest() == config.resolve().digest()
+    assert base.digest() != config.resolve({}, ["train.seed=1"]).digest()
+    assert base.digest() == config.resolve({}, ["train.progress=false"]).digest()
+
+
+def test_every_schema_field_has_a_default():
+    for section in dataclasses.fields(config.Config):
+        for f in dataclasses.fields(section.default_factory()):
+            assert f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING, f.name

@@ -1,0 +1,144 @@
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from icp import config, data, loaders
+from icp.data import DataError
+
+
+def test_fashion_mnist_is_the_real_dataset(fmnist_root):
+    train, info = data.load_split("fashion-mnist", fmnist_root, True)
+    test, _ = data.load_split("fashion-mnist", fmnist_root, False)
+    assert train.images.shape == (60000, 28, 28, 1) and test.images.shape == (10000, 28, 28, 1)
+    assert train.images.dtype == np.uint8 and train.labels.dtype == np.int64
+    assert np.bincount(train.labels).tolist() == [6000] * 10 and np.bincount(test.labels).tolist() == [1000] * 10
+    # the published per-pixel statistics of the training split
+    assert train.images.mean() / 255 == pytest.approx(info.mean[0], abs=1e-3)
+    assert train.images.std() / 255 == pytest.approx(info.std[0], abs=1e-3)
+
+
+def test_missing_dataset_is_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "absent")
+    with pytest.raises(DataError) as exc:
+        data.load_split("fashion-mnist", tmp_path, True)
+    msg = str(exc.value)
+    assert "\n" not in msg and "apt-get install dataset-fashion-mnist" in msg and "icp data prepare" in msg
+    with pytest.raises(DataError, match="imagefolder: .* not found"):
+        data.load_split("imagefolder", tmp_path, True)
+
+
+def test_truncated_idx_is_rejected(tmp_path):
+    f = tmp_path / "x-idx3-ubyte.gz"
+    with gzip.open(f, "wb") as fh:
+        fh.write(bytes([0, 0, 8, 3]) + (10).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + b"\0" * 100)
+    with pytest.raises(DataError, match="truncated"):
+        data._read_idx(f)
+
+
+def test_prepare_copies_into_torchvision_layout(tmp_path):
+    target = data.prepare("fashion-mnist", tmp_path)
+    assert target == tmp_path / "FashionMNIST" / "raw"
+    assert sorted(p.name for p in target.iterdir()) == sorted(
+        f for names in data.FASHION_MNIST_FILES.values() for f in names)
+    # the copy is what gets read now, and it is identical
+    assert data._find_fashion_mnist(tmp_path) == target
+    a, _ = data.load_split("fashion-mnist", tmp_path, False)
+    assert np.bincount(a.labels).tolist() == [1000] * 10
+
+
+def test_imagefolder_reads_class_folders(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for c, colour in enumerate([(255, 0, 0), (0, 0, 255)]):
+            d = tmp_path / split / f"class{c}"
+            d.mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (20, 30), colour).save(d / f"{i}.png")
+    arrays, info = data.load_split("imagefolder", tmp_path, True, image_size=16)
+    assert arrays.images.shape == (6, 16, 16, 3) and arrays.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert info.classes == ("class0", "class1") and info.mean[0] == pytest.approx(0.5, abs=0.01)
+
+
+def test_splits_val_holdout_and_scenario_on_train_only(fmnist_root):
+    cfg = config.resolve({}, [f"data.root={fmnist_root}", "data.train_subset=2000", "data.val_fraction=0.2",
+                              "scenario.kind=noisy", "scenario.noise_rate=0.4", "train.seed=3"])
+    s = data.build_splits(cfg)
+    assert len(s.train) == 1600 and len(s.val) == 400 and len(s.test) == 10000
+    assert np.bincount(s.val.labels).tolist() == [40] * 10  # stratified, clean
+    assert (s.train.labels != s.train_clean_labels).sum() == round(0.4 * 1600)
+    assert s.summary["noise_rate_measured"] == pytest.approx(0.4)
+    again = data.build_splits(cfg)
+    assert np.array_equal(again.train.images, s.train.images) and np.array_equal(again.train.labels, s.train.labels)
+    other = data.build_splits(config.resolve({}, [f"data.root={fmnist_root}", "data.train_subset=2000",
+                                                  "data.val_fraction=0.2", "train.seed=4"]))
+    assert not np.array_equal(other.val.images, s.val.images)
+
+
+def test_fewshot_split(fmnist_root):
+    s = data.build_splits(config.resolve({}, [f"data.root={fmnist_root}", "scenario.kind=fewshot",
+                                              "scenario.shots=5"]))
+    assert np.bincount(s.train.labels).tolist() == [5] * 10 and len(s.test) == 10000
+
+
+def _one_pixel_images(n=64, size=28):
+    images = np.zeros((n, size, size, 1), dtype=np.uint8)
+    images[:, size // 2, size // 2, 0] = 255
+    return data.ImageArrays(images, np.arange(n, dtype=np.int64) % 10)
+
+
+def test_resident_loader_crops_within_pad_and_flips():
+    arrays = _one_pixel_images()
+    info = data.DatasetInfo("t", 10, 1, (0.0,), (1.0,))
+    loader = loaders.ResidentLoader(arrays, info, torch.device("cpu"), "standard")
+    gen = torch.Generator().manual_seed(0)
+    batches = loaders.default_index_batches(64, 16, False, gen)
+    offsets = []
+    for b in loader.epoch(batches, gen):
+        assert b.x.shape == (16, 1, 28, 28) and b.x.dtype == torch.float32
+        assert torch.equal(b.y, torch.from_numpy(arrays.labels)[b.index])
+        for img in b.x[:, 0]:
+            pos = (img == 1.0).nonzero()
+            if len(pos):  # the pixel can be cropped away only if it moved by more than the pad: never here
+                offsets.append((pos[0, 0].item() - 14, pos[0, 1].item() - 14))
+    assert len(offsets) == 64
+    pad = loaders.crop_pad(28)
+    assert all(abs(dy) <= pad and abs(dx) <= pad + 1 for dy, dx in offsets)  # +1: a flip mirrors column 14 to 13
+    assert len(set(offsets)) > 10  # the crops really vary
+
+
+def test_resident_loader_without_augment_is_normalised_identity():
+    arrays = _one_pixel_images(8)
+    info = data.DatasetInfo("t", 10, 1, (0.5,), (0.25,))
+    loader = loaders.ResidentLoader(arrays, info, torch.device("cpu"), "none")
+    gen = torch.Generator().manual_seed(0)
+    (b,) = list(loader.epoch([torch.arange(8)], gen))
+    expected = (torch.from_numpy(arrays.images).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.25
+    assert torch.allclose(b.x, expected)
+
+
+@pytest.mark.parametrize("augment", ["standard", "randaugment", "none"])
+def test_torch_loader_serves_every_index_once(augment):
+    arrays = _one_pixel_images(40)
+    info = data.DatasetInfo("t", 10, 1, (0.0,), (1.0,))
+    loader = loaders.TorchLoader(arrays, info, torch.device("cpu"), augment)
+    gen = torch.Generator().manual_seed(1)
+    batches = loaders.default_index_batches(40, 16, False, gen)
+    seen = torch.cat([b.index for b in loader.epoch(batches, gen)])
+    assert sorted(seen.tolist()) == list(range(40))
+
+
+def test_loaders_are_deterministic_given_the_generator():
+    arrays = _one_pixel_images(32)
+    info = data.DatasetInfo("t", 10, 1, (0.0,), (1.0,))
+    for loader in (loaders.ResidentLoader(arrays, info, torch.device("cpu"), "standard"),
+                   loaders.TorchLoader(arrays, info, torch.device("cpu"), "standard")):
+        runs = []
+        for _ in range(2):
+            torch.manual_seed(5)
+            gen = torch.Generator().manual_seed(7)
+            runs.append(torch.cat([b.x for b in loader.epoch(loaders.default_index_batches(32, 8, False, gen), gen)]))
+        assert torch.equal(runs[0], runs[1])

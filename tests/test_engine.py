@@ -1,0 +1,125 @@
+import json
+import math
+
+import pytest
+import torch
+
+from icp import checkpoint, config, engine, records
+from icp.config import ConfigError
+from icp.metrics import HIGHER_IS_BETTER
+
+
+def test_short_run_on_real_fashion_mnist_learns(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("data.train_subset=2000", "data.test_subset=1000", "train.batch_size=64", "train.epochs=1",
+                   "optim.lr=0.1", "schedule.name=cosine", "schedule.warmup_epochs=0.5")
+    rec = engine.Trainer(cfg, tmp_path / "run").run()
+    assert rec["status"] == "complete"
+    assert rec["last"]["test"]["top1"] > 0.35  # chance is 0.10
+
+
+def test_record_schema(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("train.epochs=1", "data.val_fraction=0.2")
+    rec = engine.Trainer(cfg, tmp_path / "run").run()
+    on_disk = records.read(tmp_path / "run" / "record.json")
+    assert on_disk == json.loads(json.dumps(rec))
+    for key in ("schema", "run_id", "status", "error", "method", "model", "dataset", "scenario", "seed", "config",
+                "config_digest", "code", "env", "epochs", "last", "best", "wall_time_s", "images_per_s", "resumed"):
+        assert key in on_disk, key
+    assert on_disk["schema"] == records.SCHEMA_VERSION and on_disk["status"] == "complete"
+    assert on_disk["config"] == cfg.to_dict() and on_disk["seed"] == cfg.train.seed
+    assert on_disk["code"]["version"] and on_disk["env"]["torch"] == torch.__version__
+    assert on_disk["scenario"]["train_size"] == 480 and on_disk["scenario"]["val_size"] == 120
+    (e,) = on_disk["epochs"]
+    assert e["epoch"] == 1 and e["images_per_s"] > 0 and set(e["train"]) >= {"loss", "ce", "acc"}
+    assert set(e["test"]) == set(HIGHER_IS_BETTER) and set(e["val"]) == set(HIGHER_IS_BETTER)
+    assert on_disk["best"]["epoch"] == 1 and on_disk["best"]["metric"] == "val.top1"
+    assert (tmp_path / "run" / "best.pt").exists() and (tmp_path / "run" / "config.yaml").exists()
+    assert config.load(tmp_path / "run" / "config.yaml").digest() == cfg.digest()
+
+
+def _weights(run_dir):
+    return checkpoint.load(run_dir / "last.pt")["method"]
+
+
+def test_resume_reproduces_uninterrupted_run_exactly(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("train.epochs=3", "data.val_fraction=0.2", "method.name=ls", "train.grad_clip=5")
+    full = engine.Trainer(cfg, tmp_path / "full").run()
+    part = engine.Trainer(cfg, tmp_path / "part").run(max_epochs=1)
+    assert part["status"] == "running" and len(part["epochs"]) == 1
+    part = engine.Trainer(cfg, tmp_path / "part").run(max_epochs=1)  # a second, separate interruption
+    resumed = engine.Trainer(cfg, tmp_path / "part").run()
+    assert resumed["resumed"] == 2 and resumed["status"] == "complete"
+    strip = lambda eps: [{k: v for k, v in e.items() if k not in ("time_s", "images_per_s")} for e in eps]
+    assert strip(resumed["epochs"]) == strip(full["epochs"])
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "part")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_completed_run_is_not_trained_again(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("train.epochs=1")
+    first = engine.Trainer(cfg, tmp_path / "run").run()
+    mtime = (tmp_path / "run" / "last.pt").stat().st_mtime_ns
+    again = engine.Trainer(cfg, tmp_path / "run").run()
+    assert again["epochs"] == first["epochs"] and (tmp_path / "run" / "last.pt").stat().st_mtime_ns == mtime
+
+
+def test_other_config_in_run_dir_is_refused(tiny_cfg, tmp_path):
+    engine.Trainer(tiny_cfg("train.epochs=1"), tmp_path / "run").run()
+    with pytest.raises(ConfigError, match="holds a run of another config"):
+        engine.Trainer(tiny_cfg("train.epochs=1", "train.seed=9"), tmp_path / "run").run()
+
+
+def test_interrupted_checkpoint_write_keeps_previous(tiny_cfg, tmp_path, monkeypatch):
+    cfg = tiny_cfg("train.epochs=2")
+    engine.Trainer(cfg, tmp_path / "run").run(max_epochs=1)
+    before = checkpoint.load(tmp_path / "run" / "last.pt")
+
+    def broken_save(obj, fh, *a, **k):
+        fh.write(b"partial garbage")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        engine.Trainer(cfg, tmp_path / "run").run()
+    monkeypatch.undo()
+    after = checkpoint.load(tmp_path / "run" / "last.pt")
+    assert after["epoch"] == before["epoch"] == 1
+    assert all(torch.equal(after["method"][k], before["method"][k]) for k in before["method"])
+    assert not [p for p in (tmp_path / "run").iterdir() if p.name.startswith(".")]  # no temp file left
+    rec = records.read(tmp_path / "run" / "record.json")
+    assert rec["status"] == "failed" and rec["error"] == "OSError: disk full"
+    # and the run resumes from the intact checkpoint
+    assert engine.Trainer(cfg, tmp_path / "run").run()["status"] == "complete"
+
+
+def test_bad_config_or_missing_data_writes_nothing(tiny_cfg, tmp_path):
+    with pytest.raises(Exception):
+        engine.Trainer(tiny_cfg("data.dataset=cifar10"), tmp_path / "run").run()
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name, expect", [
+    ("multistep", {0: 1.0, 9: 1.0, 10: 0.1, 14: 0.1, 15: 0.01, 19: 0.01}),
+    ("cosine", {0: 1.0, 10: 0.5, 20: 0.0}),
+    ("constant", {0: 1.0, 19: 1.0}),
+])
+def test_lr_schedules(name, expect):
+    cfg = config.resolve({}, [f"schedule.name={name}", "train.epochs=20"])
+    for epoch, factor in expect.items():
+        assert engine.lr_factor(cfg, epoch * 100, 100) == pytest.approx(factor, abs=1e-9)
+
+
+def test_warmup_is_linear_per_iteration():
+    cfg = config.resolve({}, ["schedule.name=constant", "schedule.warmup_epochs=2", "train.epochs=10"])
+    assert engine.lr_factor(cfg, 0, 50) == pytest.approx(1 / 100)
+    assert engine.lr_factor(cfg, 49, 50) == pytest.approx(0.5)
+    assert engine.lr_factor(cfg, 150, 50) == 1.0
+
+
+def test_optimizers(tiny_cfg):
+    m = torch.nn.Linear(2, 2)
+    sgd = engine.build_optimizer(config.resolve({}, ["optim.nesterov=true"]), m.parameters(), torch.device("cpu"))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["nesterov"]
+    adamw = engine.build_optimizer(config.resolve({}, ["optim.name=adamw", "optim.lr=1e-3"]), m.parameters(),
+                                   torch.device("cpu"))
+    assert isinstance(adamw, torch.optim.AdamW) and math.isclose(adamw.defaults["lr"], 1e-3)

@@ -1,0 +1,151 @@
+"""Tests for icp.models: shapes, feature taps, parameter counts, registry errors."""
+import pytest
+import torch
+import torch.nn as nn
+
+from icp.models import MODELS, ClassifierNet, build_model, list_models
+
+EXPECTED_MODELS = ["preact_resnet18", "resnet20", "resnet32", "resnet56", "wrn16_4"]
+
+# Spatial size of each stage tap for a given input size (stem keeps resolution, then /2 per stage).
+EXPECTED_SPATIAL = {
+    "resnet": {32: (32, 16, 8), 28: (28, 14, 7)},
+    "wrn": {32: (32, 16, 8), 28: (28, 14, 7)},
+    "preact": {32: (32, 16, 8, 4), 28: (28, 14, 7, 4)},
+}
+EXPECTED_CHANNELS = {
+    "resnet20": (16, 32, 64), "resnet32": (16, 32, 64), "resnet56": (16, 32, 64),
+    "preact_resnet18": (64, 128, 256, 512), "wrn16_4": (64, 128, 256),
+}
+
+
+def _family(name):
+    return "preact" if name.startswith("preact") else "wrn" if name.startswith("wrn") else "resnet"
+
+
+def _n_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_registry_lists_all_models():
+    assert list_models() == EXPECTED_MODELS
+    assert sorted(MODELS) == EXPECTED_MODELS
+
+
+@pytest.mark.parametrize("name", EXPECTED_MODELS)
+@pytest.mark.parametrize("in_channels,size", [(1, 28), (3, 32)])
+@pytest.mark.parametrize("num_classes", [10, 100])
+def test_forward_shapes_and_features(name, in_channels, size, num_classes):
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=num_classes, in_channels=in_channels).eval()
+    assert isinstance(model, ClassifierNet)
+    assert model.num_classes == num_classes
+    assert isinstance(model.classifier, nn.Linear)
+    assert model.feature_channels == dict(zip(model.feature_names, EXPECTED_CHANNELS[name]))
+    x = torch.randn(2, in_channels, size, size)
+    with torch.no_grad():
+        plain = model(x)
+        logits, feats = model(x, features=True)
+    assert plain.shape == (2, num_classes)
+    assert logits.shape == (2, num_classes)
+    assert tuple(feats) == model.feature_names + ("pool",)
+    sizes = EXPECTED_SPATIAL[_family(name)][size]
+    assert len(model.feature_names) == len(sizes)
+    for fname, s in zip(model.feature_names, sizes):
+        f = feats[fname]
+        assert f.shape == (2, model.feature_channels[fname], s, s), fname
+    assert feats["pool"].shape == (2, model.classifier.in_features)
+    # pool is the global average of the last tap (post final activation where there is one)
+    last = feats[model.feature_names[-1]]
+    torch.testing.assert_close(feats["pool"], last.mean(dim=(2, 3)), rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        torch.testing.assert_close(logits, model.classifier(feats["pool"]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(logits, plain, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "wrn16_4"])
+def test_post_activation_taps_are_nonnegative(name):
+    model = build_model(name, 10).eval()
+    with torch.no_grad():
+        _, feats = model(torch.randn(2, 3, 32, 32), features=True)
+    taps = model.feature_names if name.startswith("resnet") else model.feature_names[-1:]
+    for t in taps:
+        assert feats[t].min() >= 0, t
+
+
+@pytest.mark.parametrize("name,exact,rounded", [
+    ("resnet20", 269_722, 0.27), ("resnet32", 464_154, 0.46), ("resnet56", 853_018, 0.85),
+])
+def test_cifar_resnet_param_counts(name, exact, rounded):
+    a = _n_params(build_model(name, 10, shortcut="A"))
+    assert a == exact
+    assert round(a / 1e6, 2) == rounded
+    b = _n_params(build_model(name, 10, shortcut="B"))
+    assert b > a
+
+
+def test_other_param_counts():
+    assert _n_params(build_model("preact_resnet18", 10)) == 11_172_170
+    n100 = _n_params(build_model("preact_resnet18", 100))
+    assert n100 == 11_218_340 and round(n100 / 1e6, 1) == 11.2
+    n_wrn = _n_params(build_model("wrn16_4", 10))
+    assert n_wrn == 2_748_890 and round(n_wrn / 1e6, 2) == 2.75
+    # dropout adds no parameters
+    assert _n_params(build_model("wrn16_4", 10, dropout=0.3)) == n_wrn
+
+
+def test_shortcut_a_is_parameter_free():
+    model = build_model("resnet20", 10, shortcut="A")
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert all(m.kernel_size == (3, 3) for m in convs)
+    assert len(convs) == 19  # stem + 2 per block * 9 blocks
+    model_b = build_model("resnet20", 10, shortcut="B")
+    assert sum(isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) for m in model_b.modules()) == 2
+
+
+def test_unknown_model_suggests_close_match():
+    with pytest.raises(ValueError, match="unknown model 'resnet-20'.*did you mean 'resnet20'"):
+        build_model("resnet-20", 10)
+    with pytest.raises(ValueError, match="did you mean 'wrn16_4'"):
+        build_model("WRN16-4", 10)
+    with pytest.raises(ValueError, match="known: preact_resnet18, resnet20"):
+        build_model("vgg", 10)
+
+
+def test_unknown_option_is_named():
+    with pytest.raises(ValueError) as err:
+        build_model("resnet20", 10, dropuot=0.1)
+    assert "dropuot" in str(err.value) and "shortcut" in str(err.value)
+    with pytest.raises(ValueError, match="widen"):
+        build_model("wrn16_4", 10, widen=8)
+
+
+def test_invalid_option_values():
+    with pytest.raises(ValueError, match="shortcut"):
+        build_model("resnet20", 10, shortcut="C")
+    with pytest.raises(ValueError, match="dropout"):
+        build_model("wrn16_4", 10, dropout=1.5)
+
+
+@pytest.mark.parametrize("name", EXPECTED_MODELS)
+def test_gradient_reaches_stem_and_eval_is_deterministic(name):
+    torch.manual_seed(0)
+    model = build_model(name, 10, in_channels=1).train()
+    x = torch.randn(2, 1, 28, 28)
+    model(x).logsumexp(dim=1).sum().backward()
+    stem_conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert stem_conv.in_channels == 1
+    assert stem_conv.weight.grad is not None and stem_conv.weight.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        y1, y2 = model(x), model(x)
+    assert torch.equal(y1, y2)
+
+
+@pytest.mark.parametrize("name", EXPECTED_MODELS)
+def test_smallest_supported_input(name):
+    model = build_model(name, 10, in_channels=3).eval()
+    with torch.no_grad():
+        logits, feats = model(torch.randn(2, 3, 8, 8), features=True)
+    assert logits.shape == (2, 10)
+    assert feats[model.feature_names[-1]].shape[-1] == (1 if name.startswith("preact") else 2)
