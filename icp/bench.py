@@ -10,6 +10,7 @@ without CIFAR): throughput does not depend on pixel values, and such rows are la
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Optional, Sequence
 
@@ -35,7 +36,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(cfg: config.Config, steps: int, warmup: int, splits: Optional[data.Splits] = None) -> dict:
+def measure(cfg: config.Config, steps: int, warmup: int, splits: Optional[data.Splits] = None,
+            profile: bool = False) -> dict:
     trainer = Trainer(cfg, run_dir="/nonexistent-bench-run")
     trainer.setup(splits)
     trainer.method.train()
@@ -51,19 +53,25 @@ def measure(cfg: config.Config, steps: int, warmup: int, splits: Optional[data.S
     for _ in range(warmup):
         trainer.train_step(next(it), cfg.train.epochs - 1, sums, correct)
     _sync(trainer.device)
-    seen, start = 0, time.perf_counter()
-    for _ in range(steps):
-        batch = next(it)
-        trainer.train_step(batch, cfg.train.epochs - 1, sums, correct)
-        seen += len(batch.y)
-    _sync(trainer.device)
-    elapsed = time.perf_counter() - start
+    prof = torch.profiler.profile() if profile else contextlib.nullcontext()
+    with prof:
+        seen, start = 0, time.perf_counter()
+        for _ in range(steps):
+            batch = next(it)
+            trainer.train_step(batch, cfg.train.epochs - 1, sums, correct)
+            seen += len(batch.y)
+        _sync(trainer.device)
+        elapsed = time.perf_counter() - start
+    if profile:
+        key = "self_cuda_time_total" if trainer.device.type == "cuda" else "self_cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=25))
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
     return {"images_per_s": seen / elapsed, "step_ms": 1000 * elapsed / steps,
             "device": str(trainer.device), "dataset": trainer.splits.info.name}
 
 
 def run(models: Sequence[str], methods: Sequence[str], device: str, batch_size: int, steps: int, warmup: int,
-        dataset: str, shape: Optional[tuple[int, int, int]], overrides: Sequence[str] = ()):
+        dataset: str, shape: Optional[tuple[int, int, int]], overrides: Sequence[str] = (), profile: bool = False):
     import pandas as pd
 
     methods = ["ce"] + [m for m in methods if m != "ce"]
@@ -78,7 +86,7 @@ def run(models: Sequence[str], methods: Sequence[str], device: str, batch_size: 
             if dataset != "synthetic":
                 sets.append(f"data.dataset={dataset}")
             cfg = config.resolve({}, sets)
-            res = measure(cfg, steps, warmup, splits)
+            res = measure(cfg, steps, warmup, splits, profile)
             rows.append({"model": model, "method": method, "data": res["dataset"], "device": res["device"],
                          "batch": batch_size, "step_ms": round(res["step_ms"], 2),
                          "img_per_s": round(res["images_per_s"], 1)})

@@ -56,7 +56,7 @@ def _bench(args) -> int:
 
     shape = tuple(int(v) for v in args.shape.split("x")) if args.shape else (3, 32, 32)
     table = bench.run(args.models, args.methods, args.device, args.batch_size, args.steps, args.warmup,
-                      args.data, shape, args.set)
+                      args.data, shape, args.set, args.profile)
     print(table.to_string(index=False))
     return 0
 
@@ -91,6 +91,7 @@ def parser() -> argparse.ArgumentParser:
                    help="a dataset name, or 'synthetic' for random images of --shape")
     b.add_argument("--shape", default=None, help="CxHxW for --data synthetic (default 3x32x32)")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every row")
+    b.add_argument("--profile", action="store_true", help="also print torch.profiler's top operators per row")
     b.set_defaults(func=_bench)
     return p
 

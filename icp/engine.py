@@ -135,12 +135,14 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ loops
     def train_step(self, batch, epoch: int, sums: dict, correct: torch.Tensor) -> None:
-        """One optimizer step; adds this batch's summed losses and correct count to ``sums``/``correct``."""
+        """One optimizer step; adds this batch's summed losses to ``sums["total"]`` (a tensor, in the order of
+        ``sums["names"]``) and its correct predictions to ``correct``, without a device sync."""
         method, cfg = self.method, self.cfg
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast:
             out = method.forward_train(batch, epoch)
-        loss = sum(out.losses.values())
+        values = list(out.losses.values())
+        loss = values[0] if len(values) == 1 else torch.stack([v.float() for v in values]).sum()
         loss.backward()
         if cfg.train.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.params, cfg.train.grad_clip)
@@ -148,10 +150,10 @@ class Trainer:
         self.scheduler.step()
         with torch.no_grad():
             method.after_step(batch, out, epoch)
-            b = len(batch.y)
-            for name, value in out.losses.items():
-                sums[name] = sums.get(name, 0) + value.detach().float() * b
-            sums["loss"] = sums.get("loss", 0) + loss.detach().float() * b
+            stats = torch.stack([v.float() for v in (*values, loss)]) * len(batch.y)
+            if "total" not in sums:
+                sums["names"], sums["total"] = [*out.losses, "loss"], torch.zeros_like(stats)
+            sums["total"] += stats
             correct += (out.logits.argmax(1) == batch.y).sum()
 
     def index_batches(self, gen: torch.Generator) -> list[torch.Tensor]:
@@ -170,7 +172,7 @@ class Trainer:
         batches = self.index_batches(gen)
         method.train()
         method.on_epoch_start(epoch)
-        sums: dict[str, torch.Tensor] = {}
+        sums: dict = {}
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
         start = time.perf_counter()
@@ -179,7 +181,7 @@ class Trainer:
         for batch in bar:
             self.train_step(batch, epoch, sums, correct)
             seen += len(batch.y)
-        train = {name: float(total) / seen for name, total in sums.items()}  # one device sync per epoch
+        train = dict(zip(sums["names"], (sums["total"] / seen).tolist()))  # one device sync per epoch
         train["acc"] = int(correct) / seen
         elapsed = time.perf_counter() - start
         return {"train": train, "time_s": elapsed, "images_per_s": seen / elapsed}

@@ -32,7 +32,7 @@ from icp.methods.base import Batch
 
 
 def to_tensor_nchw(arrays: ImageArrays) -> torch.Tensor:
-    return torch.from_numpy(arrays.images).permute(0, 3, 1, 2).contiguous()
+    return torch.from_numpy(arrays.images.copy()).permute(0, 3, 1, 2).contiguous()
 
 
 class Normalizer:
@@ -65,6 +65,8 @@ def crop_pad(size: int) -> int:
 class ResidentLoader:
     """Whole training split on the device; batched crop + flip on the device."""
 
+    CHUNK = 8192  # images gathered, augmented and normalised per step of the epoch
+
     def __init__(self, arrays: ImageArrays, info: DatasetInfo, device: torch.device, augment: str,
                  channels_last: bool = False):
         if augment not in ("standard", "none"):
@@ -90,19 +92,28 @@ class ResidentLoader:
         return torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
 
     def epoch(self, index_batches: Sequence[torch.Tensor], generator: torch.Generator) -> Iterator[Batch]:
-        n = sum(len(b) for b in index_batches)
+        """Gather and augment the epoch in chunks of whole batches (few large ops instead of many small ones)."""
+        sizes = [len(b) for b in index_batches]
+        order = torch.cat(list(index_batches)).to(self.device)  # one host-to-device copy per epoch
+        n = len(order)
         if self.augment == "standard":
             shifts = torch.randint(0, 2 * self.pad + 1, (n, 2), generator=generator).to(self.device)
             flips = (torch.rand(n, generator=generator) < 0.5).to(self.device)
         start = 0
-        for idx_cpu in index_batches:
-            idx = idx_cpu.to(self.device, non_blocking=True)
+        while sizes:
+            take, count = 0, 0
+            while count < len(sizes) and (take + sizes[count] <= self.CHUNK or count == 0):
+                take += sizes[count]
+                count += 1
+            idx = order[start:start + take]
             x = self.images[idx]
             if self.augment == "standard":
-                end = start + len(idx_cpu)
-                x = self._augment(x, shifts[start:end], flips[start:end])
-                start = end
-            yield Batch(self.normalize(x), self.labels[idx], idx)
+                x = self._augment(x, shifts[start:start + take], flips[start:start + take])
+            x, y = self.normalize(x), self.labels[idx]
+            for xb, yb, ib in zip(x.split(sizes[:count]), y.split(sizes[:count]), idx.split(sizes[:count])):
+                yield Batch(xb, yb, ib)
+            start += take
+            sizes = sizes[count:]
 
 
 class _IndexedImages(torch.utils.data.Dataset):
