@@ -1,16 +1,16 @@
 """``icp bench``: training throughput (images/s) per method and model, with each method's ratio to ``ce``.
 
 Every row runs the engine's own ``Trainer.train_step`` (forward_train, backward, optimizer and scheduler step,
-loss bookkeeping) fed by the configured training loader, so the numbers are those of real training. Rows are
-measured in the same process one after another; the ratio column divides a method's step time by ``ce``'s
-on the same model, which is the comparable figure across machines.
+loss bookkeeping) fed by the configured training loader, so the numbers are those of real training. The methods
+of one model are timed in the same process in alternating rounds (median round kept), so drift affects all of
+them alike; the ratio column divides a method's step time by ``ce``'s on the same model, which is the figure
+that compares across machines.
 
 ``--data synthetic`` feeds random uint8 images of a given shape (e.g. 3x32x32 CIFAR shapes on a machine
 without CIFAR): throughput does not depend on pixel values, and such rows are labelled as synthetic.
 """
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import Optional, Sequence
 
@@ -36,62 +36,78 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(cfg: config.Config, steps: int, warmup: int, splits: Optional[data.Splits] = None,
-            profile: bool = False) -> dict:
-    trainer = Trainer(cfg, run_dir="/nonexistent-bench-run")
-    trainer.setup(splits)
-    trainer.method.train()
-    gen = torch.Generator().manual_seed(0)
-    sums: dict = {}
-    correct = torch.zeros((), device=trainer.device, dtype=torch.long)
+class _Timed:
+    """A set-up trainer that can be timed for a number of steps at a time."""
 
-    def batches():
+    def __init__(self, cfg: config.Config, splits: Optional[data.Splits]):
+        self.cfg = cfg
+        self.trainer = Trainer(cfg, run_dir="/nonexistent-bench-run")
+        self.trainer.setup(splits)
+        self.trainer.method.train()
+        self.gen = torch.Generator().manual_seed(0)
+        self.sums: dict = {}
+        self.correct = torch.zeros((), device=self.trainer.device, dtype=torch.long)
+        self.batches = self._batches()
+
+    def _batches(self):
         while True:
-            yield from trainer.train_loader.epoch(trainer.index_batches(gen), gen)
+            yield from self.trainer.train_loader.epoch(self.trainer.index_batches(self.gen), self.gen)
 
-    it = batches()
-    for _ in range(warmup):
-        trainer.train_step(next(it), cfg.train.epochs - 1, sums, correct)
-    _sync(trainer.device)
-    prof = torch.profiler.profile() if profile else contextlib.nullcontext()
-    with prof:
+    def steps(self, n: int) -> tuple[int, float]:
+        """Run n steps (the last epoch, so a method with a warm-up phase does its full work); (images, seconds)."""
+        device = self.trainer.device
+        _sync(device)
         seen, start = 0, time.perf_counter()
-        for _ in range(steps):
-            batch = next(it)
-            trainer.train_step(batch, cfg.train.epochs - 1, sums, correct)
+        for _ in range(n):
+            batch = next(self.batches)
+            self.trainer.train_step(batch, self.cfg.train.epochs - 1, self.sums, self.correct)
             seen += len(batch.y)
-        _sync(trainer.device)
-        elapsed = time.perf_counter() - start
-    if profile:
-        key = "self_cuda_time_total" if trainer.device.type == "cuda" else "self_cpu_time_total"
-        print(prof.key_averages().table(sort_by=key, row_limit=25))
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
-    return {"images_per_s": seen / elapsed, "step_ms": 1000 * elapsed / steps,
-            "device": str(trainer.device), "dataset": trainer.splits.info.name}
+        _sync(device)
+        return seen, time.perf_counter() - start
 
 
 def run(models: Sequence[str], methods: Sequence[str], device: str, batch_size: int, steps: int, warmup: int,
-        dataset: str, shape: Optional[tuple[int, int, int]], overrides: Sequence[str] = (), profile: bool = False):
+        dataset: str, shape: Optional[tuple[int, int, int]], overrides: Sequence[str] = (), profile: bool = False,
+        rounds: int = 3):
+    """Time every method on every model. Methods of one model are timed in ``rounds`` alternating rounds of
+    ``steps`` steps each and the median round is kept, so slow drift (thermal, other load) hits all alike."""
     import pandas as pd
 
     methods = ["ce"] + [m for m in methods if m != "ce"]
     splits = synthetic_splits(shape, max(batch_size * 8, 4096)) if dataset == "synthetic" else None
     rows = []
     for model in models:
+        timed = {}
         for method in methods:
-            # The last epoch, so a method with a warm-up (e.g. ICP) is timed doing its full work.
             sets = [f"model.name={model}", f"method.name={method}", f"train.device={device}",
                     f"train.batch_size={batch_size}", "train.epochs=1", "train.progress=false",
                     "data.train_subset=8192", "data.test_subset=1000", *overrides]
             if dataset != "synthetic":
                 sets.append(f"data.dataset={dataset}")
-            cfg = config.resolve({}, sets)
-            res = measure(cfg, steps, warmup, splits, profile)
-            rows.append({"model": model, "method": method, "data": res["dataset"], "device": res["device"],
-                         "batch": batch_size, "step_ms": round(res["step_ms"], 2),
-                         "img_per_s": round(res["images_per_s"], 1)})
-            print(f"  {model:16s} {method:12s} {res['images_per_s']:10.1f} img/s", flush=True)
+            timed[method] = _Timed(config.resolve({}, sets), splits)
+            timed[method].steps(warmup)
+        per_image = {m: [] for m in methods}
+        for _ in range(rounds):
+            for method in methods:
+                seen, seconds = timed[method].steps(steps)
+                per_image[method].append((seconds / steps, seen / seconds))
+        for method in methods:
+            step_s, img_s = sorted(per_image[method])[len(per_image[method]) // 2]
+            tr = timed[method].trainer
+            rows.append({"model": model, "method": method, "data": tr.splits.info.name, "device": str(tr.device),
+                         "batch": batch_size, "step_ms": round(1000 * step_s, 2), "img_per_s": round(img_s, 1)})
+            print(f"  {model:16s} {method:12s} {img_s:10.1f} img/s", flush=True)
+            if profile:
+                _profile(timed[method], steps)
+        del timed
     table = pd.DataFrame(rows)
     ce = table[table.method == "ce"].set_index("model")["step_ms"]
     table["ratio_to_ce"] = (table["step_ms"] / table["model"].map(ce)).round(2)
     return table
+
+
+def _profile(timed: _Timed, steps: int) -> None:
+    with torch.profiler.profile() as prof:
+        timed.steps(steps)
+    key = "self_cuda_time_total" if timed.trainer.device.type == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=25))

@@ -56,7 +56,7 @@ def _bench(args) -> int:
 
     shape = tuple(int(v) for v in args.shape.split("x")) if args.shape else (3, 32, 32)
     table = bench.run(args.models, args.methods, args.device, args.batch_size, args.steps, args.warmup,
-                      args.data, shape, args.set, args.profile)
+                      args.data, shape, args.set, args.profile, args.rounds)
     print(table.to_string(index=False))
     return 0
 
@@ -87,6 +87,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=int, default=128)
     b.add_argument("--steps", type=int, default=20)
     b.add_argument("--warmup", type=int, default=5)
+    b.add_argument("--rounds", type=int, default=3, help="alternating timing rounds per method (median kept)")
     b.add_argument("--data", default="fashion-mnist",
                    help="a dataset name, or 'synthetic' for random images of --shape")
     b.add_argument("--shape", default=None, help="CxHxW for --data synthetic (default 3x32x32)")

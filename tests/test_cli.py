@@ -48,7 +48,7 @@ def test_listings(capsys):
 
 def test_bench_prints_ratio_table(fmnist_root, capsys):
     assert cli.main(["bench", "--device", "cpu", "--methods", "ce", "ls", "--batch-size", "32", "--steps", "2",
-                     "--warmup", "1", "--set", f"data.root={fmnist_root}"]) == 0
+                     "--warmup", "1", "--rounds", "2", "--set", f"data.root={fmnist_root}"]) == 0
     out = capsys.readouterr().out
     header = [line for line in out.splitlines() if "ratio_to_ce" in line]
     assert header and "img_per_s" in header[0]
