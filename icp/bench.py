@@ -6,6 +6,9 @@ of one model are timed in the same process in alternating rounds (median round k
 them alike; the ratio column divides a method's step time by ``ce``'s on the same model, which is the figure
 that compares across machines.
 
+A method may carry options, ``NAME[:key=value,...]`` (:func:`parse_variant`), so that variants are timed side by
+side: ``icp bench --methods ce icp-sgd:steps=1 icp-sgd icp-sgd:steps=10 icp-sgd:reuse_clean_grad=true``.
+
 ``--data synthetic`` feeds random uint8 images of a given shape (e.g. 3x32x32 CIFAR shapes on a machine
 without CIFAR): throughput does not depend on pixel values, and such rows are labelled as synthetic.
 """
@@ -66,6 +69,20 @@ class _Timed:
         return seen, time.perf_counter() - start
 
 
+def parse_variant(spec: str) -> tuple[str, list[str]]:
+    """``NAME[:key=value,...]`` -> (method name, config overrides). A bare key is a method option
+    (``icp-sgd:steps=10`` sets ``method.options.steps``); a dotted key is any config key (``icp:train.bf16=true``).
+    The row is labelled with the whole spec, so variants of one method sit side by side."""
+    name, _, rest = spec.partition(":")
+    sets = [f"method.name={name}"]
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise config.ConfigError(f"bench method '{spec}': expected key=value after ':', got '{item}'")
+        sets.append(f"{key}={value}" if "." in key else f"method.options.{key}={value}")
+    return name, sets
+
+
 def run(models: Sequence[str], methods: Sequence[str], device: str, batch_size: int, steps: int, warmup: int,
         dataset: str, shape: Optional[tuple[int, int, int]], overrides: Sequence[str] = (), profile: bool = False,
         rounds: int = 3):
@@ -79,9 +96,9 @@ def run(models: Sequence[str], methods: Sequence[str], device: str, batch_size: 
     for model in models:
         timed = {}
         for method in methods:
-            sets = [f"model.name={model}", f"method.name={method}", f"train.device={device}",
+            sets = [f"model.name={model}", f"train.device={device}",
                     f"train.batch_size={batch_size}", "train.epochs=1", "train.progress=false",
-                    "data.train_subset=8192", "data.test_subset=1000", *overrides]
+                    "data.train_subset=8192", "data.test_subset=1000", *overrides, *parse_variant(method)[1]]
             if dataset != "synthetic":
                 sets.append(f"data.dataset={dataset}")
             timed[method] = _Timed(config.resolve({}, sets), splits)

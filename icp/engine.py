@@ -114,8 +114,11 @@ class Trainer:
         self.steps_per_epoch = n // tr.batch_size if cfg.data.drop_last else math.ceil(n / tr.batch_size)
         if self.steps_per_epoch == 0:
             raise ConfigError(f"train.batch_size: {tr.batch_size} exceeds the {n} training images with drop_last")
+        _, h, w, c = self.splits.train.images.shape
         ctx = MethodContext(info.num_classes, n, tr.epochs, self.steps_per_epoch, dev,
-                            torch.from_numpy(self.splits.train.labels), self.run_dir)
+                            torch.from_numpy(self.splits.train.labels), self.run_dir, (c, h, w),
+                            (tuple(-m / s for m, s in zip(info.mean, info.std)),
+                             tuple((1 - m) / s for m, s in zip(info.mean, info.std))))
         self.method = build_method(cfg.method.name, self.model, cfg.method.options, ctx).to(dev)
         self.params = list(self.method.trainable_parameters())
         self.optimizer = build_optimizer(cfg, self.params, dev)
@@ -127,6 +130,7 @@ class Trainer:
         self.test_loader = loaders.EvalLoader(self.splits.test, *ev)
         self.val_loader = loaders.maybe_loader(self.splits.val, *ev)
         self.metrics = EvalMetrics(info.num_classes, dev)
+        self.mark_cudagraph_steps = tr.compile == "reduce-overhead" and dev.type == "cuda"
         if tr.compile != "none":
             self.model.compile(mode=None if tr.compile == "default" else tr.compile)
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if tr.bf16 and dev.type == "cuda"
@@ -138,6 +142,8 @@ class Trainer:
         """One optimizer step; adds this batch's summed losses to ``sums["total"]`` (a tensor, in the order of
         ``sums["names"]``) and its correct predictions to ``correct``, without a device sync."""
         method, cfg = self.method, self.cfg
+        if self.mark_cudagraph_steps:  # outputs of the previous step's compiled graphs may now be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast:
             out = method.forward_train(batch, epoch)

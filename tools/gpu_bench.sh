@@ -25,6 +25,17 @@ if [[ $STAGES == *fast* ]]; then
   run bench_compile_ro_fmnist python3 -m icp bench --device cuda --models resnet20 --batch-size 128 --steps 300 \
     --warmup 30 --methods ce --set data.root="${FMNIST_ROOT:-data}" --set train.compile=reduce-overhead
 fi
+if [[ $STAGES == *icpcheck* ]]; then
+  echo "== icp gpu checks"; FMNIST_ROOT=${FMNIST_ROOT:-data} timeout 300 python3 tools/gpu_check_icp.py 2>&1 | tee "$OUT/icp_check.txt"
+fi
+if [[ $STAGES == *icpbench* ]]; then
+  F="python3 -m icp bench --device cuda --models resnet20 --batch-size 128 --steps ${STEPS:-100} --warmup 10 --set data.root=${FMNIST_ROOT:-data}"
+  run icp_bench_fp32 $F --methods ce icp-sgd:steps=1 icp-sgd icp-sgd:steps=10 icp-adam icp-ademamix ifgsm \
+    icp-sgd:cuda_graph=false icp-sgd:reuse_clean_grad=true icp-sgd:warm_start=true icp-sgd:target_mode=eval
+  run icp_bench_bf16_cl $F --methods ce icp-sgd:steps=1 icp-sgd icp-sgd:steps=10 --set train.bf16=true --set train.channels_last=true
+  LIMIT=400 run icp_bench_compile_ro $F --methods ce icp-sgd:steps=1 icp-sgd icp-sgd:steps=10 icp-sgd:reuse_clean_grad=true \
+    --set train.compile=reduce-overhead
+fi
 if [[ $STAGES == *profile* ]]; then
   run profile_compile_ro $B --methods ce --steps 50 --set train.compile=reduce-overhead --profile
 fi

@@ -56,6 +56,9 @@ class MethodContext:
     device: torch.device
     train_labels: torch.Tensor  # (num_train,) training labels on the CPU, aligned with Batch.index
     run_dir: Optional[Path] = None
+    input_shape: Optional[tuple[int, int, int]] = None  # (C, H, W) of a training input
+    # per-channel (low, high) bounds of a valid image after normalisation: ((0 - mean) / std, (1 - mean) / std)
+    input_range: Optional[tuple[tuple[float, ...], tuple[float, ...]]] = None
 
 
 @dataclass
