@@ -11,17 +11,27 @@ side: ``icp bench --methods ce icp-sgd:steps=1 icp-sgd icp-sgd:steps=10 icp-sgd:
 
 ``--data synthetic`` feeds random uint8 images of a given shape (e.g. 3x32x32 CIFAR shapes on a machine
 without CIFAR): throughput does not depend on pixel values, and such rows are labelled as synthetic.
+
+A method that distils from a pre-trained model of the same architecture (a ``teacher`` option: AI-KD) is given,
+unless ``--set method.options.teacher=...`` names one, the ``ce`` row's model of the same process saved as a
+``best.pt`` in a temporary directory: it runs the same network the real teacher would, and step time does not
+depend on weight values. ``img_per_s`` counts training samples (CS-KD's pair images are extra work per sample,
+not extra samples, see ``Trainer.train_step``); ``ratio_to_ce`` compares step times at the same batch size.
 """
 from __future__ import annotations
 
+import dataclasses
+import tempfile
 import time
+from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
-from icp import config, data
+from icp import checkpoint, config, data
 from icp.engine import Trainer
+from icp.methods import get as get_method
 
 
 def synthetic_splits(shape: tuple[int, int, int], n: int, num_classes: int = 10) -> data.Splits:
@@ -62,9 +72,7 @@ class _Timed:
         _sync(device)
         seen, start = 0, time.perf_counter()
         for _ in range(n):
-            batch = next(self.batches)
-            self.trainer.train_step(batch, self.cfg.train.epochs - 1, self.sums, self.correct)
-            seen += len(batch.y)
+            seen += self.trainer.train_step(next(self.batches), self.cfg.train.epochs - 1, self.sums, self.correct)
         _sync(device)
         return seen, time.perf_counter() - start
 
@@ -81,6 +89,17 @@ def parse_variant(spec: str) -> tuple[str, list[str]]:
             raise config.ConfigError(f"bench method '{spec}': expected key=value after ':', got '{item}'")
         sets.append(f"{key}={value}" if "." in key else f"method.options.{key}={value}")
     return name, sets
+
+
+def teacher_overrides(method: str, overrides: Sequence[str], ce: _Timed, folder: Path) -> list[str]:
+    """``method.options.teacher=<the ce row's model saved as best.pt>`` for a method with a ``teacher`` option
+    that the overrides do not set; nothing otherwise."""
+    if "teacher" not in {f.name for f in dataclasses.fields(get_method(method).Options)} or any(
+            o.startswith("method.options.teacher=") for o in overrides):
+        return []
+    path = folder / "best.pt"
+    checkpoint.atomic_save({"model": ce.trainer.model.state_dict(), "config": ce.cfg.to_dict()}, path)
+    return [f"method.options.teacher={path}"]
 
 
 def run(models: Sequence[str], methods: Sequence[str], device: str, batch_size: int, steps: int, warmup: int,
@@ -101,7 +120,10 @@ def run(models: Sequence[str], methods: Sequence[str], device: str, batch_size: 
                     "data.train_subset=8192", "data.test_subset=1000", *overrides, *parse_variant(method)[1]]
             if dataset != "synthetic":
                 sets.append(f"data.dataset={dataset}")
-            timed[method] = _Timed(config.resolve({}, sets), splits)
+            with tempfile.TemporaryDirectory(prefix="icp-bench-") as tmp:  # a teacher is read at set-up
+                if method != "ce":
+                    sets += teacher_overrides(parse_variant(method)[0], overrides, timed["ce"], Path(tmp))
+                timed[method] = _Timed(config.resolve({}, sets), splits)
             timed[method].steps(warmup)
         per_image = {m: [] for m in methods}
         for _ in range(rounds):

@@ -118,7 +118,8 @@ class Trainer:
         ctx = MethodContext(info.num_classes, n, tr.epochs, self.steps_per_epoch, dev,
                             torch.from_numpy(self.splits.train.labels), self.run_dir, (c, h, w),
                             (tuple(-m / s for m, s in zip(info.mean, info.std)),
-                             tuple((1 - m) / s for m, s in zip(info.mean, info.std))))
+                             tuple((1 - m) / s for m, s in zip(info.mean, info.std))),
+                            model_name=cfg.model.name, dataset=cfg.data.dataset)
         self.method = build_method(cfg.method.name, self.model, cfg.method.options, ctx).to(dev)
         self.params = list(self.method.trainable_parameters())
         self.optimizer = build_optimizer(cfg, self.params, dev)
@@ -138,9 +139,11 @@ class Trainer:
         self.progress_disabled = None if tr.progress is None else not tr.progress
 
     # ------------------------------------------------------------------------------------------ loops
-    def train_step(self, batch, epoch: int, sums: dict, correct: torch.Tensor) -> None:
+    def train_step(self, batch, epoch: int, sums: dict, correct: torch.Tensor) -> int:
         """One optimizer step; adds this batch's summed losses to ``sums["total"]`` (a tensor, in the order of
-        ``sums["names"]``) and its correct predictions to ``correct``, without a device sync."""
+        ``sums["names"]``) and its correct predictions to ``correct``, without a device sync. Returns the number
+        of training samples the step counts: ``len(out.labels)`` where the method returns them (CS-KD: its
+        anchors, not the extra pair images), else ``len(batch.y)``."""
         method, cfg = self.method, self.cfg
         if self.mark_cudagraph_steps:  # outputs of the previous step's compiled graphs may now be overwritten
             torch.compiler.cudagraph_mark_step_begin()
@@ -156,11 +159,13 @@ class Trainer:
         self.scheduler.step()
         with torch.no_grad():
             method.after_step(batch, out, epoch)
-            stats = torch.stack([v.float() for v in (*values, loss)]) * len(batch.y)
+            y = batch.y if out.labels is None else out.labels
+            stats = torch.stack([v.float() for v in (*values, loss)]) * len(y)
             if "total" not in sums:
                 sums["names"], sums["total"] = [*out.losses, "loss"], torch.zeros_like(stats)
             sums["total"] += stats
-            correct += (out.logits.argmax(1) == batch.y).sum()
+            correct += (out.logits.argmax(1) == y).sum()
+        return len(y)
 
     def index_batches(self, gen: torch.Generator) -> list[torch.Tensor]:
         labels = torch.from_numpy(self.splits.train.labels)
@@ -185,8 +190,7 @@ class Trainer:
         bar = tqdm(self.train_loader.epoch(batches, gen), total=len(batches), leave=False,
                    desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=self.progress_disabled)
         for batch in bar:
-            self.train_step(batch, epoch, sums, correct)
-            seen += len(batch.y)
+            seen += self.train_step(batch, epoch, sums, correct)
         train = dict(zip(sums["names"], (sums["total"] / seen).tolist()))  # one device sync per epoch
         train["acc"] = int(correct) / seen
         elapsed = time.perf_counter() - start

@@ -20,7 +20,8 @@ Written atomically at the start of a run, after every epoch, and at the end. Sch
                      "platform"}
     epochs          list, one entry per completed epoch:
                     {"epoch": 1-based, "lr": lr at the epoch's end, "time_s": training seconds,
-                     "images_per_s": training throughput, "train": {"loss", "acc", <each named loss>},
+                     "images_per_s": training samples per second (CS-KD: anchors; its pair images are extra
+                     work per sample), "train": {"loss", "acc", <each named loss>},
                      "test": metrics, "val": metrics or null}
     last            {"epoch", "test", "val"} of the final epoch
     best            {"epoch", "metric", "test", "val"} of the best validation epoch, or null without a val split

@@ -4,6 +4,7 @@ import pytest
 
 from icp import config
 from icp.config import ConfigError
+from tests.conftest import REPO
 
 
 def test_defaults_resolve_with_every_key():
@@ -73,3 +74,9 @@ def test_every_schema_field_has_a_default():
     for section in dataclasses.fields(config.Config):
         for f in dataclasses.fields(section.default_factory()):
             assert f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING, f.name
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "config").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    cfg = config.load(path)
+    assert cfg.method.name.split("-")[0] in path.stem.split("-")  # named <dataset>-<method> or <method>-<dataset>

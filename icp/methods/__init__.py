@@ -12,7 +12,7 @@ from icp.methods.base import Batch, Method, MethodContext, NoOptions, TrainOutpu
 
 METHODS: dict[str, type[Method]] = {}
 
-_BUILTIN = ("ce", "ls", "icp")
+_BUILTIN = ("ce", "ls", "icp", "pskd", "aikd", "cskd", "tfkd", "byot")
 
 
 def register(cls: type[Method]) -> type[Method]:

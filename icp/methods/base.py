@@ -19,7 +19,8 @@ Hooks for the methods planned on top of this interface:
 * PS-KD / AI-KD: ``ctx.num_train`` sizes a per-sample memory; ``batch.index`` addresses it.
 * BYOT: auxiliary heads are submodules of the method, so ``trainable_parameters`` includes them and
   ``eval_model`` (the bare classifier) excludes them from evaluation.
-* CS-KD: ``batch_sampler`` replaces the engine's shuffling with paired same-class batches.
+* CS-KD: ``batch_sampler`` replaces the engine's shuffling with paired same-class batches; ``TrainOutput.labels``
+  says which labels the returned logits belong to (the anchor half).
 * AI-KD: a frozen pre-trained model (``requires_grad_(False)``, excluded from ``trainable_parameters``) and a
   discriminator with its own optimizer stepped inside ``forward_train``; its state goes in ``extra_state``.
 """
@@ -45,6 +46,9 @@ class Batch:
 class TrainOutput:
     logits: torch.Tensor  # the classifier's logits on batch.x (for training accuracy and memories)
     losses: dict[str, torch.Tensor]  # named, already weighted: the engine back-propagates their sum
+    # The labels ``logits`` are scored against, when they are not ``batch.y`` (CS-KD: the anchor half of a
+    # paired batch). Their number is the step's count of training samples (loss averages, images/s).
+    labels: Optional[torch.Tensor] = None
 
 
 @dataclass
@@ -59,6 +63,8 @@ class MethodContext:
     input_shape: Optional[tuple[int, int, int]] = None  # (C, H, W) of a training input
     # per-channel (low, high) bounds of a valid image after normalisation: ((0 - mean) / std, (1 - mean) / std)
     input_range: Optional[tuple[tuple[float, ...], tuple[float, ...]]] = None
+    model_name: str = ""  # config model.name ("" = unknown), e.g. to check a pre-trained model's checkpoint
+    dataset: str = ""  # config data.dataset ("" = unknown)
 
 
 @dataclass
