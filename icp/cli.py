@@ -61,6 +61,16 @@ def _bench(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from icp import report
+
+    table = report.summary(args.paths, include_incomplete=args.all)
+    print(report.markdown(table))
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="icp", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -94,6 +104,11 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every row")
     b.add_argument("--profile", action="store_true", help="also print torch.profiler's top operators per row")
     b.set_defaults(func=_bench)
+    r = sub.add_parser("report", help="mean ± std over seeds of the runs under the given directories")
+    r.add_argument("paths", nargs="+", help="run directories, folders of them, or record.json files")
+    r.add_argument("--all", action="store_true", help="include runs that are not complete")
+    r.add_argument("--csv", default=None, help="also write the table as CSV")
+    r.set_defaults(func=_report)
     return p
 
 
