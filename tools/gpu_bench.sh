@@ -36,6 +36,10 @@ if [[ $STAGES == *icpbench* ]]; then
   LIMIT=400 run icp_bench_compile_ro $F --methods ce icp-sgd:steps=1 icp-sgd icp-sgd:steps=10 icp-sgd:reuse_clean_grad=true \
     --set train.compile=reduce-overhead
 fi
+if [[ $STAGES == *allbench* ]]; then
+  F="python3 -m icp bench --device cuda --models resnet20 --batch-size 128 --steps ${STEPS:-100} --warmup 10 --set data.root=${FMNIST_ROOT:-data}"
+  run all_bench_fp32 $F --methods ce ls pskd aikd cskd tfkd byot icp-sgd icp-adam icp-ademamix ifgsm
+fi
 if [[ $STAGES == *profile* ]]; then
   run profile_compile_ro $B --methods ce --steps 50 --set train.compile=reduce-overhead --profile
 fi

@@ -238,9 +238,9 @@ class _Graphed:
             for _ in range(3):
                 self.fn(sx, sy, sg)
         torch.cuda.current_stream().wait_stream(side)
-        with torch.no_grad():
+        with torch.no_grad():  # through .data: no version bump, so the clean pass's saved BN inputs stay valid
             for b, saved in buffers:
-                b.copy_(saved)
+                b.data.copy_(saved)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph), autocast:
             out = self.fn(sx, sy, sg)
