@@ -17,12 +17,14 @@ import pandas as pd
 from icp import records
 
 METRICS = ("top1", "macro_f1", "nll", "ece")
+# options that name a per-run input rather than a condition (AI-KD's teacher is the ce run of the same seed)
+PER_RUN_OPTIONS = ("teacher",)
 
 
 def find_records(paths: Iterable[str | Path]) -> list[Path]:
     found = []
     for p in map(Path, paths):
-        found += sorted(p.rglob("record.json")) if p.is_dir() else [p]
+        found += sorted(p.rglob("*record.json")) if p.is_dir() else [p]  # record.json, <run>.record.json
     return found
 
 
@@ -32,7 +34,7 @@ def runs_table(paths: Iterable[str | Path]) -> pd.DataFrame:
     for path in find_records(paths):
         r = records.read(path)
         last = (r.get("last") or {}).get("test") or {}
-        opts = r.get("method_options") or {}
+        opts = {k: v for k, v in (r.get("method_options") or {}).items() if k not in PER_RUN_OPTIONS}
         scenario = SimpleNamespace(scenario=SimpleNamespace(**r["config"]["scenario"]))
         rows.append({"dataset": r["dataset"], "scenario": records.scenario_tag(scenario), "model": r["model"],
                      "method": r["method"], "options": json.dumps(opts, sort_keys=True),
