@@ -234,6 +234,8 @@ def test_unknown_layer_and_bad_options_are_one_line_errors(real):
         _method(tr, layers=["stage9"])
     with pytest.raises(ConfigError, match="method.options.steps"):
         methods.validate_options("icp", {"steps": -1})
+    with pytest.raises(ConfigError, match="method.options.reuse_clean_grad"):
+        methods.validate_options("icp", {"reuse_clean_grad": True, "warm_start": True})
     with pytest.raises(ConfigError, match="method.options.optimizer"):
         methods.validate_options("icp", {"optimizer": "rmsprop"})
     assert _method(tr, layers=["stage3", "pool"]).layers == ["stage3", "pool"]

@@ -132,6 +132,9 @@ class ICPOptions:
                 raise bad(key, "a number in [0, 1)", getattr(self, key))
         if not self.eps > 0:
             raise bad("eps", "a number > 0", self.eps)
+        if self.reuse_clean_grad and self.warm_start:
+            raise bad("reuse_clean_grad", "false with warm_start (the clean pass's gradient is taken at x, "
+                      "not at the warm-started x + δ)", self.reuse_clean_grad)
         if not all(isinstance(name, str) for name in self.layers):
             raise bad("layers", "a list of feature tap names", self.layers)
 
