@@ -2,7 +2,10 @@
 
 ``last.pt`` is written every epoch through a temporary file in the same directory followed by
 ``os.replace``, so an interrupted write (an exception, a kill, a full disk) leaves the previous ``last.pt``
-intact and loadable. A checkpoint is a dict::
+intact and loadable. One checkpoint is kept back: the previous ``last.pt`` becomes ``last.prev.pt`` when a new one
+replaces it, and :func:`load_resumable` falls back to it when ``last.pt`` cannot be read (a file truncated or
+corrupted by something outside our atomic writes), so such a run loses one epoch rather than all of them.
+A checkpoint is a dict::
 
     format       CHECKPOINT_FORMAT
     epoch        epochs completed
@@ -22,7 +25,7 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -30,7 +33,19 @@ import torch
 CHECKPOINT_FORMAT = 1
 
 
-def atomic_save(obj: Any, path: str | Path) -> None:
+class CheckpointError(RuntimeError):
+    """No readable checkpoint to resume from, reported to the user as one line."""
+
+
+def previous(path: str | Path) -> Path:
+    """Where the checkpoint kept back from ``path`` lives: ``last.pt`` -> ``last.prev.pt``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def atomic_save(obj: Any, path: str | Path, keep_previous: bool = False) -> None:
+    """Write ``obj`` to ``path`` through a temporary file; with ``keep_previous`` the old file becomes
+    :func:`previous` (``path`` is missing for an instant only after the new file is complete on disk)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
@@ -38,6 +53,8 @@ def atomic_save(obj: Any, path: str | Path) -> None:
             torch.save(obj, fh)
             fh.flush()
             os.fsync(fh.fileno())
+        if keep_previous and path.exists():
+            os.replace(path, previous(path))
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -46,6 +63,37 @@ def atomic_save(obj: Any, path: str | Path) -> None:
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def _try_load(path: Path) -> tuple[Optional[dict], str]:
+    try:
+        ckpt = load(path)
+    except Exception as exc:  # truncated, corrupted, not a torch file
+        return None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        return None, "not a checkpoint of this format"
+    return ckpt, ""
+
+
+def load_resumable(path: str | Path, warn: Callable[[str], None]) -> Optional[dict]:
+    """The checkpoint at ``path``, else (when unreadable) the one kept back, with one ``warn`` line naming the
+    unreadable file; None when neither exists. Raises :class:`CheckpointError` when none can be read."""
+    path = Path(path)
+    prev = previous(path)
+    if not path.exists() and not prev.exists():
+        return None
+    reasons = []
+    for candidate in (path, prev):
+        if not candidate.exists():
+            continue
+        ckpt, why = _try_load(candidate)
+        if ckpt is not None:
+            if reasons:
+                warn(f"{'; '.join(reasons)}; resuming from {candidate} (epoch {ckpt['epoch']})")
+            return ckpt
+        reasons.append(f"{candidate} is unreadable ({why})")
+    raise CheckpointError(f"{'; '.join(reasons)}; no good checkpoint to resume from (delete the run directory "
+                          f"to start the run again)")
 
 
 def model_state(ckpt: dict) -> dict:

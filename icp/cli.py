@@ -1,4 +1,4 @@
-"""Command line: ``icp train | methods | models | data prepare | bench``.
+"""Command line: ``icp train | grid | status | methods | models | data prepare | bench | report``.
 
 Configuration and data problems end the command with one line, ``icp: error: ...``, exit status 2, and
 nothing written.
@@ -6,23 +6,57 @@ nothing written.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import Optional, Sequence
 
+from icp.checkpoint import CheckpointError
 from icp.config import ConfigError
 from icp.data import DataError
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
 def _train(args) -> int:
     from icp import config, engine
 
     cfg = config.load(args.config, args.set)
-    record = engine.Trainer(cfg, args.out).run(max_epochs=args.max_epochs)
+    signal.signal(signal.SIGTERM, _terminate)  # `kill` records the run as interrupted, like Ctrl-C
+    record = engine.Trainer(cfg, args.out, run_id=args.run_id).run(max_epochs=args.max_epochs)
     last = record["last"] or {}
     test = last.get("test") or {}
     print(f"{record['run_id']}: {record['status']} after {last.get('epoch', 0)}/{cfg.train.epochs} epochs, "
           f"test top1 {test.get('top1', float('nan')):.4f}, {record['images_per_s'] or 0:.0f} img/s -> "
           f"{args.out}/record.json")
+    if record["status"] == "diverged":
+        print(f"icp: {record['run_id']} diverged: {record['error']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _grid(args) -> int:
+    from icp import grid
+
+    g = grid.load_expand(args.grid)
+    runs = g.select(args.study)
+    if args.paths:
+        print("\n".join(r.record for r in runs))
+        return 0
+    for r in runs:
+        dep = f"  (after {', '.join(r.depends)})" if r.depends else ""
+        print(f"{r.run_id}  [{','.join(r.studies)}]{dep}")
+    counts = ", ".join(f"{s} {len(ids)}" for s, ids in g.studies.items() if args.study in (None, s))
+    print(f"{len(runs)} runs ({counts}; a run shared by studies is counted in each and trained once)",
+          file=sys.stderr)
+    return 0
+
+
+def _status(args) -> int:
+    from icp import status
+
+    print(status.render(args.grid, args.runs_dir, args.study))
     return 0
 
 
@@ -79,7 +113,18 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.epochs=5")
     t.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (record.json, last.pt, ...)")
     t.add_argument("--max-epochs", type=int, default=None, help="stop after this many epochs in this call")
+    t.add_argument("--run-id", default=None, help="the run's id in its record (the grid's id; default: derived)")
     t.set_defaults(func=_train)
+    g = sub.add_parser("grid", help="the runs of a grid file (every study, or one)")
+    g.add_argument("--grid", default="config/paper.yaml", help="grid file (default config/paper.yaml)")
+    g.add_argument("--study", default=None, help="only this study's runs")
+    g.add_argument("--paths", action="store_true", help="print each run's record path (Snakemake targets)")
+    g.set_defaults(func=_grid)
+    st = sub.add_parser("status", help="progress of a grid's runs: counts per study, and each running run")
+    st.add_argument("runs_dir", nargs="?", default=None, help="runs directory (default: the grid's runs_dir)")
+    st.add_argument("--grid", default="config/paper.yaml", help="grid file (default config/paper.yaml)")
+    st.add_argument("--study", default=None, help="only this study")
+    st.set_defaults(func=_status)
     sub.add_parser("methods", help="list training methods").set_defaults(func=_methods)
     sub.add_parser("models", help="list models").set_defaults(func=_models)
     d = sub.add_parser("data", help="dataset utilities")
@@ -120,7 +165,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args.methods = list_methods()
     try:
         return args.func(args)
-    except (ConfigError, DataError) as exc:
+    except (ConfigError, DataError, CheckpointError) as exc:
         print(f"icp: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

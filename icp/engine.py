@@ -8,11 +8,19 @@ checkpoint carries model, method, optimizer, scheduler and RNG state.
 
 Order of work (so that a bad config or a missing dataset writes nothing): validate config → load data and
 build splits → build model/method/optimizer → create the run directory and write the record.
+
+Lifecycle (statuses in :mod:`icp.records`): one process per run directory (:mod:`icp.runlock`); a checkpoint that
+cannot be read falls back to the one kept back (:func:`icp.checkpoint.load_resumable`); a loss that turns NaN/inf
+ends the run as ``diverged`` at the end of that epoch, naming the first non-finite step (found without a device
+sync per step); Ctrl-C or a termination signal leaves it ``interrupted``; a job that its scheduler requeues
+(``stop_status = "requeued"``, set by the submitit job) leaves it ``requeued``.
 """
 from __future__ import annotations
 
 import contextlib
 import math
+import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -21,7 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from icp import checkpoint, data, loaders, models, records
+from icp import checkpoint, data, loaders, models, records, runlock
 from icp.config import Config, ConfigError
 from icp.methods import MethodContext, build_method
 from icp.metrics import HIGHER_IS_BETTER, EvalMetrics
@@ -77,19 +85,26 @@ def _better(metric: str, new: float, old: Optional[float]) -> bool:
     return new > old if HIGHER_IS_BETTER[metric] else new < old
 
 
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
 class Trainer:
-    def __init__(self, cfg: Config, run_dir: str | Path):
+    def __init__(self, cfg: Config, run_dir: str | Path, run_id: Optional[str] = None, job: Optional[dict] = None):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.device = pick_device(cfg.train.device)
+        self.run_id = run_id  # the grid's id; default records.run_id(cfg)
+        self.job = job  # this process's entry in record["jobs"]; default records.job_info()
+        self.stop_status: Optional[str] = None  # set from a signal handler: the status an interruption records
 
     # ------------------------------------------------------------------------------------------ set-up
     def _existing(self) -> Optional[dict]:
         """The checkpoint to resume from, after checking that it belongs to this config."""
-        path = self.run_dir / "last.pt"
-        if not path.exists():
+        warn = lambda msg: print(f"icp: warning: {msg}", file=sys.stderr, flush=True)
+        ckpt = checkpoint.load_resumable(self.run_dir / "last.pt", warn)
+        if ckpt is None:
             return None
-        ckpt = checkpoint.load(path, map_location="cpu")
         if ckpt["config_digest"] != self.cfg.digest():
             raise ConfigError(f"{self.run_dir} holds a run of another config (digest {ckpt['config_digest']} "
                               f"!= {self.cfg.digest()}); use a new --out directory")
@@ -139,9 +154,10 @@ class Trainer:
         self.progress_disabled = None if tr.progress is None else not tr.progress
 
     # ------------------------------------------------------------------------------------------ loops
-    def train_step(self, batch, epoch: int, sums: dict, correct: torch.Tensor) -> int:
+    def train_step(self, batch, epoch: int, sums: dict, correct: torch.Tensor, step: int = 0) -> int:
         """One optimizer step; adds this batch's summed losses to ``sums["total"]`` (a tensor, in the order of
-        ``sums["names"]``) and its correct predictions to ``correct``, without a device sync. Returns the number
+        ``sums["names"]``) and its correct predictions to ``correct``, and records in ``sums["first_bad"]`` the
+        first ``step`` whose loss is not finite, all without a device sync. Returns the number
         of training samples the step counts: ``len(out.labels)`` where the method returns them (CS-KD: its
         anchors, not the extra pair images), else ``len(batch.y)``."""
         method, cfg = self.method, self.cfg
@@ -163,7 +179,10 @@ class Trainer:
             stats = torch.stack([v.float() for v in (*values, loss)]) * len(y)
             if "total" not in sums:
                 sums["names"], sums["total"] = [*out.losses, "loss"], torch.zeros_like(stats)
+                sums["first_bad"] = torch.full((), -1, dtype=torch.long, device=stats.device)
             sums["total"] += stats
+            fb = sums["first_bad"]
+            sums["first_bad"] = torch.where((fb < 0) & ~torch.isfinite(loss.detach().float()), step, fb)
             correct += (out.logits.argmax(1) == y).sum()
         return len(y)
 
@@ -189,9 +208,13 @@ class Trainer:
         start = time.perf_counter()
         bar = tqdm(self.train_loader.epoch(batches, gen), total=len(batches), leave=False,
                    desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=self.progress_disabled)
-        for batch in bar:
-            seen += self.train_step(batch, epoch, sums, correct)
+        for step, batch in enumerate(bar):
+            seen += self.train_step(batch, epoch, sums, correct, step)
         train = dict(zip(sums["names"], (sums["total"] / seen).tolist()))  # one device sync per epoch
+        first_bad = int(sums["first_bad"])
+        if first_bad >= 0:
+            raise Diverged(f"loss is {float('nan') if math.isnan(train['loss']) else train['loss']} at epoch "
+                           f"{epoch + 1}, step {first_bad + 1} of {len(batches)} (first non-finite step)")
         train["acc"] = int(correct) / seen
         elapsed = time.perf_counter() - start
         return {"train": train, "time_s": elapsed, "images_per_s": seen / elapsed}
@@ -210,27 +233,51 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ run
     def _save(self, epoch: int, record: dict, best: Optional[dict]) -> None:
-        state = {
+        checkpoint.atomic_save(self._state(epoch, record, best), self.run_dir / "last.pt", keep_previous=True)
+
+    def _state(self, epoch: int, record: dict, best: Optional[dict]) -> dict:
+        return {
             "format": checkpoint.CHECKPOINT_FORMAT, "epoch": epoch, "config": self.cfg.to_dict(),
             "config_digest": self.cfg.digest(), "method": self.method.state_dict(),
             "method_extra": self.method.extra_state(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "rng": checkpoint.rng_state(), "record": record, "best": best,
         }
-        checkpoint.atomic_save(state, self.run_dir / "last.pt")
 
-    def run(self, max_epochs: Optional[int] = None) -> dict:
-        """Train to ``train.epochs`` (or stop after ``max_epochs`` more epochs in this call); return the record."""
+    def _finish_diverged(self, record: dict, best: Optional[dict]) -> None:
+        """Make ``diverged`` final: last.pt (the last finite epoch, if any) carries the record from now on."""
+        path = self.run_dir / "last.pt"
+        state = checkpoint.load(path) if path.exists() else self._state(0, record, best)
+        state["record"] = record
+        checkpoint.atomic_save(state, path)
+
+    def run(self, max_epochs: Optional[int] = None, lock_wait_s: float = 0.0) -> dict:
+        """Train to ``train.epochs`` (or stop after ``max_epochs`` more epochs in this call); return the record.
+
+        Holds the run directory's lock (waiting up to ``lock_wait_s`` for another holder); a directory that this
+        call created and that would hold nothing but the lock is removed again."""
+        created = not self.run_dir.exists()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            with runlock.hold(self.run_dir, lock_wait_s):
+                return self._run(max_epochs)
+        finally:
+            if created and [p.name for p in self.run_dir.iterdir()] == [runlock.LOCK_NAME]:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def _run(self, max_epochs: Optional[int]) -> dict:
         record_path = self.run_dir / "record.json"
         ckpt = self._existing()
-        if ckpt is not None and ckpt["record"]["status"] == "complete":
-            return ckpt["record"]
+        if ckpt is not None and ckpt["record"]["status"] in records.TERMINAL:
+            record = ckpt["record"]
+            if not record_path.exists() or records.read(record_path).get("status") != record["status"]:
+                records.write(record, record_path)  # Snakemake removes a job's output before it runs the job
+            return record
         self.setup()
         tr = self.cfg.train
         if ckpt is None:
             record = records.new_record(self.cfg, self.splits.summary, self.device,
-                                        sum(p.numel() for p in self.method.eval_model().parameters()))
+                                        sum(p.numel() for p in self.method.eval_model().parameters()), self.run_id)
             best, start_epoch = None, 0
-            self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(_yaml(self.cfg.to_dict()))
         else:
             self.method.load_state_dict(ckpt["method"])
@@ -242,6 +289,7 @@ class Trainer:
             record["resumed"] += 1
             record["env"] = records.environment(self.device)
             record["code"] = records.code_version()
+        record.setdefault("jobs", []).append(self.job or records.job_info())
         record["status"], record["error"] = "running", None
         records.write(record, record_path)
         stop = tr.epochs if max_epochs is None else min(tr.epochs, start_epoch + max_epochs)
@@ -271,8 +319,17 @@ class Trainer:
                 self._save(epoch + 1, record, best)
                 records.write(record, record_path)
                 bar.set_postfix(test_top1=f"{entry['test']['top1']:.4f}", loss=f"{entry['train']['loss']:.3f}")
+        except Diverged as exc:
+            record["status"], record["error"] = "diverged", f"Diverged: {exc}"
+            records.write(record, record_path)
+            self._finish_diverged(record, best)
         except BaseException as exc:
-            record["status"] = "failed"
+            if self.stop_status is not None:
+                record["status"] = self.stop_status
+            elif isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                record["status"] = "interrupted"
+            else:
+                record["status"] = "failed"
             record["error"] = f"{type(exc).__name__}: {exc}"
             records.write(record, record_path)
             raise

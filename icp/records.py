@@ -5,9 +5,20 @@ Written atomically at the start of a run, after every epoch, and at the end. Sch
 (top1, macro_f1, precision, recall, nll, ece; fractions except nll)::
 
     schema          int, SCHEMA_VERSION
-    run_id          "<method>-<model>-<dataset>-<scenario tag>-s<seed>-<config digest>"
-    status          "running" | "complete" | "failed"
-    error           null, or "ExceptionType: message" when status is "failed"
+    run_id          the grid's run id (``icp.grid``: "<dataset>/<model>/<scenario>/<method>[+opt=value...]/s<seed>")
+                    when launched from the grid, else "<method>-<model>-<dataset>-<scenario tag>-s<seed>-<digest>"
+    status          "running"      training (or its process was killed without a word: see jobs)
+                    "complete"     all epochs done
+                    "diverged"     the training loss became NaN/inf; error names the epoch and step. Final: the
+                                   run is not trained again, and aggregation reports it and never averages it in
+                    "failed"       an exception ended it; error holds its text. Training it again resumes it
+                    "interrupted"  stopped by Ctrl-C or a termination signal; training it again resumes it
+                    "requeued"     its scheduler job timed out or was preempted and submitit requeued it: the next
+                                   job resumes it from last.pt
+    error           null, or "ExceptionType: message" (diverged: "loss is nan at epoch E, step S of N")
+    jobs            one entry per process that trained the run (a resumed or requeued run has several):
+                    {"job_id": scheduler job id or null, "executor": "slurm" | "local" | "debug" | null,
+                     "hostname", "started_at"}
     method          method name (config method.name); method_options: resolved options
     model           model name; model_params: number of parameters of the evaluated classifier
     dataset         dataset name
@@ -44,7 +55,8 @@ from typing import Optional
 import torch
 
 SCHEMA_VERSION = 1
-STATUSES = ("running", "complete", "failed")
+STATUSES = ("running", "complete", "diverged", "failed", "interrupted", "requeued")
+TERMINAL = ("complete", "diverged")  # a run in one of these is never trained again
 
 
 def now() -> str:
@@ -80,6 +92,14 @@ def environment(device: torch.device) -> dict:
             "platform": platform.platform()}
 
 
+def job_info(job_id: Optional[str] = None, executor: Optional[str] = None) -> dict:
+    """The record's ``jobs`` entry of this process; a plain ``icp train`` inside a SLURM job finds its job id in
+    the environment."""
+    if job_id is None and os.environ.get("SLURM_JOB_ID"):
+        job_id, executor = os.environ["SLURM_JOB_ID"], "slurm"
+    return {"job_id": job_id, "executor": executor, "hostname": socket.gethostname(), "started_at": now()}
+
+
 def scenario_tag(cfg) -> str:
     sc = cfg.scenario
     if sc.kind == "noisy":
@@ -94,14 +114,14 @@ def run_id(cfg) -> str:
             f"{cfg.digest()}")
 
 
-def new_record(cfg, scenario: dict, device: torch.device, model_params: int) -> dict:
+def new_record(cfg, scenario: dict, device: torch.device, model_params: int, rid: Optional[str] = None) -> dict:
     stamp = now()
     return {
-        "schema": SCHEMA_VERSION, "run_id": run_id(cfg), "status": "running", "error": None,
+        "schema": SCHEMA_VERSION, "run_id": rid or run_id(cfg), "status": "running", "error": None,
         "method": cfg.method.name, "method_options": cfg.method.options, "model": cfg.model.name,
         "model_params": model_params, "dataset": cfg.data.dataset, "scenario": scenario, "seed": cfg.train.seed,
         "config": cfg.to_dict(), "config_digest": cfg.digest(), "code": code_version(), "env": environment(device),
-        "epochs": [], "last": None, "best": None, "wall_time_s": 0.0, "images_per_s": None, "resumed": 0,
+        "jobs": [], "epochs": [], "last": None, "best": None, "wall_time_s": 0.0, "images_per_s": None, "resumed": 0,
         "started_at": stamp, "updated_at": stamp,
     }
 

@@ -1,0 +1,28 @@
+# The paper's benchmark as a Snakemake workflow.
+#   snakemake --profile slurm all     # every study, each run a SLURM GPU job submitted through submitit
+#   snakemake --profile local all     # the same on this machine (submitit's local executor)
+#   snakemake -n all                  # what would run
+# The runs come from one place, icp.grid.expand over the grid file: config/paper.yaml, or another with
+# --config grid=FILE (config/laptop.yaml, a test grid). Cluster settings (partition, account, GPUs, time limit, memory, CPUs, jobs at once) live in the
+# profiles (profiles/*/config.yaml), not here.
+from snakemake.utils import min_version, validate
+
+from icp import grid as icp_grid
+
+min_version("9.0")
+
+
+GRID_FILE = config.get("grid", "config/paper.yaml")
+GRID_CONFIG = icp_grid.load(GRID_FILE, check=False)
+validate(GRID_CONFIG, "workflow/schemas/grid.schema.yaml")
+GRID = icp_grid.expand(GRID_CONFIG, GRID_FILE)
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/train.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        [run.record for run in GRID.runs.values()],

@@ -1,0 +1,272 @@
+"""The grid: studies declared as products of factors, expanded into runs. The one expansion that the Snakefile,
+the DVC pipeline and ``icp grid`` call; nothing else lists runs.
+
+A grid file (``config/paper.yaml``; schema ``workflow/schemas/grid.schema.yaml``) holds::
+
+    runs_dir: results/runs           # every run's directory is <runs_dir>/<run id>
+    data_root: data                  # data.root of every run
+    seeds: [0, 1, 2]                 # default seeds of every block
+    recipes:                         # "<dataset>/<model>" -> recipe: data, optimizer, schedule, epochs, batch
+      fashion-mnist/resnet20: config/recipes/fmnist-resnet20.yaml
+    set: [train.grad_clip=5]         # optional overrides of every run (after the recipe)
+    studies:
+      <study>:                       # a list of blocks; a study's runs are the union of its blocks' products
+        - datasets: [...]
+          models: [...]
+          methods: [...]             # registered method names (`icp methods`)
+          scenarios: [clean]         # scenario tags: clean, sym0.4, asy0.2 (label noise), 25shot (few-shot)
+          options: {steps: [1, 5]}   # optional: method options, each a list of values (their product)
+          seeds: [0, 1, 2]           # optional, default: the top-level seeds
+
+Every method of a study trains with the recipe of its dataset and model: no method gets another budget than its
+baseline. A recipe has no ``method`` section (the grid sets the method).
+
+A run's id names every factor and nothing else: ``<dataset>/<model>/<scenario>/<method>[+key=value...]/s<seed>``,
+e.g. ``cifar100/resnet20/sym0.4/icp-sgd+reduction=sum+step_size=0.01/s2``. It is also the run's directory under
+``runs_dir``. Options are named in key order; values equal to the method's default are dropped before naming, so a run that two studies
+share (``steps=5`` in ``steps`` is ``icp-sgd`` in ``main``; the clean ``ce`` run) has one id and is trained once.
+AI-KD's ``teacher`` option is not a factor: it is set to the ``ce`` run of the same dataset, model, scenario and
+seed, which is added to the study and listed in the run's ``depends``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import yaml
+
+from icp.config import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+SCHEMA = REPO / "workflow" / "schemas" / "grid.schema.yaml"
+STUDIES = ("main", "noisy", "fewshot", "steps", "ablations")
+TEACHER_METHODS = {"aikd": "ce"}  # method -> the method of the run whose checkpoint it needs (option `teacher`)
+_SCENARIO = re.compile(r"^(?:(?P<clean>clean)|(?P<type>sym|asy)(?P<rate>0?\.\d+)|(?P<shots>[1-9]\d*)shot)$")
+_SAFE = re.compile(r"^[A-Za-z0-9._+=-]+$")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of the grid: its id, its factors and the ``icp train`` arguments that make it."""
+
+    run_id: str
+    run_dir: str
+    dataset: str
+    model: str
+    scenario: str
+    method: str
+    options: tuple[tuple[str, Any], ...]  # non-default method options, sorted by key (teacher excluded)
+    seed: int
+    recipe: str
+    overrides: tuple[str, ...]  # --set items, applied after the recipe
+    depends: tuple[str, ...] = ()  # ids of runs whose records must be complete first
+    studies: tuple[str, ...] = ()
+
+    @property
+    def record(self) -> str:
+        return f"{self.run_dir}/record.json"
+
+    def train_args(self) -> list[str]:
+        """The arguments of ``icp train`` (and of the launcher) that train this run."""
+        args = ["--config", self.recipe]
+        for item in self.overrides:
+            args += ["--set", item]
+        return args + ["--out", self.run_dir, "--run-id", self.run_id]
+
+
+@dataclass
+class Grid:
+    runs: dict[str, Run]  # by run id, in grid order
+    studies: dict[str, list[str]]  # study -> run ids
+    runs_dir: str
+    source: Optional[str] = None
+
+    def __getitem__(self, run_id: str) -> Run:
+        return self.runs[run_id]
+
+    def select(self, study: Optional[str] = None) -> list[Run]:
+        if study is None:
+            return list(self.runs.values())
+        if study not in self.studies:
+            raise ConfigError(f"unknown study '{study}'; the grid has: {', '.join(self.studies)}")
+        return [self.runs[i] for i in self.studies[study]]
+
+    def depends_records(self, run_id: str) -> list[str]:
+        return [self.runs[d].record for d in self.runs[run_id].depends]
+
+
+def parse_scenario(tag: str) -> list[str]:
+    """A scenario tag (clean, sym0.4, asy0.2, 25shot) as ``--set`` items; the inverse of records.scenario_tag."""
+    m = _SCENARIO.match(str(tag))
+    if m is None:
+        raise ConfigError(f"scenario '{tag}': expected clean, sym<rate>, asy<rate> (e.g. sym0.4) or <n>shot")
+    if m["clean"]:
+        return ["scenario.kind=clean"]
+    if m["shots"]:
+        return ["scenario.kind=fewshot", f"scenario.shots={int(m['shots'])}"]
+    rate = float(m["rate"])
+    if not 0 < rate < 1:
+        raise ConfigError(f"scenario '{tag}': the noise rate must be in (0, 1)")
+    kind = {"sym": "symmetric", "asy": "asymmetric"}[m["type"]]
+    return ["scenario.kind=noisy", f"scenario.noise_type={kind}", f"scenario.noise_rate={rate:g}"]
+
+
+def canonical_scenario(tag: str) -> str:
+    m = _SCENARIO.match(str(tag))
+    if m is not None and m["rate"]:
+        return f"{m['type']}{float(m['rate']):g}"
+    return str(tag)
+
+
+def format_value(value: Any) -> str:
+    """A method option value as it appears in run ids (and in ``--set``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return "-".join(format_value(v) for v in value)
+    return str(value)
+
+
+def run_id(dataset: str, model: str, scenario: str, method: str, options: Iterable[tuple[str, Any]],
+           seed: int) -> str:
+    variant = "".join(f"+{k}={format_value(v)}" for k, v in options)
+    parts = [dataset, model, canonical_scenario(scenario), method + variant, f"s{seed}"]
+    for part in parts:
+        if not _SAFE.match(part):
+            raise ConfigError(f"run id part '{part}' is not filesystem-safe (letters, digits and ._+=- only)")
+    return "/".join(parts)
+
+
+@functools.lru_cache(maxsize=None)
+def _option_defaults(method: str) -> dict[str, Any]:
+    from icp.methods import get  # imports torch: only the grid's expansion needs it, not the launcher
+
+    out = {}
+    for f in dataclasses.fields(get(method).Options):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+def _normalise_options(method: str, options: dict) -> tuple[tuple[str, Any], ...]:
+    """Validate options against the method's ``Options``; keep those that differ from the defaults, by key."""
+    return _normalise_cached(method, json.dumps(options, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=None)
+def _normalise_cached(method: str, options_json: str) -> tuple[tuple[str, Any], ...]:
+    from icp.methods import validate_options
+
+    options = json.loads(options_json)
+    probe = dict(options)
+    if method in TEACHER_METHODS:
+        probe.setdefault("teacher", "<teacher run>")
+    validate_options(method, probe)  # unknown key, wrong type or range: one ConfigError naming it
+    defaults = _option_defaults(method)
+    return tuple(sorted((k, v) for k, v in options.items() if not (k in defaults and defaults[k] == v)))
+
+
+def load(path: str | Path, check: bool = True) -> dict:
+    """Read a grid file and (``check``) validate it with its schema (the Snakefile validates it with Snakemake's
+    ``validate`` instead, against the same schema)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"grid file not found: {p}")
+    try:
+        grid = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if check:
+        validate_schema(grid, str(p))
+    return grid
+
+
+def validate_schema(grid: dict, where: str = "grid") -> None:
+    import jsonschema
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(grid), key=lambda e: list(e.path))
+    if errors:
+        e = errors[0]
+        at = ".".join(str(p) for p in e.path) or "(top level)"
+        raise ConfigError(f"{where}: {at}: {e.message}")
+
+
+def expand(grid: dict, source: Optional[str] = None, check_recipes: bool = True) -> Grid:
+    """Every study's runs, deduplicated by run id; ``grid`` is a loaded (schema-checked) grid mapping."""
+    runs_dir = str(grid.get("runs_dir", "results/runs")).rstrip("/")
+    data_root = str(grid.get("data_root", "data"))
+    recipes: dict = grid.get("recipes", {})
+    common = [str(s) for s in grid.get("set", [])]
+    runs: dict[str, Run] = {}
+    studies: dict[str, list[str]] = {}
+    checked: set = set()
+
+    def add(study: str, dataset, model, scenario, method, options: dict, seed: int) -> str:
+        key = f"{dataset}/{model}"
+        if key not in recipes:
+            raise ConfigError(f"study '{study}': no recipe for {key}; add it under 'recipes'")
+        opts = _normalise_options(method, options)
+        rid = run_id(dataset, model, scenario, method, opts, seed)
+        if rid not in runs:
+            depends: tuple[str, ...] = ()
+            extra: list[str] = []
+            if method in TEACHER_METHODS:
+                tid = add(study, dataset, model, scenario, TEACHER_METHODS[method], {}, seed)
+                depends = (tid,)
+                extra = [f"method.options.teacher={runs[tid].run_dir}"]
+            overrides = (f"data.dataset={dataset}", f"data.root={data_root}", f"model.name={model}",
+                         *parse_scenario(scenario), f"method.name={method}",
+                         *(f"method.options.{k}={_yaml_value(v)}" for k, v in opts), *extra,
+                         f"train.seed={seed}", *common)
+            runs[rid] = Run(rid, f"{runs_dir}/{rid}", dataset, model, canonical_scenario(scenario), method, opts,
+                            seed, recipes[key], overrides, depends)
+            if check_recipes and recipes[key] not in checked:
+                _check_recipe(recipes[key], dataset, model)
+                checked.add(recipes[key])
+        members = studies.setdefault(study, [])
+        if rid not in members:
+            members.append(rid)
+        return rid
+
+    for study, blocks in grid.get("studies", {}).items():
+        for block in blocks:
+            names = list(block.get("options", {}))
+            values = [block["options"][k] for k in names]
+            for dataset, model, scenario, method, seed, combo in itertools.product(
+                    block["datasets"], block["models"], block.get("scenarios", ["clean"]), block["methods"],
+                    block.get("seeds", grid.get("seeds", [0])), list(itertools.product(*values))):
+                add(study, dataset, model, scenario, method, dict(zip(names, combo)), seed)
+
+    membership: dict[str, list[str]] = {}
+    for study, ids in studies.items():
+        for rid in ids:
+            membership.setdefault(rid, []).append(study)
+    runs = {rid: dataclasses.replace(r, studies=tuple(membership[rid])) for rid, r in runs.items()}
+    return Grid(runs, studies, runs_dir, source)
+
+
+def _yaml_value(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...").strip()
+
+
+def _check_recipe(recipe: str, dataset: str, model: str) -> None:
+    from icp import config
+
+    config.load(recipe, [f"data.dataset={dataset}", f"model.name={model}"])
+    if (yaml.safe_load(Path(recipe).read_text()) or {}).get("method") is not None:
+        raise ConfigError(f"recipe {recipe}: a recipe has no 'method' section (the grid sets the method)")
+
+
+def load_expand(path: str | Path, check_recipes: bool = True) -> Grid:
+    return expand(load(path), str(path), check_recipes)

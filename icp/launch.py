@@ -1,0 +1,167 @@
+"""Submit one run's training through submitit and wait for it: the job of the Snakefile's training rule.
+
+    python -m icp.launch --executor slurm --timeout-min 720 [--partition P] [--account A] [--gpus 1] [--cpus 8]
+        [--mem-mb 32000] [--max-requeues 3] [--signal-delay-s 90] -- <icp train arguments>
+
+The ``icp train`` arguments (``--config RECIPE --set ... --out RUN_DIR --run-id ID``, from
+:meth:`icp.grid.Run.train_args`) go to :class:`TrainJob`, which runs the engine inside the job. ``--executor`` is
+submitit's: ``slurm`` (a SLURM job), ``local`` (a subprocess on this machine) or ``debug`` (in this process).
+
+This process stays light while it waits (no torch import; it polls the job's state and result file), so a
+profile can keep hundreds of runs in flight. The job is submitted inside ``submitit.helpers.clean_env()`` (no
+SLURM variables of an enclosing allocation leak into it) with an explicit ``timeout_min``; its logs go to
+``RUN_DIR/submitit/``. :class:`TrainJob` is checkpointable: when SLURM signals a time-out or a preemption, submitit
+calls :meth:`TrainJob.checkpoint`, which marks the record ``requeued``, and requeues the job, which resumes from
+``last.pt``. Exit status: 0 when the record is ``complete`` or ``diverged`` (a final result that aggregation
+reports), else 1 with one line naming the run and the error text. Ctrl-C or SIGTERM cancels the job.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import submitit
+
+FINAL_OK = ("complete", "diverged")
+
+
+class TrainJob(submitit.helpers.Checkpointable):
+    """The submitted callable: ``icp train`` of one run, resumable from its ``last.pt``."""
+
+    def __init__(self, train_args: Sequence[str], workdir: str, executor: str, lock_wait_s: float = 300.0):
+        self.train_args = list(train_args)
+        self.workdir = workdir
+        self.executor = executor
+        self.lock_wait_s = lock_wait_s  # a requeued job may start while the old one is still being killed
+        self._trainer = None
+
+    def __call__(self) -> dict:
+        os.chdir(self.workdir)  # recipes, data and run directories are relative to the repository
+        from icp import cli, config, engine, records
+
+        args = cli.parser().parse_args(["train", *self.train_args])
+        cfg = config.load(args.config, args.set)
+        try:
+            job_id: Optional[str] = str(submitit.JobEnvironment().job_id)
+        except RuntimeError:  # the debug executor runs outside any job environment
+            job_id = None
+        self._trainer = engine.Trainer(cfg, args.out, run_id=args.run_id,
+                                       job=records.job_info(job_id, self.executor))
+        record = self._trainer.run(lock_wait_s=self.lock_wait_s)
+        return {"run_id": record["run_id"], "status": record["status"], "error": record["error"]}
+
+    def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
+        """Called by submitit inside the job on a time-out or preemption, just before it requeues the job."""
+        if self._trainer is not None:
+            self._trainer.stop_status = "requeued"  # recorded when submitit's exit unwinds the training loop
+        return submitit.helpers.DelayedSubmission(TrainJob(self.train_args, self.workdir, self.executor,
+                                                           self.lock_wait_s))
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_trainer": None}
+
+
+def _train_option(train_args: Sequence[str], name: str) -> Optional[str]:
+    for i, arg in enumerate(train_args):
+        if arg == name and i + 1 < len(train_args):
+            return train_args[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _read_record(run_dir: Path) -> dict:
+    import json
+
+    try:
+        return json.loads((run_dir / "record.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m icp.launch", description=__doc__.splitlines()[0])
+    p.add_argument("--executor", choices=["slurm", "local", "debug"], default="local")
+    p.add_argument("--timeout-min", type=int, required=True, help="job time limit in minutes (always explicit)")
+    p.add_argument("--partition", default="", help="SLURM partition ('' = the cluster's default)")
+    p.add_argument("--account", default="", help="SLURM account ('' = the user's default)")
+    p.add_argument("--gpus", type=int, default=0, help="GPUs per job")
+    p.add_argument("--cpus", type=int, default=1, help="CPUs per job")
+    p.add_argument("--mem-mb", type=int, default=0, help="memory per job in MB (0 = the cluster's default)")
+    p.add_argument("--max-requeues", type=int, default=3, help="requeues after time-outs before giving up")
+    p.add_argument("--signal-delay-s", type=int, default=90,
+                   help="SLURM warns the job this many seconds before its time limit (submitit then requeues it)")
+    p.add_argument("--poll-s", type=float, default=10.0, help="seconds between checks of the job's state")
+    p.add_argument("train_args", nargs=argparse.REMAINDER, help="-- followed by the icp train arguments")
+    return p
+
+
+def make_executor(args, folder: Path, name: str) -> submitit.AutoExecutor:
+    executor = submitit.AutoExecutor(folder=folder, cluster=args.executor, slurm_max_num_timeout=args.max_requeues)
+    params = {"timeout_min": args.timeout_min, "name": name, "cpus_per_task": args.cpus, "tasks_per_node": 1,
+              "nodes": 1}
+    if args.mem_mb:
+        params["mem_gb"] = args.mem_mb / 1024
+    if args.gpus:
+        params["gpus_per_node"] = args.gpus
+    if args.executor == "slurm":
+        params["slurm_signal_delay_s"] = args.signal_delay_s
+        if args.partition:
+            params["slurm_partition"] = args.partition
+        if args.account:
+            params["slurm_account"] = args.account
+    executor.update_parameters(**params)
+    return executor
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
+    out = _train_option(train_args, "--out")
+    if out is None:
+        print("icp.launch: error: the icp train arguments need --out RUN_DIR", file=sys.stderr)
+        return 2
+    run_dir = Path(out)
+    run_id = _train_option(train_args, "--run-id") or out
+    folder = run_dir / "submitit"
+    folder.mkdir(parents=True, exist_ok=True)
+    executor = make_executor(args, folder, f"icp:{run_id}")
+    job_fn = TrainJob(train_args, os.getcwd(), args.executor)
+    with submitit.helpers.clean_env():
+        job = executor.submit(job_fn)
+    print(f"{run_id}: submitted {args.executor} job {job.job_id}; logs in {folder}", file=sys.stderr, flush=True)
+
+    def cancel(signum, frame):
+        job.cancel(check=False)
+        print(f"{run_id}: cancelled job {job.job_id} ({signal.Signals(signum).name})", file=sys.stderr, flush=True)
+        sys.exit(130)
+
+    signal.signal(signal.SIGTERM, cancel)
+    signal.signal(signal.SIGINT, cancel)
+    try:
+        while args.executor != "debug" and not job.done():
+            time.sleep(args.poll_s)
+        result = job.result()
+    except Exception as exc:  # the job raised, or was killed without a result
+        record = _read_record(run_dir)
+        text = str(exc).strip()
+        error = record.get("error") or (text.splitlines()[-1] if text else repr(exc))
+        print(f"icp.launch: error: {run_id} {record.get('status', 'failed')}: {error} (job {job.job_id}; "
+              f"log {folder})", file=sys.stderr)
+        return 1
+    if result["status"] not in FINAL_OK:
+        print(f"icp.launch: error: {run_id} ended {result['status']}: {result['error']}", file=sys.stderr)
+        return 1
+    if result["status"] == "diverged":
+        print(f"icp.launch: warning: {run_id} diverged: {result['error']}", file=sys.stderr)
+    print(f"{run_id}: {result['status']} (job {job.job_id})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""The grid: one expansion of config/paper.yaml into run ids and icp configs."""
+import collections
+import re
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from icp import config, grid, records
+from icp.config import ConfigError
+from tests.conftest import REPO
+
+PAPER = REPO / "config" / "paper.yaml"
+MAIN_METHODS = {"ce", "ls", "pskd", "aikd", "cskd", "tfkd", "byot", "icp-sgd", "icp-adam", "icp-ademamix"}
+
+
+@pytest.fixture(scope="module")
+def paper():
+    return grid.load_expand(PAPER)
+
+
+def test_paper_grid_has_every_study_and_factor(paper):
+    assert list(paper.studies) == list(grid.STUDIES)
+    main = paper.select("main")
+    by = lambda key, runs: collections.Counter(getattr(r, key) for r in runs)
+    assert set(by("method", main)) == MAIN_METHODS and set(by("seed", main)) == {0, 1, 2}
+    assert {(r.dataset, r.model) for r in main} == {("cifar100", "resnet20"), ("cifar10", "resnet20"),
+                                                     ("cifar100", "preact_resnet18"),
+                                                     ("cifar10", "preact_resnet18"), ("fashion-mnist", "resnet20")}
+    assert len(main) == 10 * 5 * 3
+    assert set(by("scenario", paper.select("noisy"))) == {"sym0.2", "sym0.4", "sym0.6", "asy0.2", "asy0.4"}
+    assert set(by("scenario", paper.select("fewshot"))) == {f"{n}shot" for n in (5, 10, 25, 50, 100)}
+    steps = {dict(r.options).get("steps", 5) for r in paper.select("steps")}
+    assert steps == {0, 1, 2, 3, 5, 10, 20}
+    ablation_options = collections.Counter(k for r in paper.select("ablations") for k, _ in r.options)
+    assert set(ablation_options) == {"warmup", "step_size", "reduction", "layer_weights", "target_mode"}
+    assert "ifgsm" in by("method", paper.select("ablations"))
+
+
+def test_run_ids_are_unique_readable_and_filesystem_safe(paper):
+    ids = list(paper.runs)
+    assert len(ids) == len(set(ids))
+    for r in paper.runs.values():
+        assert re.fullmatch(r"[A-Za-z0-9._+=/-]+", r.run_id) and r.run_dir == f"results/runs/{r.run_id}"
+        dataset, model, scenario, variant, seed = r.run_id.split("/")
+        assert (dataset, model, scenario, seed) == (r.dataset, r.model, r.scenario, f"s{r.seed}")
+        assert variant.split("+")[0] == r.method
+        assert all(f"+{k}=" in variant for k, _ in r.options)
+    assert paper.runs["cifar100/resnet20/clean/icp-sgd+reduction=sum+step_size=0.01/s2"].options == (
+        ("reduction", "sum"), ("step_size", 0.01))
+
+
+def test_shared_runs_are_trained_once(paper):
+    shared = paper.runs["fashion-mnist/resnet20/clean/icp-sgd/s0"]
+    assert shared.studies == ("main", "steps", "ablations")  # K = 5, warm-up 0.25, cosine, train mode, mean
+    assert "fashion-mnist/resnet20/clean/icp-sgd+steps=5/s0" not in paper.runs
+    total = sum(len(ids) for ids in paper.studies.values())
+    assert len(paper.runs) < total
+
+
+def test_aikd_depends_on_the_matching_ce_run(paper):
+    for r in paper.runs.values():
+        if r.method != "aikd":
+            assert r.depends == ()
+            continue
+        (teacher,) = r.depends
+        ce = paper.runs[teacher]
+        assert (ce.method, ce.dataset, ce.model, ce.scenario, ce.seed) == ("ce", r.dataset, r.model, r.scenario,
+                                                                           r.seed)
+        assert f"method.options.teacher={ce.run_dir}" in r.overrides
+        assert paper.depends_records(r.run_id) == [ce.record]
+
+
+def test_each_run_config_resolves_to_its_factors(paper):
+    seen = set()
+    for r in paper.runs.values():
+        key = (r.method, r.options, r.scenario[:3], r.dataset)
+        if key in seen:
+            continue
+        seen.add(key)
+        cfg = config.load(REPO / r.recipe, list(r.overrides))
+        assert (cfg.data.dataset, cfg.model.name, cfg.method.name, cfg.train.seed) == (r.dataset, r.model,
+                                                                                      r.method, r.seed)
+        assert records.scenario_tag(cfg) == r.scenario
+        assert all(cfg.method.options[k] == v for k, v in r.options)
+        assert cfg.train.grad_clip == 5  # the grid's `set`, the same for every method
+        recipe = yaml.safe_load((REPO / r.recipe).read_text())
+        assert cfg.train.epochs == recipe["train"]["epochs"] and cfg.optim.lr == recipe["optim"]["lr"]
+
+
+@pytest.mark.parametrize("tag", ["clean", "sym0.2", "asy0.4", "25shot"])
+def test_scenario_tags_round_trip(tag):
+    cfg = config.resolve({}, grid.parse_scenario(tag))
+    assert records.scenario_tag(SimpleNamespace(scenario=cfg.scenario)) == tag
+
+
+def _grid(tmp_path, **block):
+    g = {"recipes": {"fashion-mnist/resnet20": str(REPO / "config/recipes/fmnist-resnet20.yaml")},
+         "studies": {"main": [{"datasets": ["fashion-mnist"], "models": ["resnet20"], "methods": ["ce"], **block}]}}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(g))
+    return path
+
+
+@pytest.mark.parametrize("block, message", [
+    ({"scenarios": ["noisy40"]}, "does not match"),
+    ({"methods": ["icp-sgd"], "options": {"stepz": [1]}}, "unknown key 'method.options.stepz'"),
+    ({"methods": ["icp-sgd"], "options": {"steps": [-1]}}, "method.options.steps"),
+    ({"methods": ["nope"]}, "unknown method 'nope'"),
+    ({"models": ["preact_resnet18"]}, "no recipe for fashion-mnist/preact_resnet18"),
+    ({"typo": 1}, "Additional properties are not allowed"),
+])
+def test_bad_grids_are_one_line_errors(tmp_path, block, message):
+    with pytest.raises(ConfigError, match=re.escape(message)) as err:
+        grid.load_expand(_grid(tmp_path, **block))
+    assert "\n" not in str(err.value)
+
+
+def test_recipe_with_a_method_section_is_refused(tmp_path):
+    path = _grid(tmp_path)
+    g = yaml.safe_load(path.read_text())
+    g["recipes"]["fashion-mnist/resnet20"] = str(REPO / "config/fmnist-ce.yaml")
+    with pytest.raises(ConfigError, match="a recipe has no 'method' section"):
+        grid.expand(g)
+
+
+def test_icp_grid_command_lists_a_study(paper):
+    out = subprocess.run([sys.executable, "-m", "icp", "grid", "--study", "steps", "--paths"], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == [r.record for r in paper.select("steps")] and len(out) == 7 * 2 * 3

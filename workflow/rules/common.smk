@@ -1,0 +1,31 @@
+# Helpers of the rules: the launcher's options from the profile's resources, and a run's icp train arguments.
+import sys
+from shlex import quote
+
+PYTHON = sys.executable
+
+
+def launcher_args(wildcards, resources):
+    """The launcher's cluster options, from the resources that the profile sets (unset ones keep the defaults)."""
+    names = {
+        "submitit_executor": "--executor",
+        "runtime": "--timeout-min",
+        "slurm_partition": "--partition",
+        "slurm_account": "--account",
+        "gpus": "--gpus",
+        "cpus_per_task": "--cpus",
+        "mem_mb": "--mem-mb",
+        "max_requeues": "--max-requeues",
+        "signal_delay_s": "--signal-delay-s",
+        "poll_s": "--poll-s",
+    }
+    args = []
+    for name, flag in names.items():
+        value = getattr(resources, name, "")
+        if str(value) != "":
+            args += [flag, quote(str(value))]
+    return " ".join(args)
+
+
+def train_args(wildcards):
+    return " ".join(quote(a) for a in GRID[wildcards.run].train_args())
