@@ -84,6 +84,14 @@ def _read_record(run_dir: Path) -> dict:
         return {}
 
 
+def _error_line(text: str) -> str:
+    """The ``Type: message`` line of the job's traceback (submitit's error text ends with a log path)."""
+    import re
+
+    found = [ln.strip() for ln in text.splitlines() if re.match(r"^\s*[\w.]*(Error|Exception|Interrupt)\b", ln)]
+    return found[-1] if found else ""
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m icp.launch", description=__doc__.splitlines()[0])
     p.add_argument("--executor", choices=["slurm", "local", "debug"], default="local")
@@ -149,8 +157,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result = job.result()
     except Exception as exc:  # the job raised, or was killed without a result
         record = _read_record(run_dir)
-        text = str(exc).strip()
-        error = record.get("error") or (text.splitlines()[-1] if text else repr(exc))
+        error = record.get("error") or _error_line(str(exc)) or repr(exc)
         print(f"icp.launch: error: {run_id} {record.get('status', 'failed')}: {error} (job {job.job_id}; "
               f"log {folder})", file=sys.stderr)
         return 1
