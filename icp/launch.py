@@ -152,7 +152,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     signal.signal(signal.SIGTERM, cancel)
     signal.signal(signal.SIGINT, cancel)
     try:
-        while args.executor != "debug" and not job.done():
+        # the result file ends the wait at once; job.done() alone waits for the scheduler's accounting (sacct)
+        while args.executor != "debug" and not (job.paths.result_pickle.exists() or job.done()):
             time.sleep(args.poll_s)
         result = job.result()
     except Exception as exc:  # the job raised, or was killed without a result
