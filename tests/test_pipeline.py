@@ -52,6 +52,11 @@ def test_workflow_is_lint_clean_and_snakefmt_formatted():
 # ------------------------------------------------------------------------------------------ real SLURM
 @pytest.fixture(scope="module")
 def slurm():
+    """A cluster for this module: started here (and stopped after) unless one already answers."""
+    script = ["bash", str(REPO / "tools/slurm_cluster.sh")]
+    if subprocess.run([*script, "status"], capture_output=True).returncode == 0:
+        yield
+        return
     up = subprocess.run(["bash", str(REPO / "tools/slurm_cluster.sh"), "up"], capture_output=True, text=True,
                         timeout=600)
     assert up.returncode == 0, up.stderr
