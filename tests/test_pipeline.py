@@ -1,7 +1,5 @@
 """The Snakemake pipeline: profiles, lint, the paper grid's dry run, and real runs on a real SLURM cluster
 (tools/slurm_cluster.sh brings up a single-node cluster on loopback; every Snakemake call has a hard timeout)."""
-import json
-import os
 import re
 import subprocess
 import sys
@@ -108,44 +106,3 @@ def test_a_run_that_raises_fails_snakemake_naming_run_and_error(slurm, fmnist_ro
     assert "DataError" in line and "cifar" in line.lower()
     assert records.read(tmp_path / "runs/fashion-mnist/resnet20/clean/ce/s0/record.json")["status"] == "failed" \
         if (tmp_path / "runs/fashion-mnist/resnet20/clean/ce/s0/record.json").exists() else True
-
-
-def _squeue_state(job_id):
-    return subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True,
-                          text=True).stdout.strip()
-
-
-def test_requeued_run_resumes_and_matches_the_uninterrupted_run(slurm, fmnist_root, tmp_path):
-    path = tiny_grid(tmp_path, fmnist_root, ["ce"], "data.train_subset=2000", "train.epochs=4")
-    (run,) = grid.load_expand(path).runs.values()
-    launch = [sys.executable, "-m", "icp.launch", "--executor", "slurm", "--timeout-min", "10", "--cpus", "1",
-              "--poll-s", "1", "--"]
-    ref_args = [a if a != run.run_dir else str(tmp_path / "reference") for a in run.train_args()]
-    ref = subprocess.Popen(launch + ref_args, cwd=REPO, stderr=subprocess.PIPE, text=True)
-    proc = subprocess.Popen(launch + run.train_args(), cwd=REPO, stderr=subprocess.PIPE, text=True)
-    record = Path(run.record)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            rec = json.loads(record.read_text())
-            if len(rec["epochs"]) >= 1:
-                break
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.2)
-    else:
-        raise AssertionError("the run never finished an epoch")
-    job_id = rec["jobs"][0]["job_id"]
-    assert rec["status"] == "running" and len(rec["epochs"]) < 4
-    subprocess.run(["scontrol", "requeue", job_id], check=True)
-    while proc.poll() is None and time.monotonic() < deadline + 300:  # Slurm holds a requeued job ~120 s
-        if _squeue_state(job_id) == "PENDING":
-            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True)
-        time.sleep(1)
-    assert proc.wait(timeout=60) == 0, proc.stderr.read()
-    assert ref.wait(timeout=300) == 0, ref.stderr.read()
-    final, reference = records.read(record), records.read(tmp_path / "reference" / "record.json")
-    assert final["status"] == "complete" and final["resumed"] >= 1
-    assert [j["job_id"] for j in final["jobs"]] == [job_id] * len(final["jobs"]) and len(final["jobs"]) >= 2
-    strip = lambda eps: [{k: v for k, v in e.items() if k not in ("time_s", "images_per_s")} for e in eps]
-    assert strip(final["epochs"]) == strip(reference["epochs"])
