@@ -267,18 +267,20 @@ def resolve(data: dict | None = None, overrides: typing.Sequence[str] = ()) -> C
     return cfg
 
 
+def read_yaml(path: str | Path, what: str = "config file") -> dict:
+    """A YAML file's mapping; a missing file or invalid YAML is a one-line ConfigError naming ``what``."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what} not found: {p}")
+    try:
+        return yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+
+
 def load(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> Config:
     """Read a YAML config file (or none: defaults) and resolve it with overrides."""
-    data: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return resolve(data, overrides)
+    return resolve(read_yaml(path) if path is not None else {}, overrides)
 
 
 def _validate_cross(cfg: Config) -> None:

@@ -41,7 +41,7 @@ from typing import Any, Iterable, Optional
 
 import yaml
 
-from icp.config import ConfigError
+from icp.config import ConfigError, read_yaml
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = REPO / "workflow" / "schemas" / "grid.schema.yaml"
@@ -179,15 +179,9 @@ def _normalise_cached(method: str, options_json: str) -> tuple[tuple[str, Any], 
 def load(path: str | Path, check: bool = True) -> dict:
     """Read a grid file and (``check``) validate it with its schema (the Snakefile validates it with Snakemake's
     ``validate`` instead, against the same schema)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"grid file not found: {p}")
-    try:
-        grid = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    grid = read_yaml(path, "grid file")
     if check:
-        validate_schema(grid, str(p))
+        validate_schema(grid, str(path))
     return grid
 
 
@@ -263,9 +257,10 @@ def _yaml_value(value: Any) -> str:
 def _check_recipe(recipe: str, dataset: str, model: str) -> None:
     from icp import config
 
-    config.load(recipe, [f"data.dataset={dataset}", f"model.name={model}"])
-    if (yaml.safe_load(Path(recipe).read_text()) or {}).get("method") is not None:
+    data = config.read_yaml(recipe, "recipe")
+    if data.get("method") is not None:
         raise ConfigError(f"recipe {recipe}: a recipe has no 'method' section (the grid sets the method)")
+    config.resolve(data, [f"data.dataset={dataset}", f"model.name={model}"])
 
 
 def load_expand(path: str | Path, check_recipes: bool = True) -> Grid:
