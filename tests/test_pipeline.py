@@ -88,9 +88,8 @@ def test_snakemake_on_slurm_trains_a_tiny_grid_with_a_dependency(slurm, fmnist_r
         job_ids[run.method] = int(job["job_id"])
         assert (Path(run.run_dir) / "submitit" / f"{job['job_id']}_0_log.out").exists()
     # the ce run finished before its dependant was submitted
-    ce_end = records.read(g.runs[g.depends_records and next(r.depends[0] for r in g.runs.values()
-                                                             if r.depends)].record)["updated_at"]
     aikd = next(r for r in g.runs.values() if r.method == "aikd")
+    ce_end = records.read(g.runs[aikd.depends[0]].record)["updated_at"]
     assert records.read(aikd.record)["jobs"][0]["started_at"] >= ce_end
     again = snakemake("--profile", "profiles/slurm-ci", "--config", f"grid={path}", "-n", timeout=120)
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -104,5 +103,95 @@ def test_a_run_that_raises_fails_snakemake_naming_run_and_error(slurm, fmnist_ro
     assert "icp.launch: error: fashion-mnist/resnet20/clean/ce/s0" in out
     line = next(ln for ln in out.splitlines() if "icp.launch: error:" in ln)
     assert "DataError" in line and "cifar" in line.lower()
-    assert records.read(tmp_path / "runs/fashion-mnist/resnet20/clean/ce/s0/record.json")["status"] == "failed" \
-        if (tmp_path / "runs/fashion-mnist/resnet20/clean/ce/s0/record.json").exists() else True
+    assert not (tmp_path / "runs/fashion-mnist/resnet20/clean/ce/s0/record.json").exists()  # data fails first
+
+
+# ------------------------------------------------------------------------------ requeue and time-out on SLURM
+LAUNCH = [sys.executable, "-m", "icp.launch", "--executor", "slurm", "--cpus", "1", "--poll-s", "1"]
+
+
+def squeue(job_id: str) -> tuple[str, str]:
+    """(state, reason) of a job, ('', '') once it has left the queue."""
+    out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T %r"], capture_output=True, text=True).stdout
+    return tuple(out.split(maxsplit=1)) if out.strip() else ("", "")
+
+
+def wait_releasing_requeued(proc: subprocess.Popen, record: Path, timeout: float) -> list[str]:
+    """Wait for the launcher ``proc``; whenever its job is requeued, start it at once (Slurm holds a requeued
+    job for about two minutes). Returns the states seen, in order."""
+    deadline, seen = time.monotonic() + timeout, []
+    while proc.poll() is None:
+        if time.monotonic() > deadline:
+            proc.terminate()  # the launcher cancels its job
+            raise AssertionError(f"the launcher did not end within {timeout} s; states {seen}")
+        jobs = (records.read(record).get("jobs") or []) if record.exists() else []
+        if jobs:
+            state, reason = squeue(jobs[-1]["job_id"])
+            if not seen or seen[-1] != state:
+                seen.append(state)
+            if state == "PENDING" and "BeginTime" in reason:
+                subprocess.run(["scontrol", "update", f"JobId={jobs[-1]['job_id']}", "StartTime=now"],
+                               capture_output=True)
+        time.sleep(0.5)
+    return seen
+
+
+def strip_timing(epochs):
+    return [{k: v for k, v in e.items() if k not in ("time_s", "images_per_s")} for e in epochs]
+
+
+def test_requeued_run_resumes_and_matches_the_uninterrupted_run(slurm, fmnist_root, tmp_path):
+    path = tiny_grid(tmp_path, fmnist_root, ["ce"], "data.train_subset=1500", "train.epochs=4")
+    (run,) = grid.load_expand(path).runs.values()
+    record = Path(run.record)
+    ref_dir = tmp_path / "reference"
+    ref_args = [a if a != run.run_dir else str(ref_dir) for a in run.train_args()]
+    proc = subprocess.Popen([*LAUNCH, "--timeout-min", "10", "--", *run.train_args()], cwd=REPO,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (record.exists() and records.read(record)["epochs"]):
+            assert proc.poll() is None and time.monotonic() < deadline, "the run never finished an epoch"
+            time.sleep(0.2)
+        rec = records.read(record)
+        job_id = rec["jobs"][0]["job_id"]
+        assert rec["status"] == "running" and len(rec["epochs"]) < 4
+        subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
+        seen = wait_releasing_requeued(proc, record, timeout=300)
+        assert proc.returncode == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+    # the reference: the same config, uninterrupted, also a SLURM job (same threads and libraries)
+    ref = subprocess.run([*LAUNCH, "--timeout-min", "10", "--", *ref_args], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr
+    final, reference = records.read(record), records.read(ref_dir / "record.json")
+    print(f"requeue: job {job_id} states {seen}; resumed {final['resumed']} time(s)")
+    assert final["status"] == "complete" and final["resumed"] >= 1 and "PENDING" in seen
+    assert [j["job_id"] for j in final["jobs"]] == [job_id, job_id]  # the same SLURM job, run twice
+    assert strip_timing(final["epochs"]) == strip_timing(reference["epochs"])
+
+
+def test_a_run_longer_than_its_time_limit_is_requeued_by_submitit_and_completes(slurm, fmnist_root, tmp_path):
+    # a 1-minute limit, warned 45 s before it; the run needs well over a minute of training
+    path = tiny_grid(tmp_path, fmnist_root, ["ce"], "data.train_subset=2000", "train.epochs=12")
+    (run,) = grid.load_expand(path).runs.values()
+    record = Path(run.record)
+    proc = subprocess.Popen([*LAUNCH, "--timeout-min", "1", "--signal-delay-s", "45", "--max-requeues", "8", "--",
+                             *run.train_args()], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    try:
+        seen = wait_releasing_requeued(proc, record, timeout=540)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+    err = proc.stderr.read()
+    assert proc.returncode == 0, err
+    final = records.read(record)
+    attempts = final["jobs"]
+    print(f"time-out: {len(attempts)} attempts of job {attempts[0]['job_id']}, states {seen}, "
+          f"resumed {final['resumed']} time(s), {final['wall_time_s']:.0f} s of training")
+    assert final["status"] == "complete" and len(final["epochs"]) == 12
+    assert len(attempts) >= 2 and len({j["job_id"] for j in attempts}) == 1
+    log = Path(run.run_dir, "submitit", f"{attempts[0]['job_id']}_0_log.err").read_text()
+    assert "timed-out" in log  # submitit's handler of SLURM's warning signal requeued it
