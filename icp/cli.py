@@ -15,16 +15,30 @@ from icp.config import ConfigError
 from icp.data import DataError
 
 
-def _terminate(signum, frame):
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+# What a signal records: SIGTERM (`kill`, a scheduler's cancel) ends the run as interrupted, like Ctrl-C; SIGUSR2
+# is SLURM's warning before a time limit or preemption, as submitit asks for it (`--signal=USR2@N`): the job is
+# about to be requeued, and the run resumes from last.pt when it starts again.
+STOP_SIGNALS = {signal.SIGTERM: "interrupted", signal.SIGUSR2: "requeued"}
+
+
+def _stop_on_signals(trainer) -> None:
+    def stop(signum, frame):
+        for s in STOP_SIGNALS:  # once: a second signal (SLURM's and a parent's) must not interrupt the save
+            signal.signal(s, signal.SIG_IGN)
+        trainer.stop_status = STOP_SIGNALS[signum]
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    for s in STOP_SIGNALS:
+        signal.signal(s, stop)
 
 
 def _train(args) -> int:
     from icp import config, engine
 
     cfg = config.load(args.config, args.set)
-    signal.signal(signal.SIGTERM, _terminate)  # `kill` records the run as interrupted, like Ctrl-C
-    record = engine.Trainer(cfg, args.out, run_id=args.run_id).run(max_epochs=args.max_epochs)
+    trainer = engine.Trainer(cfg, args.out, run_id=args.run_id)
+    _stop_on_signals(trainer)
+    record = trainer.run(max_epochs=args.max_epochs)
     last = record["last"] or {}
     test = last.get("test") or {}
     print(f"{record['run_id']}: {record['status']} after {last.get('epoch', 0)}/{cfg.train.epochs} epochs, "

@@ -27,7 +27,9 @@ from typing import Optional, Sequence
 
 import submitit
 
-FINAL_OK = ("complete", "diverged")
+from icp import pack
+
+FINAL_OK = pack.FINAL
 
 
 class TrainJob(submitit.helpers.Checkpointable):
@@ -53,7 +55,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         self._trainer = engine.Trainer(cfg, args.out, run_id=args.run_id,
                                        job=records.job_info(job_id, self.executor))
         record = self._trainer.run(lock_wait_s=self.lock_wait_s)
-        return {"run_id": record["run_id"], "status": record["status"], "error": record["error"]}
+        return {record["run_id"]: {"status": record["status"], "error": record["error"]}}
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         """Called by submitit inside the job on a time-out or preemption, just before it requeues the job."""
@@ -105,6 +107,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--signal-delay-s", type=int, default=90,
                    help="SLURM warns the job this many seconds before its time limit (submitit then requeues it)")
     p.add_argument("--poll-s", type=float, default=10.0, help="seconds between checks of the job's state")
+    p.add_argument("--runs-per-gpu", type=int, default=1,
+                   help="pack this many runs into one job (each its own process, record and last.pt)")
+    p.add_argument("--pack-dir", default="", help="where the launchers of a sweep meet to form packs "
+                   "(needed with --runs-per-gpu > 1; the Snakefile passes <runs_dir>/.packs)")
+    p.add_argument("--pack-wait-s", type=float, default=10.0,
+                   help="how long a queued run waits for others before it goes in a smaller pack")
     p.add_argument("train_args", nargs=argparse.REMAINDER, help="-- followed by the icp train arguments")
     return p
 
@@ -127,6 +135,28 @@ def make_executor(args, folder: Path, name: str) -> submitit.AutoExecutor:
     return executor
 
 
+def _submit_pack(args, run: dict) -> tuple[object, Path]:
+    """Meet the other launchers (icp.pack): submit the pack when this launcher forms it, else find its job."""
+    meeting = pack.Meeting(args.pack_dir)
+    folder, members = meeting.meet(run, args.runs_per_gpu, args.pack_wait_s)
+    job_file = folder / "job.json"
+    if members:
+        executor = make_executor(args, folder / "submitit", f"icp:pack-of-{len(members)}")
+        with submitit.helpers.clean_env():
+            job = executor.submit(pack.PackJob(members, os.getcwd(), args.executor, args.cpus))
+        pack.write_json({"job_id": job.job_id, "executor": args.executor,
+                         "runs": [m["run_id"] for m in members]}, job_file)
+        return job, folder
+    deadline = time.monotonic() + 600
+    while not job_file.exists():  # the launcher that formed the pack is submitting it
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no job was submitted for pack {folder} within 600 s")
+        time.sleep(0.5)
+    info = pack.read_json(job_file)
+    cls = submitit.SlurmJob if info["executor"] == "slurm" else submitit.LocalJob
+    return cls(folder / "submitit", info["job_id"]), folder
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser().parse_args(argv)
     train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
@@ -134,28 +164,44 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if out is None:
         print("icp.launch: error: the icp train arguments need --out RUN_DIR", file=sys.stderr)
         return 2
+    packed = args.runs_per_gpu > 1
+    if packed and (not args.pack_dir or args.executor == "debug"):
+        print("icp.launch: error: --runs-per-gpu > 1 needs --pack-dir and the slurm or local executor",
+              file=sys.stderr)
+        return 2
     run_dir = Path(out)
     run_id = _train_option(train_args, "--run-id") or out
     folder = run_dir / "submitit"
     folder.mkdir(parents=True, exist_ok=True)
-    executor = make_executor(args, folder, f"icp:{run_id}")
-    job_fn = TrainJob(train_args, os.getcwd(), args.executor)
-    with submitit.helpers.clean_env():
-        job = executor.submit(job_fn)
-    print(f"{run_id}: submitted {args.executor} job {job.job_id}; logs in {folder}", file=sys.stderr, flush=True)
+    own_job = not packed
+    if packed:
+        job, pack_folder = _submit_pack(args, {"run_id": run_id, "run_dir": out, "train_args": train_args})
+        own_job = pack.read_json(pack_folder / "job.json").get("runs", [None])[0] == run_id
+        folder = pack_folder / "submitit"
+        what = f"pack {pack_folder.name} ({'submitted' if own_job else 'joined'})"
+    else:
+        executor = make_executor(args, folder, f"icp:{run_id}")
+        with submitit.helpers.clean_env():
+            job = executor.submit(TrainJob(train_args, os.getcwd(), args.executor))
+        what = "submitted"
+    print(f"{run_id}: {what} {args.executor} job {job.job_id}; logs in {folder}", file=sys.stderr, flush=True)
 
     def cancel(signum, frame):
-        job.cancel(check=False)
-        print(f"{run_id}: cancelled job {job.job_id} ({signal.Signals(signum).name})", file=sys.stderr, flush=True)
+        if own_job:  # a pack's job is cancelled by the launcher that submitted it
+            job.cancel(check=False)
+        print(f"{run_id}: {'cancelled' if own_job else 'left'} job {job.job_id} ({signal.Signals(signum).name})",
+              file=sys.stderr, flush=True)
         sys.exit(130)
 
     signal.signal(signal.SIGTERM, cancel)
     signal.signal(signal.SIGINT, cancel)
     try:
-        # the result file ends the wait at once; job.done() alone waits for the scheduler's accounting (sacct)
-        while args.executor != "debug" and not (job.paths.result_pickle.exists() or job.done()):
+        # the result file ends the wait at once; job.done() alone waits for the scheduler's accounting (sacct),
+        # and a LocalJob rebuilt from its id (a joined pack) knows nothing but its result file
+        check_done = own_job or args.executor == "slurm"
+        while args.executor != "debug" and not (job.paths.result_pickle.exists() or (check_done and job.done())):
             time.sleep(args.poll_s)
-        result = job.result()
+        result = job.result()[run_id]
     except Exception as exc:  # the job raised, or was killed without a result
         record = _read_record(run_dir)
         error = record.get("error") or _error_line(str(exc)) or repr(exc)

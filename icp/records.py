@@ -94,8 +94,10 @@ def environment(device: torch.device) -> dict:
 
 def job_info(job_id: Optional[str] = None, executor: Optional[str] = None) -> dict:
     """The record's ``jobs`` entry of this process; a plain ``icp train`` inside a SLURM job finds its job id in
-    the environment."""
-    if job_id is None and os.environ.get("SLURM_JOB_ID"):
+    the environment (``ICP_JOB_ID``/``ICP_EXECUTOR``, set by a pack's job for its runs, else ``SLURM_JOB_ID``)."""
+    if job_id is None and os.environ.get("ICP_JOB_ID"):
+        job_id, executor = os.environ["ICP_JOB_ID"], os.environ.get("ICP_EXECUTOR")
+    elif job_id is None and os.environ.get("SLURM_JOB_ID"):
         job_id, executor = os.environ["SLURM_JOB_ID"], "slurm"
     return {"job_id": job_id, "executor": executor, "hostname": socket.gethostname(), "started_at": now()}
 

@@ -75,7 +75,9 @@ def tiny_grid(tmp_path, fmnist_root, methods, *extra):
 
 def test_snakemake_on_slurm_trains_a_tiny_grid_with_a_dependency(slurm, fmnist_root, tmp_path):
     path = tiny_grid(tmp_path, fmnist_root, ["ls", "aikd"])  # aikd adds and waits for the ce run
-    proc = snakemake("--profile", "profiles/slurm-ci", "--config", f"grid={path}", timeout=600)
+    # two runs per job: ce and ls go in one pack, aikd (after ce) in another
+    proc = snakemake("--profile", "profiles/slurm-ci", "--config", f"grid={path}", "--set-resources",
+                     "train:runs_per_gpu=2", timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     g = grid.load_expand(path)
     assert len(g.runs) == 3
@@ -86,7 +88,8 @@ def test_snakemake_on_slurm_trains_a_tiny_grid_with_a_dependency(slurm, fmnist_r
         (job,) = rec["jobs"]
         assert job["executor"] == "slurm" and job["job_id"].isdigit()
         job_ids[run.method] = int(job["job_id"])
-        assert (Path(run.run_dir) / "submitit" / f"{job['job_id']}_0_log.out").exists()
+        assert (Path(run.run_dir) / "submitit" / f"{job['job_id']}_train.log").exists()
+    assert job_ids["ce"] == job_ids["ls"] != job_ids["aikd"]
     # the ce run finished before its dependant was submitted
     aikd = next(r for r in g.runs.values() if r.method == "aikd")
     ce_end = records.read(g.runs[aikd.depends[0]].record)["updated_at"]

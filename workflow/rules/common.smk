@@ -18,12 +18,15 @@ def launcher_args(wildcards, resources):
         "max_requeues": "--max-requeues",
         "signal_delay_s": "--signal-delay-s",
         "poll_s": "--poll-s",
+        "runs_per_gpu": "--runs-per-gpu",
     }
     args = []
     for name, flag in names.items():
         value = getattr(resources, name, "")
         if str(value) != "":
             args += [flag, quote(str(value))]
+    # where the launchers of packed runs meet (icp.pack)
+    args += ["--pack-dir", quote(f"{GRID.runs_dir}/.packs")]
     return " ".join(args)
 
 
