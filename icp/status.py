@@ -2,11 +2,16 @@
 
 Per study, how many runs are complete / diverged / running / requeued / interrupted / failed / not started; then
 one line per run in flight (running or requeued) with its epoch of total, last test top-1 and job id, and one per
-failed run with its error.
+failed run with its error. A run in flight whose job is gone (not in SLURM's queue, or a local job's process has
+ended: a cancelled sweep, a node that died) is marked ``lost``: its record could not say so itself, and
+``snakemake`` again resumes it from ``last.pt``.
 """
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
 from pathlib import Path
 from typing import Optional
 
@@ -14,7 +19,7 @@ import pandas as pd
 
 from icp import grid
 
-COLUMNS = ("complete", "diverged", "running", "requeued", "interrupted", "failed", "not started")
+COLUMNS = ("complete", "diverged", "running", "requeued", "lost", "interrupted", "failed", "not started")
 
 
 def read_records(g: grid.Grid, runs_dir: Optional[str] = None) -> dict[str, dict]:
@@ -30,30 +35,59 @@ def read_records(g: grid.Grid, runs_dir: Optional[str] = None) -> dict[str, dict
     return out
 
 
-def table(g: grid.Grid, recs: dict[str, dict], study: Optional[str] = None) -> pd.DataFrame:
+def table(g: grid.Grid, states: dict[str, str], study: Optional[str] = None) -> pd.DataFrame:
+    """Per study, how many of its runs are in each state (``states``: run id -> state; absent = not started)."""
     rows = []
     for name in ([study] if study else list(g.studies)):
         counts = dict.fromkeys(COLUMNS, 0)
-        for rid in [r.run_id for r in g.select(name)]:
-            counts[recs[rid]["status"] if rid in recs else "not started"] += 1
+        for run in g.select(name):
+            counts[states.get(run.run_id, "not started")] += 1
         rows.append({"study": name, **counts, "total": sum(counts.values())})
     return pd.DataFrame(rows)
 
 
+def slurm_queue() -> Optional[set[str]]:
+    """Ids of the jobs in SLURM's queue (array tasks by their job id), or None without a reachable SLURM."""
+    try:
+        out = subprocess.run(["squeue", "--me", "-h", "-o", "%i"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return {ln.split("_")[0].strip() for ln in out.stdout.splitlines()} if out.returncode == 0 else None
+
+
+def job_alive(job: dict, queue: Optional[set[str]]) -> Optional[bool]:
+    """Whether a record's job still exists: True/False when this machine can tell, else None."""
+    if job.get("executor") == "slurm" and queue is not None:
+        return str(job.get("job_id")) in queue
+    if job.get("executor") == "local" and job.get("hostname") == socket.gethostname():
+        try:
+            os.kill(int(job["job_id"]), 0)  # a local job's id is its process id
+        except (ProcessLookupError, ValueError, TypeError):
+            return False
+        except PermissionError:
+            return True
+        return True
+    return None
+
+
 def render(grid_path: str, runs_dir: Optional[str] = None, study: Optional[str] = None) -> str:
     g = grid.expand(grid.load(grid_path), grid_path, check_recipes=False)
-    recs = read_records(g, runs_dir)
-    lines = [table(g, recs, study).to_string(index=False)]
     wanted = {r.run_id for r in g.select(study)}
+    recs = {rid: rec for rid, rec in read_records(g, runs_dir).items() if rid in wanted}
+    last_job = {rid: (rec.get("jobs") or [{}])[-1] for rid, rec in recs.items()}
+    in_flight = [rid for rid, rec in recs.items() if rec["status"] in ("running", "requeued")]
+    queue = slurm_queue() if any(last_job[rid].get("executor") == "slurm" for rid in in_flight) else None
+    states = {rid: rec["status"] for rid, rec in recs.items()}
+    states.update({rid: "lost" for rid in in_flight if job_alive(last_job[rid], queue) is False})
+    lines = [table(g, states, study).to_string(index=False)]
     for rid, rec in recs.items():
-        if rid not in wanted:
-            continue
-        job = (rec.get("jobs") or [{}])[-1].get("job_id")
-        if rec["status"] in ("running", "requeued"):
+        job = last_job[rid]
+        if rid in in_flight:
             last = ((rec.get("last") or {}).get("test") or {}).get("top1")
             top1 = f"{100 * last:.2f}%" if last is not None else "-"
-            lines.append(f"{rec['status']:9s} {rid}  epoch {len(rec['epochs'])}/{rec['config']['train']['epochs']}"
-                         f"  test top-1 {top1}  job {job}")
+            lost = f" ({job.get('executor')} job gone; the record says {rec['status']})" if states[rid] == "lost" else ""
+            lines.append(f"{states[rid]:9s} {rid}  epoch {len(rec['epochs'])}/{rec['config']['train']['epochs']}"
+                         f"  test top-1 {top1}  job {job.get('job_id')}{lost}")
         elif rec["status"] in ("failed", "interrupted", "diverged"):
-            lines.append(f"{rec['status']:9s} {rid}  job {job}: {rec.get('error')}")
+            lines.append(f"{rec['status']:9s} {rid}  job {job.get('job_id')}: {rec.get('error')}")
     return "\n".join(lines)

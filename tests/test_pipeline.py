@@ -198,3 +198,29 @@ def test_a_run_longer_than_its_time_limit_is_requeued_by_submitit_and_completes(
     assert len(attempts) >= 2 and len({j["job_id"] for j in attempts}) == 1
     log = Path(run.run_dir, "submitit", f"{attempts[0]['job_id']}_0_log.err").read_text()
     assert "timed-out" in log  # submitit's handler of SLURM's warning signal requeued it
+
+
+def test_status_marks_a_run_whose_slurm_job_left_the_queue_as_lost(slurm, tmp_path):
+    from tests.test_status import put, write_grid
+    from icp import status
+
+    path = write_grid(tmp_path, ["ce", "ls"])
+    runs = {r.method: r for r in grid.expand(grid.load(path), str(path), check_recipes=False).runs.values()
+            if r.scenario == "clean"}
+    sb = subprocess.run(["sbatch", "--parsable", "--wrap", "sleep 120", "-o", "/dev/null"], capture_output=True,
+                        text=True, timeout=30, check=True)
+    job_id = sb.stdout.strip().split(";")[0]
+    try:
+        gone = subprocess.run(["sbatch", "--parsable", "--wrap", "true", "-o", "/dev/null"], capture_output=True,
+                              text=True, timeout=30, check=True).stdout.strip().split(";")[0]
+        deadline = time.monotonic() + 60
+        while squeue(gone)[0] not in ("", "COMPLETED") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        put(runs["ce"], "running", {"job_id": job_id, "executor": "slurm"}, epochs=2)
+        put(runs["ls"], "requeued", {"job_id": gone, "executor": "slurm"}, epochs=2)
+        lines = status.render(str(path)).splitlines()
+        assert any(ln.startswith("running") and runs["ce"].run_id in ln and f"job {job_id}" in ln for ln in lines)
+        assert any(ln.startswith("lost") and runs["ls"].run_id in ln and "record says requeued" in ln
+                   for ln in lines)
+    finally:
+        subprocess.run(["scancel", job_id], timeout=30)
