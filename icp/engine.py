@@ -181,6 +181,11 @@ class Trainer:
                 sums["names"], sums["total"] = [*out.losses, "loss"], torch.zeros_like(stats)
                 sums["first_bad"] = torch.full((), -1, dtype=torch.long, device=stats.device)
             sums["total"] += stats
+            if out.stats:
+                diag = torch.stack([v.detach().float() for v in out.stats.values()]) * len(y)
+                if "diag" not in sums:
+                    sums["diag_names"], sums["diag"] = list(out.stats), torch.zeros_like(diag)
+                sums["diag"] += diag
             fb = sums["first_bad"]
             sums["first_bad"] = torch.where((fb < 0) & ~torch.isfinite(loss.detach().float()), step, fb)
             correct += (out.logits.argmax(1) == y).sum()
@@ -211,13 +216,14 @@ class Trainer:
         for step, batch in enumerate(bar):
             seen += self.train_step(batch, epoch, sums, correct, step)
         train = dict(zip(sums["names"], (sums["total"] / seen).tolist()))  # one device sync per epoch
+        diagnostics = dict(zip(sums["diag_names"], (sums["diag"] / seen).tolist())) if "diag" in sums else None
         first_bad = int(sums["first_bad"])
         if first_bad >= 0:
             raise Diverged(f"loss is {float('nan') if math.isnan(train['loss']) else train['loss']} at epoch "
                            f"{epoch + 1}, step {first_bad + 1} of {len(batches)} (first non-finite step)")
         train["acc"] = int(correct) / seen
         elapsed = time.perf_counter() - start
-        return {"train": train, "time_s": elapsed, "images_per_s": seen / elapsed}
+        return {"train": train, "diagnostics": diagnostics, "time_s": elapsed, "images_per_s": seen / elapsed}
 
     @torch.no_grad()
     def evaluate(self, loader) -> dict[str, float]:

@@ -33,6 +33,9 @@ Written atomically at the start of a run, after every epoch, and at the end. Sch
                     {"epoch": 1-based, "lr": lr at the epoch's end, "time_s": training seconds,
                      "images_per_s": training samples per second (CS-KD: anchors; its pair images are extra
                      work per sample), "train": {"loss", "acc", <each named loss>},
+                     "diagnostics": null, or the method's per-sample epoch means (ICP: "alpha" (alpha_e),
+                     "input_shift" (mean |x_K - x| in normalised input units), "feature_mse.<layer>" (unweighted
+                     MSE between the clean and the refined input's features)),
                      "test": metrics, "val": metrics or null}
     last            {"epoch", "test", "val"} of the final epoch
     best            {"epoch", "metric", "test", "val"} of the best validation epoch, or null without a val split

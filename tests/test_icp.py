@@ -132,7 +132,11 @@ def test_distillation_target_carries_no_gradient(real):
     # the loss's gradient equals that of the clean features against the same targets taken as constants
     used = {}
     orig = m.refine_and_target
-    m.refine_and_target = lambda *a: used.setdefault("t", orig(*a)[1]) and (None, used["t"])
+    def keep(*a):
+        used["xk"], used["t"] = orig(*a)
+        return used["xk"], used["t"]
+
+    m.refine_and_target = keep
     out = m.forward_train(b, epoch=1)
     grads = torch.autograd.grad(out.losses["distill"], list(model.parameters()), allow_unused=True)
     _, feats = model(b.x, features=True)
@@ -334,3 +338,18 @@ def test_evaluation_uses_the_test_split_and_fresh_metrics(tiny_cfg, tmp_path):
     assert len(tr.test_loader) == 300 and len(tr.splits.train) == 600 and tr.test_loader.images.shape[0] == 300
     first = tr.evaluate(tr.test_loader)
     assert tr.evaluate(tr.test_loader) == first  # a second pass does not accumulate into the first
+
+
+def test_icp_records_alpha_input_shift_and_feature_distance_per_epoch(tiny_cfg, tmp_path):
+    from icp.methods.icp import task_weight
+
+    rec = engine.Trainer(tiny_cfg("method.name=icp-adam", "method.options.warmup=0.5", "train.epochs=2",
+                                  "data.train_subset=200"), tmp_path / "icp").run()
+    warm, refined = (e["diagnostics"] for e in rec["epochs"])
+    assert warm == {"alpha": 1.0}  # warm-up epoch: no refinement
+    assert refined["alpha"] == pytest.approx(task_weight(1, 1, 2))
+    assert refined["input_shift"] > 0
+    layers = [k for k in refined if k.startswith("feature_mse.")]
+    assert layers and all(refined[k] > 0 for k in layers)
+    ce = engine.Trainer(tiny_cfg("train.epochs=1", "data.train_subset=200"), tmp_path / "ce").run()
+    assert ce["epochs"][0]["diagnostics"] is None

@@ -27,7 +27,7 @@ Hooks for the methods planned on top of this interface:
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Iterable, Iterator, Optional
 
@@ -49,6 +49,9 @@ class TrainOutput:
     # The labels ``logits`` are scored against, when they are not ``batch.y`` (CS-KD: the anchor half of a
     # paired batch). Their number is the step's count of training samples (loss averages, images/s).
     labels: Optional[torch.Tensor] = None
+    # Diagnostics, not back-propagated: scalars whose per-sample mean over each epoch goes to the record's
+    # ``epochs[i].diagnostics`` (ICP: alpha_e, mean |x_K - x|, per-layer feature MSE) for the figures.
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass

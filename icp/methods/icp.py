@@ -353,7 +353,8 @@ class ICP(Method):
     def forward_train(self, batch: Batch, epoch: int) -> TrainOutput:
         if epoch < self.warmup_epochs:  # warm-up: plain CE, no refinement at all
             logits = self.model(batch.x)
-            return TrainOutput(logits, {"task": self.task_loss(logits, batch.y)})
+            return TrainOutput(logits, {"task": self.task_loss(logits, batch.y)},
+                               stats={"alpha": logits.new_ones(())})
         o, alpha = self.options, self.alpha(epoch)
         x = batch.x.detach().requires_grad_(True) if o.reuse_clean_grad else batch.x
         logits, feats = self.model(x, features=True)
@@ -367,10 +368,14 @@ class ICP(Method):
             if o.reduction == "sum":
                 g0 = g0 * len(batch.y)
             task = task.detach()
-        _, target = self.refine_and_target(batch.x, batch.y, batch.index, g0)
-        distill = sum(w * F.mse_loss(feats[name], target[name])  # autocast runs both in fp32
-                      for w, name in zip(self.weights, self.layers))
-        return TrainOutput(logits, {"task": alpha * task, "distill": (1 - alpha) * distill})
+        xk, target = self.refine_and_target(batch.x, batch.y, batch.index, g0)
+        mse = [F.mse_loss(feats[name], target[name]) for name in self.layers]  # autocast runs both in fp32
+        distill = sum(w * m for w, m in zip(self.weights, mse))
+        with torch.no_grad():
+            stats = {"alpha": logits.new_full((), alpha, dtype=torch.float32),
+                     "input_shift": (xk - batch.x).abs().float().mean(),  # mean |x_K - x|, normalised units
+                     **{f"feature_mse.{name}": m.detach() for name, m in zip(self.layers, mse)}}
+        return TrainOutput(logits, {"task": alpha * task, "distill": (1 - alpha) * distill}, stats=stats)
 
 
 def _preset(method_name: str, input_optimizer: str, doc: str) -> type[ICP]:
