@@ -1,0 +1,93 @@
+"""Aggregation of known records gives known cells, p-values, tables and run-by-run reports (icp.aggregate)."""
+import json
+import math
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from icp import aggregate, grid
+
+TOP1 = {"ce": [0.80, 0.82, 0.84], "ls": [0.83, 0.84, 0.88]}
+
+
+def record(run, top1, status="complete", error=None, images_per_s=1000.0, device="cuda"):
+    test = {"top1": top1, "macro_f1": top1 - 0.01, "ece": 0.05, "nll": 0.5} if top1 is not None else None
+    return {"run_id": run.run_id, "status": status, "error": error, "dataset": run.dataset, "model": run.model,
+            "method": run.method, "method_options": {}, "seed": run.seed,
+            "config": {"scenario": {"kind": "clean"}, "train": {"epochs": 2}},
+            "epochs": [{"epoch": 1, "test": {**test, "top1": top1 - 0.1}}, {"epoch": 2, "test": test}] if test
+            else [], "last": {"epoch": 2, "test": test} if test else None, "best": None,
+            "wall_time_s": 1800.0, "images_per_s": images_per_s,
+            "env": {"device": device, "device_name": "H100"}, "code": {"version": "0.1.0", "git_commit": "abc"},
+            "jobs": [{"job_id": str(100 + run.seed)}]}
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    spec = {"runs_dir": str(tmp_path / "runs"), "seeds": [0, 1, 2],
+            "recipes": {"fashion-mnist/resnet20": "config/recipes/fmnist-resnet20.yaml"},
+            "studies": {"main": [{"datasets": ["fashion-mnist"], "models": ["resnet20"],
+                                  "methods": ["ce", "ls", "tfkd"]}]}}
+    g = grid.expand(spec, check_recipes=False)
+    for run in g.runs.values():
+        rec = None
+        if run.method in TOP1:
+            rec = record(run, TOP1[run.method][run.seed], images_per_s=1000.0 if run.method == "ce" else 500.0)
+        elif run.seed == 0:
+            rec = record(run, None, status="failed", error="DataError: no data")
+        elif run.seed == 2:
+            rec = record(run, None, status="diverged", error="Diverged: loss is nan at epoch 1, step 3 of 9")
+        if rec is not None:
+            (tmp_path / "runs" / run.run_id).mkdir(parents=True)
+            (tmp_path / "runs" / run.run_id / "record.json").write_text(json.dumps(rec))
+    return g
+
+
+def test_cells_give_exact_means_stds_and_paired_p_values(sweep):
+    runs = aggregate.runs_frame(sweep)
+    assert len(runs) == 9 and sorted(runs.status.unique()) == ["complete", "diverged", "failed", "missing"]
+    cells = aggregate.cells(runs).set_index("variant")
+    assert cells.loc["ce", "top1_mean"] == pytest.approx(0.82)
+    assert cells.loc["ce", "top1_std"] == pytest.approx(0.02)
+    assert cells.loc["ls", "top1_std"] == pytest.approx(math.sqrt(7e-4))
+    assert cells.loc["ls", "best_top1_mean"] == pytest.approx(0.85)  # best epoch = last one here
+    # differences 0.03, 0.02, 0.04: t = 0.03 / (0.01 / sqrt 3) = 3 sqrt 3 with 2 degrees of freedom, whose
+    # two-sided p is 1 - t / sqrt(2 + t^2)
+    t = 3 * math.sqrt(3)
+    assert cells.loc["ls", "delta_top1"] == pytest.approx(0.03)
+    assert cells.loc["ls", "p_value"] == pytest.approx(1 - t / math.sqrt(2 + t * t), rel=1e-9)
+    assert cells.loc["ls", "pairs"] == 3 and cells.loc["ls", "speed_vs_ce"] == pytest.approx(0.5)
+    assert (cells.loc["tfkd", "n"], cells.loc["tfkd", "diverged"], cells.loc["tfkd", "not_final"]) == (0, 1, 2)
+    assert math.isnan(cells.loc["tfkd", "top1_mean"])  # the diverged run is never averaged in
+    assert cells.loc["ce", "gpu_hours"] == pytest.approx(1.5)
+
+
+def test_study_tables_bold_the_best_and_list_runs_not_averaged(sweep, tmp_path):
+    runs = aggregate.runs_frame(sweep)
+    csv, md, tex = aggregate.write_tables("main", aggregate.study_runs(runs, "main"), aggregate.cells(runs),
+                                          tmp_path / "tables")
+    text = md.read_text()
+    assert "| ls | **85.00 ± 2.65 (3)** |" in text and "| ce | 82.00 ± 2.00 (3) |" in text
+    assert "| ls | **+3.00 (3, p=0.035)** |" in text
+    tfkd = sorted(r.run_id for r in sweep.runs.values() if r.method == "tfkd")
+    assert f"- failed: {tfkd[0]} (DataError: no data)" in text and f"- missing: {tfkd[1]}" in text
+    assert f"- diverged: {tfkd[2]}" in text
+    assert "| ce | 1,000 | 1.00 | 1.50 |" in text and "| ls | 500 | 0.50 | 1.50 |" in text
+    assert r"\textbf{85.00 $\pm$ 2.65 (3)}" in tex.read_text() and r"\toprule" in tex.read_text()
+    import pandas as pd
+
+    assert set(pd.read_csv(csv).variant) == {"ce", "ls", "tfkd"}
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed (.ci/run installs it)")
+def test_latex_tables_compile(sweep, tmp_path):
+    runs = aggregate.runs_frame(sweep)
+    _, _, tex = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path)
+    doc = tmp_path / "doc.tex"
+    doc.write_text("\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n\\input{main.tex}\n"
+                   "\\end{document}\n")
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:]
