@@ -7,22 +7,40 @@
 # profiles (profiles/*/config.yaml), not here.
 from snakemake.utils import min_version, validate
 
+from icp import figures as icp_figures
 from icp import grid as icp_grid
 
 min_version("9.0")
 
 
 GRID_FILE = config.get("grid", "config/paper.yaml")
-GRID_CONFIG = icp_grid.load(GRID_FILE, check=False)
+GRID_CONFIG = icp_grid.load(GRID_FILE, check=False, apply_params=False)
 validate(GRID_CONFIG, "workflow/schemas/grid.schema.yaml")
-GRID = icp_grid.expand(GRID_CONFIG, GRID_FILE)
+GRID = icp_grid.expand(icp_grid.with_params(GRID_CONFIG, GRID_FILE), GRID_FILE)
+FIGURES = icp_figures.available(GRID.studies)
 
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/aggregate.smk"
 
 
 rule all:
     default_target: True
     input:
-        [run.record for run in GRID.runs.values()],
+        records,
+        expand(
+            f"{GRID.results_dir}/tables/{{study}}.{{ext}}",
+            study=GRID.studies,
+            ext=["csv", "md", "tex"],
+        ),
+        expand(
+            f"{GRID.figures_dir}/{{figure}}.{{ext}}",
+            figure=FIGURES,
+            ext=["png", "pdf"],
+        ),
+
+
+rule runs:
+    input:
+        records,

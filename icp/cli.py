@@ -1,4 +1,5 @@
-"""Command line: ``icp train | grid | status | methods | models | data prepare | bench | report``.
+"""Command line: ``icp train | grid | status | summarize | tables | figures | methods | models | data prepare | bench |
+report``.
 
 Configuration and data problems end the command with one line, ``icp: error: ...``, exit status 2, and
 nothing written.
@@ -8,6 +9,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 from icp.checkpoint import CheckpointError
@@ -72,6 +74,56 @@ def _status(args) -> int:
 
     print(status.render(args.grid, args.runs_dir, args.study))
     return 0
+
+
+def _summarize(args) -> int:
+    from icp import aggregate, grid
+
+    g = grid.load_expand(args.grid, check_recipes=False)
+    paths = aggregate.summarize(g, args.out or g.results_dir, args.runs_dir)
+    runs = aggregate.read_summary(paths["summary"])
+    counts = ", ".join(f"{n} {s}" for s, n in runs.status.value_counts().items())
+    print(f"{len(runs)} runs of {args.grid}: {counts} -> {', '.join(map(str, paths.values()))}")
+    for line in aggregate.not_in_table(runs)[: args.show]:
+        print(f"  {line}")
+    return 0
+
+
+def _tables(args) -> int:
+    from icp import aggregate, grid
+
+    g = grid.load_expand(args.grid, check_recipes=False)
+    runs = aggregate.read_summary(args.summary or f"{g.results_dir}/summary.csv")
+    cells = aggregate.cells(runs)
+    for study in args.study or list(g.studies):
+        if study not in g.studies:
+            raise ConfigError(f"unknown study '{study}'; the grid has: {', '.join(g.studies)}")
+        paths = aggregate.write_tables(study, aggregate.study_runs(runs, study), cells,
+                                       args.out or f"{g.results_dir}/tables")
+        print(" ".join(map(str, paths)))
+    return 0
+
+
+def _figures(args) -> int:
+    from icp import aggregate, figures, grid
+
+    g = grid.load_expand(args.grid, check_recipes=False)
+    results = args.results or g.results_dir
+    runs = aggregate.read_summary(f"{results}/summary.csv")
+    epochs_csv = Path(results) / "epochs.csv"
+    epochs = pd_read(epochs_csv)
+    for name in args.only or figures.available(g.studies):
+        print(" ".join(map(str, figures.make(name, runs, epochs, args.out or g.figures_dir))))
+    return 0
+
+
+def pd_read(path):
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:  # no run has finished an epoch yet
+        return pd.DataFrame(columns=["run_id", "epoch"])
 
 
 def _methods(args) -> int:
@@ -139,6 +191,24 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--grid", default="config/paper.yaml", help="grid file (default config/paper.yaml)")
     st.add_argument("--study", default=None, help="only this study")
     st.set_defaults(func=_status)
+    su = sub.add_parser("summarize", help="summary.csv (one row per grid run), epochs.csv and metrics.json")
+    su.add_argument("--grid", default="config/paper.yaml", help="grid file (default config/paper.yaml)")
+    su.add_argument("--runs-dir", default=None, help="where the records are (default: the grid's runs_dir)")
+    su.add_argument("--out", default=None, help="output directory (default: the grid's results_dir)")
+    su.add_argument("--show", type=int, default=20, help="list this many runs that are not complete")
+    su.set_defaults(func=_summarize)
+    ta = sub.add_parser("tables", help="per-study tables (csv, md, tex) from summary.csv")
+    ta.add_argument("--grid", default="config/paper.yaml", help="grid file (default config/paper.yaml)")
+    ta.add_argument("--summary", default=None, help="summary.csv (default: <results_dir>/summary.csv)")
+    ta.add_argument("--study", action="append", default=None, help="only this study (repeatable)")
+    ta.add_argument("--out", default=None, help="output directory (default: <results_dir>/tables)")
+    ta.set_defaults(func=_tables)
+    fi = sub.add_parser("figures", help="the paper's figures (png, pdf) from summary.csv and epochs.csv")
+    fi.add_argument("--grid", default="config/paper.yaml", help="grid file (default config/paper.yaml)")
+    fi.add_argument("--results", default=None, help="directory of summary.csv and epochs.csv (default: results_dir)")
+    fi.add_argument("--only", action="append", default=None, help="only this figure (repeatable)")
+    fi.add_argument("--out", default=None, help="output directory (default: the grid's figures_dir)")
+    fi.set_defaults(func=_figures)
     sub.add_parser("methods", help="list training methods").set_defaults(func=_methods)
     sub.add_parser("models", help="list models").set_defaults(func=_models)
     d = sub.add_parser("data", help="dataset utilities")

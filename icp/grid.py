@@ -86,6 +86,8 @@ class Grid:
     studies: dict[str, list[str]]  # study -> run ids
     runs_dir: str
     source: Optional[str] = None
+    results_dir: str = "results"  # summary.csv, epochs.csv, tables/
+    figures_dir: str = "figures"
 
     def __getitem__(self, run_id: str) -> Run:
         return self.runs[run_id]
@@ -176,13 +178,35 @@ def _normalise_cached(method: str, options_json: str) -> tuple[tuple[str, Any], 
     return tuple(sorted((k, v) for k, v in options.items() if not (k in defaults and defaults[k] == v)))
 
 
-def load(path: str | Path, check: bool = True) -> dict:
+def load(path: str | Path, check: bool = True, apply_params: bool = True) -> dict:
     """Read a grid file and (``check``) validate it with its schema (the Snakefile validates it with Snakemake's
     ``validate`` instead, against the same schema)."""
     grid = read_yaml(path, "grid file")
     if check:
         validate_schema(grid, str(path))
-    return grid
+    return with_params(grid, str(path)) if apply_params else grid
+
+
+def with_params(grid: dict, where: str = "grid") -> dict:
+    """Apply the grid's ``params`` section: ``seeds`` and ``set`` from a section of another YAML file (the laptop
+    grid's knobs live in DVC's ``params.yaml``, so that ``dvc params diff`` shows them). ``seeds`` replaces the
+    grid's, ``set`` items come after the grid's own."""
+    ref = grid.get("params")
+    if not ref:
+        return grid
+    section = read_yaml(ref["file"], "params file")
+    for part in str(ref["key"]).split("."):
+        if not isinstance(section, dict) or part not in section:
+            raise ConfigError(f"{where}: params: {ref['file']} has no section '{ref['key']}'")
+        section = section[part]
+    unknown = sorted(set(section) - {"seeds", "set"})
+    if unknown:
+        raise ConfigError(f"{where}: params: {ref['file']}:{ref['key']} may set seeds and set only, not {unknown}")
+    out = {k: v for k, v in grid.items() if k != "params"}
+    if "seeds" in section:
+        out["seeds"] = list(section["seeds"])
+    out["set"] = [*grid.get("set", []), *section.get("set", [])]
+    return out
 
 
 def validate_schema(grid: dict, where: str = "grid") -> None:
@@ -247,7 +271,8 @@ def expand(grid: dict, source: Optional[str] = None, check_recipes: bool = True)
         for rid in ids:
             membership.setdefault(rid, []).append(study)
     runs = {rid: dataclasses.replace(r, studies=tuple(membership[rid])) for rid, r in runs.items()}
-    return Grid(runs, studies, runs_dir, source)
+    return Grid(runs, studies, runs_dir, source, str(grid.get("results_dir", "results")).rstrip("/"),
+                str(grid.get("figures_dir", "figures")).rstrip("/"))
 
 
 def _yaml_value(value: Any) -> str:

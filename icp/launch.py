@@ -35,16 +35,23 @@ FINAL_OK = pack.FINAL
 class TrainJob(submitit.helpers.Checkpointable):
     """The submitted callable: ``icp train`` of one run, resumable from its ``last.pt``."""
 
-    def __init__(self, train_args: Sequence[str], workdir: str, executor: str, lock_wait_s: float = 300.0):
+    def __init__(self, train_args: Sequence[str], workdir: str, executor: str, lock_wait_s: float = 300.0,
+                 cpus: int = 0):
         self.train_args = list(train_args)
         self.workdir = workdir
         self.executor = executor
         self.lock_wait_s = lock_wait_s  # a requeued job may start while the old one is still being killed
+        self.cpus = cpus  # CPU threads of torch (0 = its default); jobs on one machine must not oversubscribe it
         self._trainer = None
 
     def __call__(self) -> dict:
         os.chdir(self.workdir)  # recipes, data and run directories are relative to the repository
+        import torch
+
         from icp import cli, config, engine, records
+
+        if self.cpus > 0:
+            torch.set_num_threads(self.cpus)
 
         args = cli.parser().parse_args(["train", *self.train_args])
         cfg = config.load(args.config, args.set)
@@ -62,7 +69,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         if self._trainer is not None:
             self._trainer.stop_status = "requeued"  # recorded when submitit's exit unwinds the training loop
         return submitit.helpers.DelayedSubmission(TrainJob(self.train_args, self.workdir, self.executor,
-                                                           self.lock_wait_s))
+                                                           self.lock_wait_s, self.cpus))
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_trainer": None}
@@ -182,7 +189,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
         executor = make_executor(args, folder, f"icp:{run_id}")
         with submitit.helpers.clean_env():
-            job = executor.submit(TrainJob(train_args, os.getcwd(), args.executor))
+            job = executor.submit(TrainJob(train_args, os.getcwd(), args.executor, cpus=args.cpus))
         what = "submitted"
     print(f"{run_id}: {what} {args.executor} job {job.job_id}; logs in {folder}", file=sys.stderr, flush=True)
 

@@ -1,8 +1,29 @@
 # Helpers of the rules: the launcher's options from the profile's resources, and a run's icp train arguments.
+import os
 import sys
 from shlex import quote
 
 PYTHON = sys.executable
+# --config partial=true: aggregate the records that exist instead of waiting for (and training) every run
+PARTIAL = str(config.get("partial", "false")).lower() in ("1", "true", "yes")
+
+
+def records(wildcards=None):
+    """The record of every run of the grid (only those on disk with partial=true)."""
+    paths = [run.record for run in GRID.runs.values()]
+    return [p for p in paths if os.path.exists(p)] if PARTIAL else paths
+
+
+def figure_checkpoint(wildcards):
+    """The perturbation figure draws from one trained ICP checkpoint: the grid's first ICP run of study main on
+    clean data (seed 0)."""
+    if wildcards.figure != "perturbation":
+        return []
+    for run in GRID.select("main"):
+        if run.method in icp_figures.ICP_METHODS[:4] and run.scenario == "clean":
+            if not PARTIAL or os.path.exists(run.record):
+                return [run.record]
+    return []
 
 
 def launcher_args(wildcards, resources):

@@ -9,7 +9,8 @@ wildcard_constraints:
 
 rule train:
     input:
-        lambda wc: GRID.depends_records(wc.run),
+        # ancient: a dependency's record pulled by DVC (fresh mtime) must not retrain its dependants
+        lambda wc: [ancient(r) for r in GRID.depends_records(wc.run)],
     output:
         f"{GRID.runs_dir}/{{run}}/record.json",
     log:

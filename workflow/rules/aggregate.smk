@@ -1,0 +1,79 @@
+# Aggregation and figures: local rules that read run records only (icp.aggregate, icp.figures). With
+# `--config partial=true` they read the records that exist, so a half-finished sweep still gives tables whose
+# cells say n and a summary that lists every missing run by id.
+
+
+rule summary:
+    input:
+        records,
+    output:
+        summary=f"{GRID.results_dir}/summary.csv",
+        epochs=f"{GRID.results_dir}/epochs.csv",
+        metrics=f"{GRID.results_dir}/metrics.json",
+    log:
+        f"{GRID.results_dir}/logs/summary.log",
+    localrule: True
+    conda:
+        "../../environment.yml"
+    params:
+        python=PYTHON,
+        grid=GRID_FILE,
+        out=lambda wc, output: os.path.dirname(output.summary),
+    shell:
+        "{params.python} -m icp summarize --grid {params.grid} --out {params.out} > {log} 2>&1"
+
+
+rule tables:
+    input:
+        f"{GRID.results_dir}/summary.csv",
+    output:
+        csv=report(
+            f"{GRID.results_dir}/tables/{{study}}.csv",
+            category="Tables",
+            subcategory="{study}",
+            caption="../report/table.rst",
+        ),
+        md=f"{GRID.results_dir}/tables/{{study}}.md",
+        tex=f"{GRID.results_dir}/tables/{{study}}.tex",
+    log:
+        f"{GRID.results_dir}/logs/tables-{{study}}.log",
+    wildcard_constraints:
+        study="|".join(GRID.studies),
+    localrule: True
+    conda:
+        "../../environment.yml"
+    params:
+        python=PYTHON,
+        grid=GRID_FILE,
+        out=lambda wc, output: os.path.dirname(output.csv),
+    shell:
+        "{params.python} -m icp tables --grid {params.grid} --study {wildcards.study} --out {params.out} > {log} 2>&1"
+
+
+rule figure:
+    input:
+        summary=f"{GRID.results_dir}/summary.csv",
+        epochs=f"{GRID.results_dir}/epochs.csv",
+        checkpoint=figure_checkpoint,
+    output:
+        png=report(
+            f"{GRID.figures_dir}/{{figure}}.png",
+            category="Figures",
+            caption="../report/figure.rst",
+        ),
+        pdf=f"{GRID.figures_dir}/{{figure}}.pdf",
+    log:
+        f"{GRID.results_dir}/logs/figure-{{figure}}.log",
+    wildcard_constraints:
+        figure="|".join(FIGURES),
+    localrule: True
+    conda:
+        "../../environment.yml"
+    params:
+        python=PYTHON,
+        grid=GRID_FILE,
+        results=lambda wc, input: os.path.dirname(input.summary),
+        out=lambda wc, output: os.path.dirname(output.png),
+    shell:
+        "{params.python} -m icp figures --grid {params.grid} --results {params.results} --only {wildcards.figure}"
+        " --out {params.out} > {log} 2>&1"
