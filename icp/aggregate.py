@@ -155,14 +155,34 @@ def metrics_tree(all_cells: pd.DataFrame, runs: pd.DataFrame) -> dict:
     return tree
 
 
+def curves(epochs: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Learning curves for DVC's plots: per condition and variant (file name ``dataset_model_scenario_variant``),
+    test top-1 per epoch, mean and std over the complete runs, with n."""
+    out = {}
+    done = epochs[epochs.status == "complete"] if not epochs.empty else epochs
+    for key, g in done.groupby([*CONDITION, "variant"], sort=False):
+        name = "_".join(str(k) for k in key).replace("/", "-")
+        out[name] = g.groupby("epoch").agg(test_top1=("test_top1", "mean"), test_top1_std=("test_top1", "std"),
+                                           n=("seed", "nunique")).reset_index()
+    return out
+
+
 def summarize(grid, out_dir: str | Path, runs_dir: Optional[str] = None) -> dict[str, Path]:
-    """``summary.csv`` (one row per grid run), ``epochs.csv`` and ``metrics.json`` under ``out_dir``."""
+    """``summary.csv`` (one row per grid run), ``epochs.csv``, ``metrics.json`` (DVC's metric) and ``curves/``
+    (DVC's plots) under ``out_dir``."""
+    import shutil
+
     out_dir = Path(out_dir)
     runs = runs_frame(grid, runs_dir=runs_dir)
     paths = {"summary": write_summary(runs, out_dir / "summary.csv"), "epochs": out_dir / "epochs.csv",
-             "metrics": out_dir / "metrics.json"}
-    _atomic_text(epochs_frame(runs).to_csv(index=False), paths["epochs"])
+             "metrics": out_dir / "metrics.json", "curves": out_dir / "curves"}
+    epochs = epochs_frame(runs)
+    _atomic_text(epochs.to_csv(index=False), paths["epochs"])
     _atomic_text(json.dumps(metrics_tree(cells(runs), runs), indent=1, sort_keys=True), paths["metrics"])
+    shutil.rmtree(paths["curves"], ignore_errors=True)
+    for name, frame in curves(epochs).items():
+        _atomic_text(frame.to_csv(index=False), paths["curves"] / f"{name}.csv")
+    paths["curves"].mkdir(parents=True, exist_ok=True)
     return paths
 
 

@@ -117,6 +117,24 @@ def _figures(args) -> int:
     return 0
 
 
+def _track(args) -> int:
+    """Version a sweep's runs (records, checkpoints, logs) with DVC and push them to the default remote."""
+    import subprocess
+
+    from icp import grid
+
+    g = grid.load_expand(args.grid, check_recipes=False)
+    if not Path(g.runs_dir).is_dir():
+        raise ConfigError(f"{g.runs_dir}: no runs to track (train the grid first)")
+    n = sum(1 for _ in Path(g.runs_dir).rglob("record.json"))
+    for cmd in (["dvc", "add", g.runs_dir], *([] if args.no_push else [["dvc", "push", f"{g.runs_dir}.dvc"]])):
+        if subprocess.run(cmd).returncode != 0:
+            raise ConfigError(f"`{' '.join(cmd)}` failed (see its output above)")
+    print(f"tracked {g.runs_dir} ({n} run records) in {g.runs_dir}.dvc"
+          f"{'' if args.no_push else ' and pushed it'}; now: git add {g.runs_dir}.dvc && git commit")
+    return 0
+
+
 def pd_read(path):
     import pandas as pd
 
@@ -209,6 +227,10 @@ def parser() -> argparse.ArgumentParser:
     fi.add_argument("--only", action="append", default=None, help="only this figure (repeatable)")
     fi.add_argument("--out", default=None, help="output directory (default: the grid's figures_dir)")
     fi.set_defaults(func=_figures)
+    tr = sub.add_parser("track", help="after a sweep: dvc add the grid's runs directory and dvc push it")
+    tr.add_argument("--grid", default="config/paper.yaml", help="grid file (default config/paper.yaml)")
+    tr.add_argument("--no-push", action="store_true", help="only dvc add")
+    tr.set_defaults(func=_track)
     sub.add_parser("methods", help="list training methods").set_defaults(func=_methods)
     sub.add_parser("models", help="list models").set_defaults(func=_models)
     d = sub.add_parser("data", help="dataset utilities")

@@ -10,6 +10,7 @@ rule summary:
         summary=f"{GRID.results_dir}/summary.csv",
         epochs=f"{GRID.results_dir}/epochs.csv",
         metrics=f"{GRID.results_dir}/metrics.json",
+        curves=directory(f"{GRID.results_dir}/curves"),
     log:
         f"{GRID.results_dir}/logs/summary.log",
     localrule: True

@@ -1,0 +1,130 @@
+"""DVC and the cluster path, in a temporary git repository holding a copy of this one: the laptop `dvc repro` on a
+tiny params override (metrics, plots, params diff, a second repro that does nothing, push/pull), and a sweep whose
+runs are tracked with `icp track`, cloned, pulled and turned into tables and figures by `snakemake all` without
+retraining anything."""
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+BIN = str(Path(sys.executable).parent)
+TINY_PARAMS = {"laptop": {"seeds": [0], "set": ["train.epochs=1", "data.train_subset=200", "data.test_subset=200",
+                                                "train.batch_size=50"]}}
+SKIP = ("results/laptop/", "figures/", "dvc.lock")  # built again here
+
+
+def sh(cmd, cwd, timeout=600, check=True):
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    proc = subprocess.run(["timeout", "-s", "KILL", str(timeout), *cmd], cwd=cwd, env=env, capture_output=True,
+                          text=True)
+    if check:
+        assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def digest(folder: Path, name: str = "record.json") -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob(name)}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """A git repository with this project's files (as in the working tree), DVC's remote in a temporary folder."""
+    root = tmp_path_factory.mktemp("dvc") / "repo"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.splitlines()
+    for rel in files:
+        src = REPO / rel
+        if rel.startswith(SKIP) or not (src.exists() or src.is_symlink()):
+            continue
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, root / rel, follow_symlinks=False)
+    sh(["git", "init", "-q"], root)
+    sh(["git", "config", "user.email", "ci@example.org"], root)
+    sh(["git", "config", "user.name", "ci"], root)
+    sh(["dvc", "remote", "modify", "--local", "local", "url", str(root.parent / "remote")], root)
+    (root / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
+    sh(["git", "add", "-A"], root)
+    sh(["git", "commit", "-qm", "copy"], root)
+    return root
+
+
+def test_laptop_dvc_repro_metrics_plots_params_and_push_pull(repo):
+    first = sh(["dvc", "repro"], repo, timeout=900)
+    assert "Running stage 'train'" in first.stdout
+    metrics = json.loads(sh(["dvc", "metrics", "show", "--json"], repo).stdout)
+    tree = next(iter(metrics.values()))["data"]["results/laptop/metrics.json"]["data"]  # the workspace
+    main = tree["main"]["fashion-mnist/resnet20/clean"]
+    assert set(main) == {"ce", "ls", "icp-adam"} and all(v["n"] == 1 for v in main.values())
+    assert 0 <= main["ce"]["top1"] <= 1 and tree["runs"] == {"complete": 6}
+    plots = json.loads(sh(["dvc", "plots", "show", "--json"], repo).stdout)["data"]
+    assert "results/laptop/curves/fashion-mnist_resnet20_clean_icp-adam.csv" in plots
+    for name in ("learning_curves", "noise", "perturbation"):
+        assert (repo / "figures/laptop" / f"{name}.png").stat().st_size > 10_000
+    again = sh(["dvc", "repro"], repo)
+    assert "Data and pipelines are up to date" in again.stdout and "Running stage" not in again.stdout
+    sh(["git", "add", "-A"], repo)
+    sh(["git", "commit", "-qm", "laptop results"], repo)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["laptop"]["seeds"] = [0, 1]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    diff = json.loads(sh(["dvc", "params", "diff", "--json"], repo).stdout)
+    assert diff["params.yaml"]["laptop.seeds"] == {"old": "[0]", "new": "[0, 1]"}
+    sh(["git", "checkout", "params.yaml"], repo)
+    # push/pull round trip of the checkpoints and records
+    sh(["dvc", "push"], repo)
+    runs = repo / "results/laptop/runs"
+    before = {**digest(runs), **digest(runs, "last.pt")}
+    assert sum(k.endswith("last.pt") for k in before) == 6
+    shutil.rmtree(runs)
+    shutil.rmtree(repo / ".dvc/cache")
+    sh(["dvc", "pull"], repo)
+    assert {**digest(runs), **digest(runs, "last.pt")} == before
+    assert "up to date" in sh(["dvc", "status"], repo).stdout
+
+
+def test_tracked_sweep_pulled_into_a_fresh_clone_rebuilds_tables_and_figures_without_training(repo, tmp_path):
+    grid = {"runs_dir": "results/runs", "results_dir": "results", "figures_dir": "figures", "data_root": "data",
+            "seeds": [0], "recipes": {"fashion-mnist/resnet20": "config/recipes/fmnist-resnet20.yaml"},
+            "set": ["train.device=cpu", "train.progress=false", *TINY_PARAMS["laptop"]["set"]],
+            "studies": {"main": [{"datasets": ["fashion-mnist"], "models": ["resnet20"],
+                                  "methods": ["ce", "icp-adam"]}],
+                        "noisy": [{"datasets": ["fashion-mnist"], "models": ["resnet20"], "methods": ["ce"],
+                                   "scenarios": ["sym0.4"]}],
+                        "fewshot": [{"datasets": ["fashion-mnist"], "models": ["resnet20"], "methods": ["ce"],
+                                     "scenarios": ["5shot"]}],
+                        "steps": [{"datasets": ["fashion-mnist"], "models": ["resnet20"], "methods": ["icp-sgd"],
+                                   "options": {"steps": [0, 1]}}]}}
+    (repo / "sweep.yaml").write_text(yaml.safe_dump(grid))
+    smk = ["snakemake", "--profile", "local", "--config", "grid=sweep.yaml", "--cores", "2", "--jobs", "2"]
+    sh([*smk, "all"], repo, timeout=900)
+    figures = sorted(p.stem for p in (repo / "figures").glob("*.png"))
+    assert figures == sorted(["learning_curves", "noise", "fewshot", "steps", "schedule", "input_shift",
+                              "feature_distance", "perturbation"])
+    assert all((repo / "figures" / f"{f}.{ext}").stat().st_size > 5_000 for f in figures for ext in ("png", "pdf"))
+    for study in ("main", "noisy", "fewshot", "steps"):
+        assert "| ce |" in (repo / "results/tables" / f"{study}.md").read_text() or study == "steps"
+    track = sh([f"{BIN}/icp", "track", "--grid", "sweep.yaml"], repo)
+    assert "tracked results/runs (6 run records)" in track.stdout
+    sh(["git", "add", "results/runs.dvc", "sweep.yaml"], repo)
+    sh(["git", "commit", "-qm", "sweep"], repo)
+    records = digest(repo / "results/runs")
+    clone = tmp_path / "clone"
+    sh(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    sh(["dvc", "remote", "modify", "--local", "local", "url", str(repo.parent / "remote")], clone)
+    sh(["dvc", "pull", "results/runs.dvc"], clone)
+    assert digest(clone / "results/runs") == records
+    dry = sh([*smk, "all", "-n"], clone)
+    assert "train" not in dry.stdout.split("Job stats:")[-1].split("Reasons:")[0]
+    rebuilt = sh([*smk, "all"], clone, timeout=600)
+    out = rebuilt.stdout + rebuilt.stderr
+    assert "rule train:" not in out and "localrule train:" not in out  # nothing retrained
+    assert digest(clone / "results/runs") == records
+    assert (clone / "results/tables/main.md").exists() and (clone / "figures/perturbation.png").exists()
