@@ -30,7 +30,7 @@ def test_readme_has_exactly_two_setup_commands_and_ci_runs_the_test_one():
     commands = _readme_commands()
     assert len(commands) == 2
     run, test = commands
-    assert "icp train" in run and "pytest" in test
+    assert "dvc repro" in run and "pytest" in test
     ci = (REPO / ".ci" / "run").read_text()
     assert test.strip() in ci
 
