@@ -34,6 +34,13 @@ def _stop_on_signals(trainer) -> None:
         signal.signal(s, stop)
 
 
+def _headline(test: dict) -> tuple:
+    from icp.metrics import headline
+
+    name, value = headline(test)
+    return name, f"{value:.4f}"
+
+
 def _train(args) -> int:
     from icp import config, engine
 
@@ -44,7 +51,7 @@ def _train(args) -> int:
     last = record["last"] or {}
     test = last.get("test") or {}
     print(f"{record['run_id']}: {record['status']} after {last.get('epoch', 0)}/{cfg.train.epochs} epochs, "
-          f"test top1 {test.get('top1', float('nan')):.4f}, {record['images_per_s'] or 0:.0f} img/s -> "
+          f"test {' '.join(map(str, _headline(test)))}, {record['images_per_s'] or 0:.0f} img/s -> "
           f"{args.out}/record.json")
     if record["status"] == "diverged":
         print(f"icp: {record['run_id']} diverged: {record['error']}", file=sys.stderr)

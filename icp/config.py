@@ -96,8 +96,12 @@ class TrainConfig:
     channels_last: bool = False  # CUDA only
     compile: Literal["none", "default", "reduce-overhead", "max-autotune"] = "none"
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on CUDA)
-    best_metric: Literal["top1", "macro_f1", "nll", "ece"] = "top1"  # on the validation split, for best.pt
+    # on the validation split, for best.pt; a generative model uses elbo when this names a classification metric
+    best_metric: Literal["top1", "macro_f1", "nll", "ece", "elbo", "ssim", "fid_recon"] = "top1"
     progress: Optional[bool] = None  # progress bars; null: only when writing to a terminal
+    # generative models: FID's feature network, a classifier run directory (its best.pt, else last.pt; the
+    # penultimate layer); null: FID is not computed (Inception weights cannot be downloaded offline)
+    fid_features: Optional[str] = None
 
 
 @dataclass
@@ -116,13 +120,16 @@ class Config:
     def digest(self) -> str:
         """Stable hash of the resolved config (identifies a run's settings)."""
         payload = {k: v for k, v in self.to_dict().items()}
-        payload["train"] = {k: v for k, v in payload["train"].items() if k not in RESULT_NEUTRAL_KEYS}
+        payload["train"] = {k: v for k, v in payload["train"].items()
+                            if k not in RESULT_NEUTRAL_KEYS and not (k in OMIT_WHEN_NULL and v is None)}
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
 # Keys that change how a run is shown or where it runs, not what it computes: a run may be resumed with other values.
 RESULT_NEUTRAL_KEYS = frozenset({"progress"})
+# Keys added after runs existed: left out of the digest while null, so those runs keep their digests.
+OMIT_WHEN_NULL = frozenset({"fid_features"})
 
 # Range checks: key -> (predicate, description of the expected value).
 _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {

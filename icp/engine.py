@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from icp import checkpoint, data, loaders, models, records, runlock
+from icp import checkpoint, config, data, loaders, models, records, runlock
 from icp.config import Config, ConfigError
 from icp.methods import MethodContext, build_method
-from icp.metrics import HIGHER_IS_BETTER, EvalMetrics
+from icp.metrics import HIGHER_IS_BETTER, ClassifierFeatures, EvalMetrics, GenerativeMetrics, headline
 
 
 def pick_device(name: str) -> torch.device:
@@ -120,7 +120,8 @@ class Trainer:
         torch.backends.cudnn.benchmark = dev.type == "cuda" and not tr.deterministic
         self.splits = splits if splits is not None else data.build_splits(cfg)
         info = self.splits.info
-        self.model = models.build_model(cfg.model.name, info.num_classes, info.in_channels, **cfg.model.options)
+        self.model = models.build_model(cfg.model.name, info.num_classes, info.in_channels,
+                                        self.splits.train.images.shape[1], **cfg.model.options)
         self.model.to(dev)
         self.channels_last = tr.channels_last and dev.type == "cuda"
         if self.channels_last:
@@ -145,13 +146,35 @@ class Trainer:
         ev = (info, dev, tr.eval_batch_size, self.channels_last)
         self.test_loader = loaders.EvalLoader(self.splits.test, *ev)
         self.val_loader = loaders.maybe_loader(self.splits.val, *ev)
-        self.metrics = EvalMetrics(info.num_classes, dev)
+        self.generative = bool(getattr(self.model, "generative", False))
+        self.metrics = (GenerativeMetrics(info.mean, info.std, dev, self._fid_features(info))
+                        if self.generative else EvalMetrics(info.num_classes, dev))
         self.mark_cudagraph_steps = tr.compile == "reduce-overhead" and dev.type == "cuda"
         if tr.compile != "none":
             self.model.compile(mode=None if tr.compile == "default" else tr.compile)
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if tr.bf16 and dev.type == "cuda"
                          else contextlib.nullcontext())
         self.progress_disabled = None if tr.progress is None else not tr.progress
+
+    def _fid_features(self, info) -> Optional[torch.nn.Module]:
+        """FID's feature network from ``train.fid_features`` (a classifier run directory), or None."""
+        src = self.cfg.train.fid_features
+        if not src:
+            return None
+        run = Path(src)
+        path = run / "best.pt" if (run / "best.pt").exists() else run / "last.pt"
+        if not path.exists():
+            raise ConfigError(f"train.fid_features: {src} holds no best.pt or last.pt (train that classifier first)")
+        ckpt = checkpoint.load(path, map_location="cpu")
+        ccfg = config.resolve(ckpt["config"])
+        if ccfg.data.dataset != self.cfg.data.dataset:
+            raise ConfigError(f"train.fid_features: {src} is a {ccfg.data.dataset} classifier, not "
+                              f"{self.cfg.data.dataset}")
+        net = models.build_model(ccfg.model.name, info.num_classes, info.in_channels, **ccfg.model.options)
+        state = ckpt["model"] if "model" in ckpt else {k.removeprefix("model."): v for k, v in ckpt["method"].items()
+                                                         if k.startswith("model.")}
+        net.load_state_dict(state)
+        return ClassifierFeatures(net, info.mean, info.std, f"{ccfg.model.name} penultimate layer of {src}")
 
     # ------------------------------------------------------------------------------------------ loops
     def train_step(self, batch, epoch: int, sums: dict, correct: torch.Tensor, step: int = 0) -> int:
@@ -188,7 +211,8 @@ class Trainer:
                 sums["diag"] += diag
             fb = sums["first_bad"]
             sums["first_bad"] = torch.where((fb < 0) & ~torch.isfinite(loss.detach().float()), step, fb)
-            correct += (out.logits.argmax(1) == y).sum()
+            if out.logits is not None:
+                correct += (out.logits.argmax(1) == y).sum()
         return len(y)
 
     def index_batches(self, gen: torch.Generator) -> list[torch.Tensor]:
@@ -221,7 +245,7 @@ class Trainer:
         if first_bad >= 0:
             raise Diverged(f"loss is {float('nan') if math.isnan(train['loss']) else train['loss']} at epoch "
                            f"{epoch + 1}, step {first_bad + 1} of {len(batches)} (first non-finite step)")
-        train["acc"] = int(correct) / seen
+        train["acc"] = None if self.generative else int(correct) / seen
         elapsed = time.perf_counter() - start
         return {"train": train, "diagnostics": diagnostics, "time_s": elapsed, "images_per_s": seen / elapsed}
 
@@ -232,6 +256,9 @@ class Trainer:
         model.eval()
         for x, y in loader:
             with self.autocast:
+                if self.generative:
+                    self.metrics.update(model, x)
+                    continue
                 logits = model(x)
             self.metrics.update(logits, y)
         model.train(was_training)
@@ -312,10 +339,11 @@ class Trainer:
                 record["wall_time_s"] += time.perf_counter() - t0
                 record["images_per_s"] = float(np.mean([e["images_per_s"] for e in record["epochs"]]))
                 record["last"] = {"epoch": epoch + 1, "test": entry["test"], "val": entry["val"]}
-                if entry["val"] is not None and _better(tr.best_metric, entry["val"][tr.best_metric],
-                                                        best and best["value"]):
-                    best = {"epoch": epoch + 1, "value": entry["val"][tr.best_metric]}
-                    record["best"] = {"epoch": epoch + 1, "metric": f"val.{tr.best_metric}",
+                metric = tr.best_metric if tr.best_metric in entry["test"] else "elbo"  # a VAE: elbo
+                if entry["val"] is not None and entry["val"][metric] is not None and _better(
+                        metric, entry["val"][metric], best and best["value"]):
+                    best = {"epoch": epoch + 1, "value": entry["val"][metric]}
+                    record["best"] = {"epoch": epoch + 1, "metric": f"val.{metric}",
                                       "test": entry["test"], "val": entry["val"]}
                     checkpoint.atomic_save({"epoch": epoch + 1, "model": self.method.eval_model().state_dict(),
                                             "config": self.cfg.to_dict(), "record_best": record["best"]},
@@ -324,7 +352,8 @@ class Trainer:
                     record["status"] = "complete"
                 self._save(epoch + 1, record, best)
                 records.write(record, record_path)
-                bar.set_postfix(test_top1=f"{entry['test']['top1']:.4f}", loss=f"{entry['train']['loss']:.3f}")
+                name, value = headline(entry["test"])
+                bar.set_postfix({f"test_{name}": f"{value:.4f}", "loss": f"{entry['train']['loss']:.3f}"})
         except Diverged as exc:
             record["status"], record["error"] = "diverged", f"Diverged: {exc}"
             records.write(record, record_path)

@@ -283,7 +283,8 @@ def perturbation(runs, epochs, ctx, n_images: int = 6):
     cfg = config.resolve(ckpt["config"], ["train.device=cpu", "data.test_subset=200"])
     splits = data.build_splits(cfg)
     info = splits.info
-    model = models.build_model(cfg.model.name, info.num_classes, info.in_channels, **cfg.model.options)
+    model = models.build_model(cfg.model.name, info.num_classes, info.in_channels, splits.test.images.shape[1],
+                               **cfg.model.options)
     model.load_state_dict({k.removeprefix("model."): v for k, v in ckpt["method"].items() if k.startswith("model.")})
     model.eval()
     loader = loaders.EvalLoader(splits.test, info, torch.device("cpu"), n_images, False)

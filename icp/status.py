@@ -83,7 +83,8 @@ def render(grid_path: str, runs_dir: Optional[str] = None, study: Optional[str] 
     for rid, rec in recs.items():
         job = last_job[rid]
         if rid in in_flight:
-            last = ((rec.get("last") or {}).get("test") or {}).get("top1")
+            test = (rec.get("last") or {}).get("test") or {}
+            last = test.get("top1", test.get("ssim"))  # a VAE shows its SSIM
             top1 = f"{100 * last:.2f}%" if last is not None else "-"
             lost = f" ({job.get('executor')} job gone; the record says {rec['status']})" if states[rid] == "lost" else ""
             lines.append(f"{states[rid]:9s} {rid}  epoch {len(rec['epochs'])}/{rec['config']['train']['epochs']}"

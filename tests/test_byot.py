@@ -16,7 +16,7 @@ EXPECTED_STRIDES = {"resnet20": [4, 2], "resnet32": [4, 2], "resnet56": [4, 2], 
                     "wrn16_4": [4, 2]}
 
 
-@pytest.mark.parametrize("name", models.list_models())
+@pytest.mark.parametrize("name", models.list_models("classifier"))
 def test_heads_for_every_model_train_and_stay_out_of_evaluation(name):
     m = _byot(name)
     model = m.model

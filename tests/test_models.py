@@ -28,8 +28,9 @@ def _n_params(model):
 
 
 def test_registry_lists_all_models():
-    assert list_models() == EXPECTED_MODELS
-    assert sorted(MODELS) == EXPECTED_MODELS
+    assert list_models("classifier") == EXPECTED_MODELS
+    assert list_models("generative") == ["vae"]
+    assert sorted(MODELS) == sorted(EXPECTED_MODELS + ["vae"])
 
 
 @pytest.mark.parametrize("name", EXPECTED_MODELS)

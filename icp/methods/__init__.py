@@ -12,7 +12,7 @@ from icp.methods.base import Batch, Method, MethodContext, NoOptions, TrainOutpu
 
 METHODS: dict[str, type[Method]] = {}
 
-_BUILTIN = ("ce", "ls", "icp", "pskd", "aikd", "cskd", "tfkd", "byot")
+_BUILTIN = ("ce", "ls", "icp", "pskd", "aikd", "cskd", "tfkd", "byot", "vae")
 
 
 def register(cls: type[Method]) -> type[Method]:
@@ -52,8 +52,13 @@ def validate_options(name: str, options: dict) -> dict:
 
 def build_method(name: str, model, options: dict, ctx: MethodContext) -> Method:
     cls = get(name)
-    from icp.config import dataclass_from_options
+    from icp.config import ConfigError, dataclass_from_options
 
+    kind = "generative" if getattr(model, "generative", False) else "classifier"
+    if kind not in cls.supports:
+        fits = [m for m in list_methods() if kind in get(m).supports]
+        raise ConfigError(f"method.name: '{name}' trains {' or '.join(cls.supports)} models, and model "
+                          f"'{ctx.model_name}' is a {kind}; methods for it: {', '.join(fits)}")
     return cls(model, dataclass_from_options(cls.Options, options, "method.options."), ctx)
 
 

@@ -44,7 +44,7 @@ class Batch:
 
 @dataclass
 class TrainOutput:
-    logits: torch.Tensor  # the classifier's logits on batch.x (for training accuracy and memories)
+    logits: Optional[torch.Tensor]  # the classifier's logits on batch.x (training accuracy); None for a VAE
     losses: dict[str, torch.Tensor]  # named, already weighted: the engine back-propagates their sum
     # The labels ``logits`` are scored against, when they are not ``batch.y`` (CS-KD: the anchor half of a
     # paired batch). Their number is the step's count of training samples (loss averages, images/s).
@@ -80,6 +80,7 @@ class Method(nn.Module):
 
     name: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
+    supports: ClassVar[tuple[str, ...]] = ("classifier",)  # model kinds it trains: classifier, generative
 
     def __init__(self, model: nn.Module, options, ctx: MethodContext):
         super().__init__()

@@ -45,6 +45,13 @@ Per training batch (x, y) at 0-based epoch e of E (:meth:`ICP.forward_train`):
      stages. Gradient clipping at norm 5 **[authors]** is the engine's ``train.grad_clip`` (the shipped ICP
      configs set it).
 
+*Generative models* (the paper's VAE experiment; ``model.name: vae``). The same code with the VAE objective as
+the task loss (:meth:`icp.models.ConvVAE.objective`, recon + β·KL) and the clean input as the target: L_task is
+the objective of the clean pass (train mode, sampled z), and the refinement lowers the objective of reconstructing
+the *clean* x from x_k, with the model in eval mode, where z = μ (no sampling inside the refinement; the KL term of
+μ(x_k), σ(x_k) is part of the refined loss). The distilled taps are the encoder stages. These choices are
+**[ours]**: the paper does not specify them. ``reuse_clean_grad`` is refused for a VAE.
+
 The losses returned to the engine are already weighted: ``task`` = α_e·L_task, ``distill`` = (1 − α_e)·Σ w_l·MSE.
 
 Bugs in the authors' code that are *not* reproduced (tests check that each is absent):
@@ -81,7 +88,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Callable, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -155,8 +162,10 @@ def layer_weights(kind: str, n: int, lowest: float = math.cos(math.pi / 4)) -> l
 
 def refine(model: torch.nn.Module, x0: torch.Tensor, y: torch.Tensor, o: ICPOptions,
            bounds: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
-           g0: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """K input-update steps on CE(model(x_k), y), returning x_K detached (the "constructive perturbation").
+           g0: Optional[torch.Tensor] = None, task: Optional[Callable] = None) -> torch.Tensor:
+    """K input-update steps on the task loss L(model(x_k), y), returning x_K detached (the "constructive
+    perturbation"). ``task(output, y, reduction)`` is that loss; the default is CE(model(x_k), y) with the
+    options' label smoothing. A VAE passes its objective with y = the clean input (:class:`ICP`).
 
     The model must already be in the mode the caller wants (eval for ICP). Only the input receives gradients:
     ``torch.autograd.grad`` w.r.t. x_k neither computes nor accumulates any parameter gradient. ``g0`` replaces
@@ -171,8 +180,9 @@ def refine(model: torch.nn.Module, x0: torch.Tensor, y: torch.Tensor, o: ICPOpti
         else:
             xk = xk.detach().requires_grad_(True)
             with torch.enable_grad():
-                loss = F.cross_entropy(model.forward(xk), y, reduction=o.reduction,
-                                       label_smoothing=o.label_smoothing)
+                out = model.forward(xk)
+                loss = (task(out, y, o.reduction) if task is not None else
+                        F.cross_entropy(out, y, reduction=o.reduction, label_smoothing=o.label_smoothing))
                 (g,) = torch.autograd.grad(loss, xk)
         xk = xk.detach()
         if o.optimizer == "ifgsm":
@@ -268,6 +278,10 @@ class ICP(Method):
             raise ConfigError(f"method.options.layers: unknown feature tap(s) {unknown} for this model; "
                               f"valid: {', '.join(taps + ('pool',))}")
         self.weights = layer_weights(options.layer_weights, len(self.layers))
+        self.generative = bool(getattr(model, "generative", False))
+        if self.generative and options.reuse_clean_grad:
+            raise ConfigError("method.options.reuse_clean_grad: not for a generative model (the clean pass's "
+                              "input gradient also flows through its reconstruction target)")
         self.warmup_epochs = int(options.warmup * ctx.epochs)
         if options.clamp:
             if ctx.input_range is None:
@@ -281,8 +295,16 @@ class ICP(Method):
             self.register_buffer("delta", torch.zeros(ctx.num_train, *ctx.input_shape))
         self._graphed: Optional[_Graphed] = None
 
-    def task_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, y, label_smoothing=self.options.label_smoothing)
+    supports = ("classifier", "generative")
+
+    def task_loss(self, out, y: torch.Tensor) -> torch.Tensor:
+        """CE(z, y) for a classifier; for a VAE its objective recon + β·KL against y = the clean input."""
+        if self.generative:
+            return self.model.objective(out, y)
+        return F.cross_entropy(out, y, label_smoothing=self.options.label_smoothing)
+
+    def _refine_task(self, out, y: torch.Tensor, reduction: str) -> torch.Tensor:
+        return self.model.objective(out, y, reduction)
 
     def alpha(self, epoch: int) -> float:
         return task_weight(epoch, self.warmup_epochs, self.ctx.epochs)
@@ -304,7 +326,8 @@ class ICP(Method):
         was_training = self.model.training
         self.model.eval()
         try:
-            return refine(self.model, x0, y, self.options, (self.lo, self.hi) if self.options.clamp else None, g0)
+            return refine(self.model, x0, y, self.options, (self.lo, self.hi) if self.options.clamp else None, g0,
+                          self._refine_task if self.generative else None)
         finally:
             self.model.train(was_training)
 
@@ -351,14 +374,16 @@ class ICP(Method):
         return xk, target
 
     def forward_train(self, batch: Batch, epoch: int) -> TrainOutput:
-        if epoch < self.warmup_epochs:  # warm-up: plain CE, no refinement at all
-            logits = self.model(batch.x)
-            return TrainOutput(logits, {"task": self.task_loss(logits, batch.y)},
-                               stats={"alpha": logits.new_ones(())})
+        # the task's target: the label, or for a VAE the clean input it reconstructs (also inside the refinement)
+        y = batch.x.detach() if self.generative else batch.y
+        if epoch < self.warmup_epochs:  # warm-up: the plain task loss, no refinement at all
+            out = self.model(batch.x)
+            return TrainOutput(None if self.generative else out, {"task": self.task_loss(out, y)},
+                               stats={"alpha": batch.x.new_ones((), dtype=torch.float32)})
         o, alpha = self.options, self.alpha(epoch)
         x = batch.x.detach().requires_grad_(True) if o.reuse_clean_grad else batch.x
         logits, feats = self.model(x, features=True)
-        task = self.task_loss(logits, batch.y)
+        task = self.task_loss(logits, y)
         g0 = None
         if o.reuse_clean_grad and o.steps > 0:
             # One backward gives the task term's weight gradients (accumulated for the engine's step) and
@@ -368,14 +393,15 @@ class ICP(Method):
             if o.reduction == "sum":
                 g0 = g0 * len(batch.y)
             task = task.detach()
-        xk, target = self.refine_and_target(batch.x, batch.y, batch.index, g0)
+        xk, target = self.refine_and_target(batch.x, y, batch.index, g0)
         mse = [F.mse_loss(feats[name], target[name]) for name in self.layers]  # autocast runs both in fp32
         distill = sum(w * m for w, m in zip(self.weights, mse))
         with torch.no_grad():
-            stats = {"alpha": logits.new_full((), alpha, dtype=torch.float32),
+            stats = {"alpha": batch.x.new_full((), alpha, dtype=torch.float32),
                      "input_shift": (xk - batch.x).abs().float().mean(),  # mean |x_K - x|, normalised units
                      **{f"feature_mse.{name}": m.detach() for name, m in zip(self.layers, mse)}}
-        return TrainOutput(logits, {"task": alpha * task, "distill": (1 - alpha) * distill}, stats=stats)
+        losses = {"task": alpha * task, "distill": (1 - alpha) * distill}
+        return TrainOutput(None if self.generative else logits, losses, stats=stats)
 
 
 def _preset(method_name: str, input_optimizer: str, doc: str) -> type[ICP]:

@@ -1,0 +1,116 @@
+"""The generative path: the VAE model and objective, ICP with the VAE loss, SSIM/FID, and short real runs."""
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from icp import config, data, engine, models
+from icp.config import ConfigError
+from icp.methods.icp import ICPOptions, refine
+from icp.metrics import ClassifierFeatures, GenerativeMetrics
+
+VAE_RUN = ["model.name=vae", "method.name=vae", "optim.name=adamw", "optim.lr=0.001", "optim.weight_decay=0",
+           "data.augment=none", "train.epochs=2", "data.train_subset=600", "data.test_subset=200",
+           "train.batch_size=50"]
+
+
+@pytest.mark.parametrize("channels, size", [(1, 28), (3, 64)])
+def test_vae_shapes_and_taps(channels, size):
+    model = models.build_model("vae", 10, channels, size)
+    out, feats = model(torch.randn(3, channels, size, size), features=True)
+    assert out.recon.shape == (3, channels, size, size) and out.mu.shape == out.logvar.shape == (3, 32)
+    assert tuple(feats) == model.feature_names + ("pool",)
+    assert [feats[n].shape[-1] for n in model.feature_names] == [size // 2, size // 4, size // 4]
+    assert model.sample(5).shape == (5, channels, size, size)
+
+
+def test_vae_objective_matches_a_hand_computation():
+    torch.manual_seed(0)
+    model = models.build_model("vae", 10, 1, 28, beta=0.5)
+    x = torch.randn(4, 1, 28, 28)
+    out = model.eval()(x)
+    recon = 0.5 * ((out.recon - x) ** 2).sum(dim=(1, 2, 3))
+    q = torch.distributions.Normal(out.mu, (0.5 * out.logvar).exp())
+    kl = torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).sum(1)
+    assert model.objective(out, x).item() == pytest.approx((recon + 0.5 * kl).mean().item(), rel=1e-5)
+    assert model.objective(out, x, "sum").item() == pytest.approx((recon + 0.5 * kl).sum().item(), rel=1e-5)
+
+
+def test_icp_refinement_lowers_the_vae_loss_and_changes_no_weight_or_bn_statistic(test_images):
+    images, info = test_images
+    x = (images - info.mean[0]) / info.std[0]
+    torch.manual_seed(0)
+    model = models.build_model("vae", 10, 1, 28)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    for i in range(40):  # a briefly trained VAE: at initialisation the decoder ignores its input
+        batch = x[(i % 4) * 50:(i % 4 + 1) * 50]
+        opt.zero_grad()
+        model.objective(model.train()(batch), batch).backward()
+        opt.step()
+    model.eval()
+    opt.zero_grad(set_to_none=True)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    task = lambda out, y, red: model.objective(out, y, red)  # noqa: E731
+    for optimizer, step in (("sgd", 1e-3), ("adam", 2e-3)):
+        o = dataclasses.replace(ICPOptions(), optimizer=optimizer, steps=1, step_size=step, reduction="sum")
+        xk = refine(model, x, x, o, task=task)
+        assert not torch.equal(xk, x)
+        assert model.objective(model(xk), x).item() < model.objective(model(x), x).item(), optimizer
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_a_classifier_method_on_the_vae_is_refused_in_one_line(tiny_cfg, tmp_path):
+    with pytest.raises(ConfigError, match="'ce' trains classifier models.*vae.*methods for it: .*icp.*vae"):
+        engine.Trainer(tiny_cfg("model.name=vae", "method.name=ce"), tmp_path / "r").run()
+
+
+@pytest.fixture(scope="module")
+def test_images():
+    cfg = config.resolve({}, ["data.test_subset=200"])
+    splits = data.build_splits(cfg)
+    x = torch.from_numpy(splits.test.images).permute(0, 3, 1, 2).float() / 255
+    return x, splits.info
+
+
+def test_ssim_and_fid_of_a_set_with_itself_and_with_noise(test_images):
+    x, info = test_images
+    features = ClassifierFeatures(models.build_model("resnet20", 10, 1), info.mean, info.std, "random resnet20")
+    norm = lambda img: (img - info.mean[0]) / info.std[0]  # noqa: E731
+
+    class Echo(torch.nn.Module):  # a "VAE" that reconstructs its input plus fixed noise
+        def __init__(self, sigma):
+            super().__init__()
+            self.sigma, self.vae = sigma, models.build_model("vae", 10, 1, 28)
+
+        def forward(self, inp):
+            noise = torch.randn(inp.shape, generator=torch.Generator().manual_seed(0)) * self.sigma / info.std[0]
+            return models.VAEOutput(inp + noise, torch.zeros(len(inp), 32), torch.zeros(len(inp), 32))
+
+        terms, sample = staticmethod(models.ConvVAE.terms), lambda self, n, g=None: self.vae.sample(n, g)
+
+    scores = {}
+    for sigma in (0.0, 0.1, 0.3):
+        metrics = GenerativeMetrics(info.mean, info.std, "cpu", features)
+        metrics.update(Echo(sigma), norm(x))
+        scores[sigma] = metrics.compute()
+    assert scores[0.0]["ssim"] == pytest.approx(1.0, abs=1e-6) and abs(scores[0.0]["fid_recon"]) < 1e-3
+    assert scores[0.0]["ssim"] > scores[0.1]["ssim"] > scores[0.3]["ssim"]
+    assert scores[0.0]["fid_recon"] < scores[0.1]["fid_recon"] < scores[0.3]["fid_recon"]
+    assert scores[0.0]["recon"] == 0 and scores[0.0]["elbo"] == pytest.approx(0.0)
+    assert scores[0.0]["fid_prior"] > scores[0.3]["fid_recon"]  # an untrained decoder's samples are far off
+
+
+def test_a_short_real_vae_run_learns_and_reports_fid_from_a_trained_classifier(tiny_cfg, tmp_path):
+    ce = engine.Trainer(tiny_cfg("train.epochs=1", "data.augment=none"), tmp_path / "ce").run()
+    assert ce["status"] == "complete"
+    for method in ("vae", "icp-adam"):
+        rec = engine.Trainer(tiny_cfg(*VAE_RUN, f"method.name={method}", "method.options.warmup=0"
+                                      if method != "vae" else "train.epochs=2", f"train.fid_features={tmp_path / 'ce'}"),
+                             tmp_path / method).run()
+        first, last = (e["test"] for e in rec["epochs"])
+        assert rec["status"] == "complete" and last["elbo"] > first["elbo"], (method, first, last)
+        assert last["ssim"] > 0.2 and last["fid_recon"] > 0 and last["fid_prior"] > 0
+        assert rec["epochs"][-1]["train"]["acc"] is None
+    assert math.isfinite(rec["epochs"][-1]["diagnostics"]["input_shift"])
