@@ -6,7 +6,7 @@ import torch
 
 from icp import checkpoint, config, engine, records
 from icp.config import ConfigError
-from icp.metrics import HIGHER_IS_BETTER
+from icp.metrics import CLASSIFICATION
 
 
 def test_short_run_on_real_fashion_mnist_learns(tiny_cfg, tmp_path):
@@ -31,7 +31,7 @@ def test_record_schema(tiny_cfg, tmp_path):
     assert on_disk["scenario"]["train_size"] == 480 and on_disk["scenario"]["val_size"] == 120
     (e,) = on_disk["epochs"]
     assert e["epoch"] == 1 and e["images_per_s"] > 0 and set(e["train"]) >= {"loss", "ce", "acc"}
-    assert set(e["test"]) == set(HIGHER_IS_BETTER) and set(e["val"]) == set(HIGHER_IS_BETTER)
+    assert set(e["test"]) == set(CLASSIFICATION) and set(e["val"]) == set(CLASSIFICATION)
     assert on_disk["best"]["epoch"] == 1 and on_disk["best"]["metric"] == "val.top1"
     assert (tmp_path / "run" / "best.pt").exists() and (tmp_path / "run" / "config.yaml").exists()
     assert config.load(tmp_path / "run" / "config.yaml").digest() == cfg.digest()
