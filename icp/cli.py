@@ -244,7 +244,7 @@ def parser() -> argparse.ArgumentParser:
     dsub = d.add_subparsers(dest="data_command", required=True)
     dp = dsub.add_parser("prepare", help="put a dataset under ROOT in the layout training reads")
     dp.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "cifar10", "cifar100",
-                                                                  "imagefolder"])
+                                                                  "imagefolder", "cub"])
     dp.add_argument("--root", default="data")
     dp.add_argument("--download", action="store_true", help="download if not found (needs internet)")
     dp.set_defaults(func=_prepare)

@@ -31,7 +31,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    dataset: Literal["fashion-mnist", "cifar10", "cifar100", "imagefolder"] = "fashion-mnist"
+    dataset: Literal["fashion-mnist", "cifar10", "cifar100", "imagefolder", "cub"] = "fashion-mnist"
     root: str = "data"
     download: bool = False  # allow torchvision to download a missing dataset
     image_size: Optional[int] = None  # imagefolder only: images are resized to this square size (default 64)
@@ -302,8 +302,9 @@ def _validate_cross(cfg: Config) -> None:
         raise ConfigError("scenario.shots: expected a positive integer when scenario.kind is 'fewshot'")
     if sc.kind == "noisy" and sc.noise_rate <= 0:
         raise ConfigError("scenario.noise_rate: expected a number in (0, 1) when scenario.kind is 'noisy'")
-    if sc.kind == "noisy" and sc.noise_type == "asymmetric" and cfg.data.dataset == "imagefolder":
-        raise ConfigError("scenario.noise_type: 'asymmetric' has no class map for 'imagefolder'; use 'symmetric'")
+    if sc.kind == "noisy" and sc.noise_type == "asymmetric" and cfg.data.dataset in ("imagefolder", "cub"):
+        raise ConfigError(f"scenario.noise_type: 'asymmetric' has no class map for '{cfg.data.dataset}'; use "
+                          "'symmetric'")
     if cfg.data.augment == "randaugment" and cfg.data.loader == "resident":
         raise ConfigError("data.loader: 'resident' cannot apply data.augment 'randaugment'; use 'torch' or 'auto'")
     if cfg.model.name not in models.MODELS:

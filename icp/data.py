@@ -8,6 +8,8 @@ Every dataset is read once into memory as ``uint8`` arrays (N, H, W, C) plus ``i
   (``/usr/share/datasets/fashion-mnist``); with ``data.download: true`` torchvision downloads them.
 * ``cifar10`` / ``cifar100``: torchvision's python-pickle archives under ``<root>``; downloaded only with
   ``data.download: true`` (or ``icp data prepare``).
+* ``cub``: CUB-200-2011 (the ICP paper's VAE data), prepared by ``icp data prepare --dataset cub`` from the
+  official archive into ``<root>/CUB_200_2011/split/{train,test}/<class>/`` and read as an image folder.
 * ``imagefolder``: ``<root>/train/<class>/*`` and ``<root>/test/<class>/*`` (Tiny-ImageNet/CUB style), resized to
   ``data.image_size`` (default 64) squares; mean/std are measured on the training images.
 
@@ -18,6 +20,7 @@ few-shot, :mod:`icp.scenarios`) on what remains. The test split is never touched
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,6 +156,54 @@ def _load_imagefolder(root: Path, train: bool, image_size: int) -> tuple[ImageAr
     return ImageArrays(images, np.array([c for _, c in files], dtype=np.int64)), classes
 
 
+CUB_URL = "https://data.caltech.edu/records/65de6-vzc33 (CUB_200_2011.tgz)"
+
+
+def _cub_split_root(root: Path) -> Path:
+    return root / "CUB_200_2011" / "split"
+
+
+def prepare_cub(root: Path) -> Path:
+    """CUB-200-2011 (Wah et al. 2011) from its official archive into the image-folder layout.
+
+    Reads ``<root>/CUB_200_2011.tgz`` (extracted once) or an extracted ``<root>/CUB_200_2011/`` holding the
+    official ``images.txt`` (id, path), ``train_test_split.txt`` (id, 1 = train) and ``images/<class>/*.jpg``,
+    and links every image into ``<root>/CUB_200_2011/split/{train,test}/<class>/`` (5,994 / 5,794 images).
+    """
+    import tarfile
+
+    base = root / "CUB_200_2011"
+    archive = root / "CUB_200_2011.tgz"
+    if not (base / "images.txt").is_file():
+        if not archive.is_file():
+            raise DataError(f"CUB-200-2011 not found under {root}: put the official {CUB_URL} there (or its "
+                            f"extracted CUB_200_2011/ folder), then run `icp data prepare --dataset cub --root {root}`")
+        with tarfile.open(archive) as tar:
+            tar.extractall(root, filter="data")
+        if not (base / "images.txt").is_file():
+            raise DataError(f"{archive}: no CUB_200_2011/images.txt inside (not the official archive?)")
+    read = lambda name: dict(line.split(maxsplit=1) for line in (base / name).read_text().splitlines()
+                             if line.strip())  # noqa: E731
+    paths, is_train = read("images.txt"), read("train_test_split.txt")
+    missing = sorted(set(paths) - set(is_train))
+    if missing:
+        raise DataError(f"{base}/train_test_split.txt has no entry for image id(s) {missing[:5]}")
+    out = _cub_split_root(root)
+    tmp = out.with_name("split.part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for image_id, rel in paths.items():
+        rel = rel.strip()
+        src = base / "images" / rel
+        if not src.is_file():
+            raise DataError(f"{src}: listed in images.txt but missing")
+        dst = tmp / ("train" if is_train[image_id].strip() == "1" else "test") / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.relpath(src, dst.parent), dst)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
 def load_split(name: str, root: str | Path, train: bool, download: bool = False,
                image_size: Optional[int] = None) -> tuple[ImageArrays, DatasetInfo]:
     """One split of a dataset as uint8 arrays, plus the dataset's description."""
@@ -161,10 +212,16 @@ def load_split(name: str, root: str | Path, train: bool, download: bool = False,
         return _load_fashion_mnist(root, train, download), INFO[name]
     if name in ("cifar10", "cifar100"):
         return _load_cifar(name, root, train, download), INFO[name]
-    if name == "imagefolder":
-        arrays, classes = _load_imagefolder(root, train, image_size or 64)
+    if name in ("imagefolder", "cub"):
+        folder = root
+        if name == "cub":
+            folder = _cub_split_root(root)
+            if not folder.is_dir():
+                raise DataError(f"cub: {folder} not found: run `icp data prepare --dataset cub --root {root}` "
+                                f"(it needs the official {CUB_URL} under {root})")
+        arrays, classes = _load_imagefolder(folder, train, image_size or 64)
         pixels = arrays.images.reshape(-1, 3).astype(np.float64) / 255.0
-        info = DatasetInfo("imagefolder", len(classes), 3, tuple(pixels.mean(0).round(4)),
+        info = DatasetInfo(name, len(classes), 3, tuple(pixels.mean(0).round(4)),
                            tuple(pixels.std(0).round(4)), classes)
         return arrays, info
     raise DataError(f"unknown dataset '{name}'")
@@ -198,6 +255,8 @@ def prepare(name: str, root: str | Path, download: bool = False) -> Path:
     if name == "imagefolder":
         load_split(name, root, True)
         return root
+    if name == "cub":
+        return prepare_cub(root)
     raise DataError(f"unknown dataset '{name}'")
 
 

@@ -1,4 +1,5 @@
 import gzip
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -142,3 +143,44 @@ def test_loaders_are_deterministic_given_the_generator():
             gen = torch.Generator().manual_seed(7)
             runs.append(torch.cat([b.x for b in loader.epoch(loaders.default_index_batches(32, 8, False, gen), gen)]))
         assert torch.equal(runs[0], runs[1])
+
+
+def _fake_cub(root, classes=("001.Black_footed_Albatross", "002.Laysan_Albatross", "003.Sooty_Albatross"),
+              per_class=4):
+    """A tiny archive with the official CUB-200-2011 layout (images.txt, train_test_split.txt, images/<class>/)."""
+    import tarfile
+
+    from PIL import Image
+
+    base = root / "src" / "CUB_200_2011"
+    lines, split, image_id = [], [], 0
+    for c, name in enumerate(classes):
+        (base / "images" / name).mkdir(parents=True)
+        for i in range(per_class):
+            image_id += 1
+            rel = f"{name}/{name.split('.')[1]}_{i:04d}.jpg"
+            Image.fromarray(np.full((50, 70, 3), 40 * c + 10 * i, dtype=np.uint8)).save(base / "images" / rel)
+            lines.append(f"{image_id} {rel}")
+            split.append(f"{image_id} {1 if i < per_class - 1 else 0}")
+    (base / "images.txt").write_text("\n".join(lines) + "\n")
+    (base / "train_test_split.txt").write_text("\n".join(split) + "\n")
+    (base / "classes.txt").write_text("\n".join(f"{c + 1} {n}" for c, n in enumerate(classes)) + "\n")
+    with tarfile.open(root / "CUB_200_2011.tgz", "w:gz") as tar:
+        tar.add(base, arcname="CUB_200_2011")
+    shutil.rmtree(root / "src")
+
+
+def test_cub_is_prepared_from_the_official_archive_layout(tmp_path, capsys):
+    from icp import cli
+
+    assert cli.main(["data", "prepare", "--dataset", "cub", "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "CUB_200_2011.tgz" in err and "data.caltech.edu" in err
+    _fake_cub(tmp_path)
+    assert cli.main(["data", "prepare", "--dataset", "cub", "--root", str(tmp_path)]) == 0
+    split = tmp_path / "CUB_200_2011" / "split"
+    assert len(list(split.glob("train/*/*.jpg"))) == 9 and len(list(split.glob("test/*/*.jpg"))) == 3
+    cfg = config.resolve({}, ["data.dataset=cub", f"data.root={tmp_path}", "data.image_size=32"])
+    splits = data.build_splits(cfg)
+    assert splits.info.num_classes == 3 and splits.train.images.shape == (9, 32, 32, 3)
+    assert sorted(splits.test.labels.tolist()) == [0, 1, 2]
