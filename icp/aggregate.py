@@ -10,8 +10,9 @@ aggregation rules and the DVC laptop pipeline all call it.
 * :func:`cells`: per condition (dataset, model, scenario) and variant (method with its non-default options), the
   mean and standard deviation (ddof 1) over seeds of the ``complete`` runs, with ``n``; ``diverged`` runs are
   counted and never averaged in; runs missing, failed or in flight are counted as ``not_final``. Each variant is
-  compared with ``ce`` under the same condition: the mean difference over the seeds both have, and a two-sided
-  paired t-test (``scipy.stats.ttest_rel``) over those seeds (p is empty below two pairs).
+  compared with the baseline under the same condition (``ce`` on top-1 for classifiers, ``vae`` on SSIM for the
+  generative study): the mean difference over the seeds both have, and a two-sided paired t-test
+  (``scipy.stats.ttest_rel``) over those seeds (p is empty below two pairs).
 * :func:`write_tables`: ``<study>.csv`` (the cells, machine-readable), ``<study>.md`` and ``<study>.tex`` (booktabs):
   test top-1 at the last epoch (the headline), at the best epoch (labelled with what selected it), macro-F1, ECE,
   the difference to ``ce`` with its p-value, and a cost table (images/s and its ratio to ``ce``, GPU-hours). The
@@ -28,10 +29,16 @@ import pandas as pd
 
 from icp import grid as grid_mod
 
-METRICS = ("top1", "macro_f1", "ece", "nll")
-LOWER_IS_BETTER = ("ece", "nll")
+METRICS = ("top1", "macro_f1", "ece", "nll", "ssim", "fid_recon", "fid_prior", "elbo", "recon", "kl")
+LOWER_IS_BETTER = ("ece", "nll", "fid_recon", "fid_prior", "recon")
+RAW = ("nll", "fid_recon", "fid_prior", "elbo", "recon", "kl")  # shown as they are, not in %
 CONDITION = ("dataset", "model", "scenario")
-BASELINE = "ce"
+# per model kind: the variant every other is compared with, and the metric of that comparison
+BASELINE = {"classifier": ("ce", "top1"), "generative": ("vae", "ssim")}
+
+
+def kind_of(model: str) -> str:
+    return "generative" if grid_mod._generative(model) else "classifier"
 PER_RUN_OPTIONS = ("teacher",)  # AI-KD's teacher names the ce run of the same seed: not a condition
 
 
@@ -54,8 +61,8 @@ def _best(rec: dict) -> tuple[Optional[float], Optional[int], str]:
     """(test top-1, epoch, selected by) of the best epoch: by validation where the run has a validation split,
     else by test top-1 itself (optimistic: labelled so)."""
     if rec.get("best"):
-        return rec["best"]["test"]["top1"], rec["best"]["epoch"], "val"
-    eps = [e for e in rec.get("epochs") or [] if e.get("test")]
+        return rec["best"]["test"].get("top1"), rec["best"]["epoch"], "val"
+    eps = [e for e in rec.get("epochs") or [] if (e.get("test") or {}).get("top1") is not None]
     if not eps:
         return None, None, ""
     e = max(eps, key=lambda e: e["test"]["top1"])
@@ -147,8 +154,8 @@ def metrics_tree(all_cells: pd.DataFrame, runs: pd.DataFrame) -> dict:
         keys = study_runs(runs, study)[[*CONDITION, "variant"]].drop_duplicates()
         for _, c in all_cells.merge(keys, on=[*CONDITION, "variant"]).iterrows():
             leaf = {"n": int(c.n)}
-            for k in ("top1_mean", "top1_std", "best_top1_mean", "macro_f1_mean", "ece_mean", "delta_top1",
-                      "p_value", "images_per_s"):
+            for k in ("top1_mean", "top1_std", "best_top1_mean", "macro_f1_mean", "ece_mean", "ssim_mean",
+                      "ssim_std", "fid_recon_mean", "fid_prior_mean", "elbo_mean", "delta", "p_value", "images_per_s"):
                 if c[k] == c[k]:
                     leaf[k.removesuffix("_mean")] = round(float(c[k]), 6)
             tree.setdefault(study, {}).setdefault("/".join(str(c[k]) for k in CONDITION), {})[c.variant] = leaf
@@ -238,15 +245,17 @@ def cells(runs: pd.DataFrame, extra_keys: Sequence[str] = ()) -> pd.DataFrame:
         row["gpu_hours"] = float(done.gpu_hours.sum()) if len(done) else 0.0
         row["hours"] = float(done.hours.sum()) if len(done) else 0.0
         row["devices"] = ",".join(sorted(set(done.device_name.dropna()))) if len(done) else ""
+        baseline, metric = BASELINE[kind_of(row["model"])]
+        row.update(baseline=baseline, delta_of=metric)
         base = complete[(complete[condition] == pd.Series(dict(zip(condition, key)))).all(axis=1)
-                        & (complete.variant == BASELINE)]
-        if row["variant"] == BASELINE or base.empty:
-            row.update(delta_top1=math.nan, p_value=math.nan, pairs=0, speed_vs_ce=math.nan)
+                        & (complete.variant == baseline)]
+        if row["variant"] == baseline or base.empty:
+            row.update(delta=math.nan, p_value=math.nan, pairs=0, speed_vs_baseline=math.nan)
         else:
-            row["delta_top1"], row["p_value"], row["pairs"] = _paired(done, base)
-            row["speed_vs_ce"] = row["images_per_s"] / base.images_per_s.astype(float).mean()
-        if row["variant"] == BASELINE:
-            row["speed_vs_ce"] = 1.0
+            row["delta"], row["p_value"], row["pairs"] = _paired(done, base, metric)
+            row["speed_vs_baseline"] = row["images_per_s"] / base.images_per_s.astype(float).mean()
+        if row["variant"] == baseline:
+            row["speed_vs_baseline"] = 1.0
         out.append(row)
     return pd.DataFrame(out)
 
@@ -257,7 +266,7 @@ def _pct(value: float, scale: float = 100.0, digits: int = 2) -> str:
 
 
 def _cell_text(row, metric: str, tex: bool) -> str:
-    scale, digits = (1.0, 3) if metric == "nll" else (100.0, 2)
+    scale, digits = (1.0, 3) if metric == "nll" else (1.0, 2) if metric in RAW else (100.0, 2)
     mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
     if row["n"] == 0 or mean != mean:
         return "–"
@@ -286,42 +295,69 @@ def _pivot(study_cells: pd.DataFrame, text, best_of: Optional[str], lower: bool,
 
 
 def _delta_text(row, tex: bool) -> str:
-    if row["variant"] == BASELINE or row["delta_top1"] != row["delta_top1"]:
+    if row["variant"] == row["baseline"] or row["delta"] != row["delta"]:
         return "–"
     p = "" if row["p_value"] != row["p_value"] else f", p={row['p_value']:.3f}"
-    return f"{row['delta_top1'] * 100:+.2f} ({row['pairs']}{p})"
+    scale = 1.0 if row["delta_of"] in RAW else 100.0
+    return f"{row['delta'] * scale:+.2f} ({row['pairs']}{p})"
 
 
 def sections(study_cells: pd.DataFrame, tex: bool = False) -> list[tuple[str, pd.DataFrame]]:
     """The tables of one study, each (title, variants × conditions of text)."""
-    by = ",".join(sorted(set(",".join(study_cells.best_by).split(",")) - {""})) or "val"
-    selected = {"val": "the validation split", "test": "test top-1 itself (optimistic)"}.get(by, by)
-    out = [
-        ("Test top-1 (%) at the last epoch: mean ± std over seeds (n)",
-         _pivot(study_cells, lambda r: _cell_text(r, "top1", tex), "top1_mean", False, tex)),
-        (f"Test top-1 (%) at the best epoch, selected by {selected}",
-         _pivot(study_cells, lambda r: _cell_text(r, "best_top1", tex), "best_top1_mean", False, tex)),
-        ("Test macro-F1 (%) at the last epoch",
-         _pivot(study_cells, lambda r: _cell_text(r, "macro_f1", tex), "macro_f1_mean", False, tex)),
-        ("Test ECE (%, lower is better) at the last epoch",
-         _pivot(study_cells, lambda r: _cell_text(r, "ece", tex), "ece_mean", True, tex)),
-        ("Top-1 difference to ce (percentage points; seeds paired, two-sided paired t-test p)",
-         _pivot(study_cells, lambda r: _delta_text(r, tex), "delta_top1", False, tex)),
-    ]
+    cell = lambda m: (lambda r: _cell_text(r, m, tex))  # noqa: E731
+    baseline = study_cells.baseline.iloc[0] if len(study_cells) else "ce"
+    if (study_cells.model.map(kind_of) == "generative").all():
+        out = [
+            ("Test SSIM (%) of reconstructions at the last epoch: mean ± std over seeds (n)",
+             _pivot(study_cells, cell("ssim"), "ssim_mean", False, tex)),
+            ("FID of test reconstructions (lower is better; features: the dataset's ce ResNet-20, so it compares "
+             "runs of this project only)", _pivot(study_cells, cell("fid_recon"), "fid_recon_mean", True, tex)),
+            ("FID of prior samples against the test images (lower is better; same features)",
+             _pivot(study_cells, cell("fid_prior"), "fid_prior_mean", True, tex)),
+            ("Test ELBO per image (nats, up to a constant; higher is better)",
+             _pivot(study_cells, cell("elbo"), "elbo_mean", False, tex)),
+            (f"SSIM difference to {baseline} (percentage points; seeds paired, two-sided paired t-test p)",
+             _pivot(study_cells, lambda r: _delta_text(r, tex), "delta", False, tex)),
+        ]
+    else:
+        by = ",".join(sorted(set(",".join(study_cells.best_by).split(",")) - {""})) or "val"
+        selected = {"val": "the validation split", "test": "test top-1 itself (optimistic)"}.get(by, by)
+        out = [
+            ("Test top-1 (%) at the last epoch: mean ± std over seeds (n)",
+             _pivot(study_cells, cell("top1"), "top1_mean", False, tex)),
+            (f"Test top-1 (%) at the best epoch, selected by {selected}",
+             _pivot(study_cells, cell("best_top1"), "best_top1_mean", False, tex)),
+            ("Test macro-F1 (%) at the last epoch", _pivot(study_cells, cell("macro_f1"), "macro_f1_mean", False, tex)),
+            ("Test ECE (%, lower is better) at the last epoch", _pivot(study_cells, cell("ece"), "ece_mean", True, tex)),
+            (f"Top-1 difference to {baseline} (percentage points; seeds paired, two-sided paired t-test p)",
+             _pivot(study_cells, lambda r: _delta_text(r, tex), "delta", False, tex)),
+        ]
     cost = study_cells.assign(condition=_condition_label(study_cells))
     cost = cost.groupby("variant", sort=False).agg(images_per_s=("images_per_s", "mean"),
-                                                    speed_vs_ce=("speed_vs_ce", "mean"),
+                                                    speed_vs_baseline=("speed_vs_baseline", "mean"),
                                                     gpu_hours=("gpu_hours", "sum"), hours=("hours", "sum"),
                                                     runs=("n", "sum"), devices=("devices", "first"))
     cost_text = pd.DataFrame({
         "images/s": cost.images_per_s.map(lambda v: "–" if v != v else f"{v:,.0f}"),
-        "× ce speed": cost.speed_vs_ce.map(lambda v: "–" if v != v else f"{v:.2f}"),
+        f"× {baseline} speed": cost.speed_vs_baseline.map(lambda v: "–" if v != v else f"{v:.2f}"),
         "GPU-hours": cost.gpu_hours.map(lambda v: f"{v:.2f}"),
         "device-hours": cost.hours.map(lambda v: f"{v:.2f}"),
         "runs": cost.runs.astype(int).astype(str), "devices": cost.devices.fillna("")})
-    out.append(("Cost: training images/s (mean over conditions), its ratio to ce, GPU- and device-hours (sums)",
+    out.append((f"Cost: training images/s (mean over conditions), its ratio to {baseline}, GPU- and device-hours "
+                "(sums)",
                 cost_text))
     return out
+
+
+def study_sections(study_cells: pd.DataFrame, tex: bool = False) -> list[tuple[str, pd.DataFrame]]:
+    """:func:`sections` per model kind: the generative study also holds the classifier runs that give FID its
+    features, tabulated apart, after the VAE tables."""
+    kinds = study_cells.model.map(kind_of)
+    parts = [(k, study_cells[kinds == k]) for k in ("generative", "classifier") if (kinds == k).any()]
+    if len(parts) < 2:
+        return sections(study_cells, tex)
+    return [(title if k == "generative" else f"Classifiers of this study (FID's feature networks): {title}", table)
+            for k, part in parts for title, table in sections(part, tex)]
 
 
 def _md_table(table: pd.DataFrame) -> str:
@@ -355,7 +391,7 @@ def flat_markdown(table: pd.DataFrame, metrics: Sequence[str] = ("top1", "macro_
     if table.empty:
         return "(no runs)"
     keys = [k for k in (*CONDITION, "variant", "epochs") if k in table]
-    head = [*keys, "n", *metrics, "Δ top-1 vs ce (pairs, p)"]
+    head = [*keys, "n", *metrics, "Δ vs baseline (pairs, p)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
         lines.append("| " + " | ".join([*(str(r[k]) for k in keys), str(r["n"]),
@@ -385,13 +421,13 @@ def write_tables(study: str, runs: pd.DataFrame, all_cells: pd.DataFrame, out_di
     md = [f"# Study `{study}`", "",
           f"{int(study_cells.n.sum())} complete runs in {len(study_cells)} cells; "
           f"{len(missing)} runs not averaged in (listed at the end).", ""]
-    for title, table in sections(study_cells):
+    for title, table in study_sections(study_cells):
         md += [f"## {title}", "", _md_table(table), ""]
     if missing:
         md += ["## Runs not in the tables", "", *(f"- {line}" for line in missing), ""]
     _atomic_text("\n".join(md), paths[1])
     tex = [f"% Study {study}: generated by icp.aggregate from run records; needs \\usepackage{{booktabs}}", ""]
-    for title, table in sections(study_cells, tex=True):
+    for title, table in study_sections(study_cells, tex=True):
         tex.append(_tex_table(f"{study}: {title}", table))
     _atomic_text("\n".join(tex), paths[2])
     return paths

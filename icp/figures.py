@@ -13,6 +13,8 @@ name                   what it shows                                            
 ``feature_distance``   per-layer MSE between clean and refined-input features, per epoch      main
 ``perturbation``       original, ICP-refined and i-FGSM images and their amplified            main
                        differences (paper Fig. 1), from a trained ICP checkpoint
+``reconstructions``    test images and each method's VAE reconstructions (lowest seed)        generative
+``samples``            prior samples of each method's VAE, the same z for all                 generative
 =====================  ======================================================================  ===============
 
 Every figure names its study and ``n`` (complete seeds) in its title or legend; axes carry units. A figure whose
@@ -326,6 +328,116 @@ def perturbation(runs, epochs, ctx, n_images: int = 6):
     fig.suptitle(f"{title}\n{run.run_id}: K={opts.steps}, η={opts.step_size:g} ({opts.optimizer}); "
                  f"i-FGSM: same K and η, sign ascent; p(y) = softmax probability of the true class", fontsize=9)
     return fig
+
+
+def _vae_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and variant of the generative study, its complete VAE run of the lowest seed."""
+    from icp.aggregate import kind_of
+
+    done = _complete(runs, "generative")
+    done = done[done.model.map(kind_of) == "generative"].sort_values("seed", kind="stable")
+    return done.drop_duplicates(["dataset", "variant"])
+
+
+def _load_vae(run):
+    """(model in eval mode, test images (normalised), dataset info) of a trained VAE run."""
+    import torch
+
+    from icp import checkpoint, config, data, loaders, models
+
+    ckpt = checkpoint.load(Path(run.path) / "last.pt")
+    cfg = config.resolve(ckpt["config"], ["train.device=cpu", "data.test_subset=100"])
+    splits = data.build_splits(cfg)
+    info = splits.info
+    model = models.build_model(cfg.model.name, info.num_classes, info.in_channels, splits.test.images.shape[1],
+                               **cfg.model.options)
+    model.load_state_dict({k.removeprefix("model."): v for k, v in ckpt["method"].items() if k.startswith("model.")})
+    x, _ = next(iter(loaders.EvalLoader(splits.test, info, torch.device("cpu"), 100, False)))
+    return model.eval(), x, info
+
+
+def _show(ax, img, info):
+    import numpy as np
+
+    mean, std = np.array(info.mean).reshape(-1, 1, 1), np.array(info.std).reshape(-1, 1, 1)
+    img = np.clip(img.detach().numpy() * std + mean, 0, 1).transpose(1, 2, 0)
+    ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None, vmin=0,
+              vmax=1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _vae_grid(runs, title: str, draw, n_images: int = 8):
+    plt, _ = _libs()
+    chosen = _vae_runs(runs)
+    if chosen.empty:
+        return _empty(title, "no complete VAE run of study generative yet")
+    rows = []
+    for dataset, part in chosen.groupby("dataset", sort=False):
+        rows += draw(dataset, part)
+    fig, axes = plt.subplots(len(rows), n_images, figsize=(1.4 * n_images, 1.55 * len(rows) + 0.6), squeeze=False,
+                             layout="constrained")
+    for i, (label, images, info) in enumerate(rows):
+        for j in range(n_images):
+            _show(axes[i, j], images[j], info)
+        axes[i, 0].set_ylabel(label, fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+@figure("reconstructions", "generative")
+def reconstructions(runs, epochs, ctx, n_images: int = 8):
+    import torch
+
+    def draw(dataset, part):
+        rows = []
+        for _, run in part.iterrows():
+            model, x, info = _load_vae(run)
+            if not rows:
+                rows.append((f"{dataset}\ntest images", x[:n_images], info))
+            with torch.no_grad():
+                recon = model(x[:n_images]).recon
+            rows.append((f"{run.variant} (s{run.seed})\nSSIM {100 * float(run.ssim):.1f}%", recon, info))
+        return rows
+
+    return _vae_grid(runs, "Study generative: test images and their reconstructions (z = μ) per method; "
+                           "SSIM: the run's last-epoch test mean", draw, n_images)
+
+
+@figure("samples", "generative")
+def samples(runs, epochs, ctx, n_images: int = 8):
+    import torch
+
+    def draw(dataset, part):
+        rows = []
+        for _, run in part.iterrows():
+            model, _, info = _load_vae(run)
+            imgs = model.sample(n_images, torch.Generator().manual_seed(0))
+            fid = "–" if run.fid_prior != run.fid_prior else f"{float(run.fid_prior):.1f}"
+            rows.append((f"{dataset}: {run.variant} (s{run.seed})\nFID(prior) {fid}", imgs, info))
+        return rows
+
+    return _vae_grid(runs, "Study generative: samples from the prior z ~ N(0, I), the same z for every method",
+                     draw, n_images)
+
+
+def checkpoint_runs(name: str, grid) -> list:
+    """The grid runs whose checkpoints a figure reads (Snakemake inputs): perturbation's ICP run, and the VAE
+    runs of the lowest seed per dataset and variant for reconstructions and samples."""
+    if name == "perturbation":
+        for run in grid.select("main") if "main" in grid.studies else []:
+            if run.method in ICP_METHODS[:4] and run.scenario == "clean":
+                return [run]
+        return []
+    if name in ("reconstructions", "samples") and "generative" in grid.studies:
+        from icp.aggregate import kind_of
+
+        chosen = {}
+        for run in sorted(grid.select("generative"), key=lambda r: r.seed):
+            if kind_of(run.model) == "generative":
+                chosen.setdefault((run.dataset, run.run_id.split("/")[3]), run)
+        return list(chosen.values())
+    return []
 
 
 # ------------------------------------------------------------------------------------------ writing

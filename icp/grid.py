@@ -26,7 +26,8 @@ e.g. ``cifar100/resnet20/sym0.4/icp-sgd+reduction=sum+step_size=0.01/s2``. It is
 ``runs_dir``. Options are named in key order; values equal to the method's default are dropped before naming, so a run that two studies
 share (``steps=5`` in ``steps`` is ``icp-sgd`` in ``main``; the clean ``ce`` run) has one id and is trained once.
 AI-KD's ``teacher`` option is not a factor: it is set to the ``ce`` run of the same dataset, model, scenario and
-seed, which is added to the study and listed in the run's ``depends``.
+seed, which is added to the study and listed in the run's ``depends``. Likewise a generative model's run (the VAE)
+gets ``train.fid_features``: the ``ce`` ResNet-20 run of its dataset (clean, seed 0), FID's feature network.
 """
 from __future__ import annotations
 
@@ -45,8 +46,17 @@ from icp.config import ConfigError, read_yaml
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = REPO / "workflow" / "schemas" / "grid.schema.yaml"
-STUDIES = ("main", "noisy", "fewshot", "steps", "ablations")
+STUDIES = ("main", "noisy", "fewshot", "steps", "ablations", "generative")
 TEACHER_METHODS = {"aikd": "ce"}  # method -> the method of the run whose checkpoint it needs (option `teacher`)
+# A generative model's FID features come from this classifier run of the same dataset (train.fid_features):
+# (model, scenario, method, seed)
+FID_FEATURE_RUN = ("resnet20", "clean", "ce", 0)
+
+
+def _generative(model: str) -> bool:
+    from icp.models import GENERATIVE  # imports torch: only the expansion needs it
+
+    return model in GENERATIVE
 _SCENARIO = re.compile(r"^(?:(?P<clean>clean)|(?P<type>sym|asy)(?P<rate>0?\.\d+)|(?P<shots>[1-9]\d*)shot)$")
 _SAFE = re.compile(r"^[A-Za-z0-9._+=-]+$")
 
@@ -243,6 +253,11 @@ def expand(grid: dict, source: Optional[str] = None, check_recipes: bool = True)
                 tid = add(study, dataset, model, scenario, TEACHER_METHODS[method], {}, seed)
                 depends = (tid,)
                 extra = [f"method.options.teacher={runs[tid].run_dir}"]
+            if _generative(model):
+                fid_model, fid_scenario, fid_method, fid_seed = FID_FEATURE_RUN
+                fid = add(study, dataset, fid_model, fid_scenario, fid_method, {}, fid_seed)
+                depends += (fid,)
+                extra.append(f"train.fid_features={runs[fid].run_dir}")
             overrides = (f"data.dataset={dataset}", f"data.root={data_root}", f"model.name={model}",
                          *parse_scenario(scenario), f"method.name={method}",
                          *(f"method.options.{k}={_yaml_value(v)}" for k, v in opts), *extra,

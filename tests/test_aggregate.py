@@ -57,9 +57,9 @@ def test_cells_give_exact_means_stds_and_paired_p_values(sweep):
     # differences 0.03, 0.02, 0.04: t = 0.03 / (0.01 / sqrt 3) = 3 sqrt 3 with 2 degrees of freedom, whose
     # two-sided p is 1 - t / sqrt(2 + t^2)
     t = 3 * math.sqrt(3)
-    assert cells.loc["ls", "delta_top1"] == pytest.approx(0.03)
+    assert cells.loc["ls", "delta"] == pytest.approx(0.03) and cells.loc["ls", "delta_of"] == "top1"
     assert cells.loc["ls", "p_value"] == pytest.approx(1 - t / math.sqrt(2 + t * t), rel=1e-9)
-    assert cells.loc["ls", "pairs"] == 3 and cells.loc["ls", "speed_vs_ce"] == pytest.approx(0.5)
+    assert cells.loc["ls", "pairs"] == 3 and cells.loc["ls", "speed_vs_baseline"] == pytest.approx(0.5)
     assert (cells.loc["tfkd", "n"], cells.loc["tfkd", "diverged"], cells.loc["tfkd", "not_final"]) == (0, 1, 2)
     assert math.isnan(cells.loc["tfkd", "top1_mean"])  # the diverged run is never averaged in
     assert cells.loc["ce", "gpu_hours"] == pytest.approx(1.5)
@@ -95,3 +95,34 @@ def test_latex_tables_compile(sweep, tmp_path):
     proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:]
+
+
+def test_generative_study_tables_compare_ssim_with_vae(tmp_path):
+    spec = {"runs_dir": str(tmp_path / "runs"), "seeds": [0, 1, 2],
+            "recipes": {"fashion-mnist/vae": "config/recipes/vae-fmnist.yaml",
+                        "fashion-mnist/resnet20": "config/recipes/fmnist-resnet20.yaml"},
+            "studies": {"generative": [{"datasets": ["fashion-mnist"], "models": ["vae"],
+                                        "methods": ["vae", "icp-adam"]}]}}
+    g = grid.expand(spec, check_recipes=False)
+    assert len(g.runs) == 7  # + the ce ResNet-20 run whose features FID uses
+    ssim = {"vae": [0.50, 0.52, 0.54], "icp-adam": [0.53, 0.54, 0.58]}
+    for run in g.runs.values():
+        rec = record(run, 0.8 if run.method == "ce" else None)
+        if run.model == "vae":
+            s = ssim[run.method][run.seed]
+            rec["last"] = {"epoch": 2, "test": {"ssim": s, "fid_recon": 10 * (1 - s), "fid_prior": 50.0,
+                                                "elbo": -100 * (1 - s), "recon": 80.0, "kl": 20.0}}
+            rec["epochs"] = [{"epoch": 2, "test": rec["last"]["test"]}]
+        (tmp_path / "runs" / run.run_id).mkdir(parents=True)
+        (tmp_path / "runs" / run.run_id / "record.json").write_text(json.dumps(rec))
+    runs = aggregate.runs_frame(g)
+    cells = aggregate.cells(runs).set_index("variant")
+    assert cells.loc["icp-adam", "delta"] == pytest.approx(0.03) and cells.loc["icp-adam", "delta_of"] == "ssim"
+    t = 3 * math.sqrt(3)
+    assert cells.loc["icp-adam", "p_value"] == pytest.approx(1 - t / math.sqrt(2 + t * t), rel=1e-9)
+    _, md, tex = aggregate.write_tables("generative", aggregate.study_runs(runs, "generative"),
+                                        aggregate.cells(runs), tmp_path / "tables")
+    text = md.read_text()
+    assert "| icp-adam | **55.00 ± 2.65 (3)** |" in text and "| vae | 52.00 ± 2.00 (3) |" in text
+    assert "| icp-adam | **4.50 ± 0.26 (3)** |" in text  # FID of reconstructions: lower is better
+    assert "SSIM difference to vae" in text and "| icp-adam | **+3.00 (3, p=0.035)** |" in text

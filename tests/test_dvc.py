@@ -92,7 +92,8 @@ def test_laptop_dvc_repro_metrics_plots_params_and_push_pull(repo):
 
 def test_tracked_sweep_pulled_into_a_fresh_clone_rebuilds_tables_and_figures_without_training(repo, tmp_path):
     grid = {"runs_dir": "results/runs", "results_dir": "results", "figures_dir": "figures", "data_root": "data",
-            "seeds": [0], "recipes": {"fashion-mnist/resnet20": "config/recipes/fmnist-resnet20.yaml"},
+            "seeds": [0], "recipes": {"fashion-mnist/resnet20": "config/recipes/fmnist-resnet20.yaml",
+                                      "fashion-mnist/vae": "config/recipes/vae-fmnist.yaml"},
             "set": ["train.device=cpu", "train.progress=false", *TINY_PARAMS["laptop"]["set"]],
             "studies": {"main": [{"datasets": ["fashion-mnist"], "models": ["resnet20"],
                                   "methods": ["ce", "icp-adam"]}],
@@ -101,18 +102,22 @@ def test_tracked_sweep_pulled_into_a_fresh_clone_rebuilds_tables_and_figures_wit
                         "fewshot": [{"datasets": ["fashion-mnist"], "models": ["resnet20"], "methods": ["ce"],
                                      "scenarios": ["5shot"]}],
                         "steps": [{"datasets": ["fashion-mnist"], "models": ["resnet20"], "methods": ["icp-sgd"],
-                                   "options": {"steps": [0, 1]}}]}}
+                                   "options": {"steps": [0, 1]}}],
+                        "generative": [{"datasets": ["fashion-mnist"], "models": ["vae"],
+                                        "methods": ["vae", "icp-adam"]}]}}
     (repo / "sweep.yaml").write_text(yaml.safe_dump(grid))
     smk = ["snakemake", "--profile", "local", "--config", "grid=sweep.yaml", "--cores", "2", "--jobs", "2"]
     sh([*smk, "all"], repo, timeout=900)
     figures = sorted(p.stem for p in (repo / "figures").glob("*.png"))
     assert figures == sorted(["learning_curves", "noise", "fewshot", "steps", "schedule", "input_shift",
-                              "feature_distance", "perturbation"])
+                              "feature_distance", "perturbation", "reconstructions", "samples"])
     assert all((repo / "figures" / f"{f}.{ext}").stat().st_size > 5_000 for f in figures for ext in ("png", "pdf"))
     for study in ("main", "noisy", "fewshot", "steps"):
         assert "| ce |" in (repo / "results/tables" / f"{study}.md").read_text() or study == "steps"
+    generative = (repo / "results/tables/generative.md").read_text()
+    assert "Test SSIM (%)" in generative and "| icp-adam |" in generative and "| vae |" in generative
     track = sh([f"{BIN}/icp", "track", "--grid", "sweep.yaml"], repo)
-    assert "tracked results/runs (6 run records)" in track.stdout
+    assert "tracked results/runs (8 run records)" in track.stdout
     sh(["git", "add", "results/runs.dvc", "sweep.yaml"], repo)
     sh(["git", "commit", "-qm", "sweep"], repo)
     records = digest(repo / "results/runs")
@@ -134,4 +139,5 @@ def test_tracked_sweep_pulled_into_a_fresh_clone_rebuilds_tables_and_figures_wit
 
     names = zipfile.ZipFile(clone / "report.zip").namelist()
     assert all(any(n.endswith(f"figures/{f}.png") for n in names) for f in figures), names[:20]
-    assert all(any(n.endswith(f"tables/{s}.csv") for n in names) for s in ("main", "noisy", "fewshot", "steps"))
+    assert all(any(n.endswith(f"tables/{s}.csv") for n in names)
+               for s in ("main", "noisy", "fewshot", "steps", "generative"))

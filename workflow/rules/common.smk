@@ -15,15 +15,9 @@ def records(wildcards=None):
 
 
 def figure_checkpoint(wildcards):
-    """The perturbation figure draws from one trained ICP checkpoint: the grid's first ICP run of study main on
-    clean data (seed 0)."""
-    if wildcards.figure != "perturbation":
-        return []
-    for run in GRID.select("main"):
-        if run.method in icp_figures.ICP_METHODS[:4] and run.scenario == "clean":
-            if not PARTIAL or os.path.exists(run.record):
-                return [run.record]
-    return []
+    """The records of the runs whose checkpoints the figure draws from (icp.figures.checkpoint_runs)."""
+    runs = icp_figures.checkpoint_runs(wildcards.figure, GRID)
+    return [r.record for r in runs if not PARTIAL or os.path.exists(r.record)]
 
 
 def launcher_args(wildcards, resources):
