@@ -138,6 +138,6 @@ def test_tracked_sweep_pulled_into_a_fresh_clone_rebuilds_tables_and_figures_wit
     import zipfile
 
     names = zipfile.ZipFile(clone / "report.zip").namelist()
-    assert all(any(n.endswith(f"figures/{f}.png") for n in names) for f in figures), names[:20]
-    assert all(any(n.endswith(f"tables/{s}.csv") for n in names)
+    assert all(any(n.endswith(f"/{f}.png") for n in names) for f in figures), names[:20]
+    assert all(any(n.endswith(f"/{s}.csv") for n in names)
                for s in ("main", "noisy", "fewshot", "steps", "generative"))
