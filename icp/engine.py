@@ -311,6 +311,9 @@ class Trainer:
             record = records.new_record(self.cfg, self.splits.summary, self.device,
                                         sum(p.numel() for p in self.method.eval_model().parameters()), self.run_id)
             best, start_epoch = None, 0
+            if self.generative:  # which network FID's features come from: FIDs compare only alike ones
+                fid = getattr(self.metrics.fid_recon, "inception", None)
+                record["fid_features"] = getattr(fid, "name", None)
             (self.run_dir / "config.yaml").write_text(_yaml(self.cfg.to_dict()))
         else:
             self.method.load_state_dict(ckpt["method"])

@@ -39,6 +39,9 @@ Written atomically at the start of a run, after every epoch, and at the end. Sch
                      "test": metrics, "val": metrics or null}
     last            {"epoch", "test", "val"} of the final epoch
     best            {"epoch", "metric", "test", "val"} of the best validation epoch, or null without a val split
+    fid_features    generative models only: FID's feature network ("resnet20 penultimate layer of <run dir>"), or
+                    null when FID is not computed; the test metrics are then elbo, recon, kl, ssim, fid_recon and
+                    fid_prior (icp.metrics.GenerativeMetrics) instead of the classification metrics
     wall_time_s     seconds of training + evaluation, summed over resumed sessions
     images_per_s    mean training throughput over all epochs
     resumed         how many times the run was resumed from last.pt

@@ -11,7 +11,7 @@ from icp.methods.icp import ICPOptions, refine
 from icp.metrics import ClassifierFeatures, GenerativeMetrics
 
 VAE_RUN = ["model.name=vae", "method.name=vae", "optim.name=adamw", "optim.lr=0.001", "optim.weight_decay=0",
-           "data.augment=none", "train.epochs=2", "data.train_subset=600", "data.test_subset=200",
+           "data.augment=none", "train.epochs=2", "data.train_subset=1000", "data.test_subset=200",
            "train.batch_size=50"]
 
 
@@ -111,6 +111,7 @@ def test_a_short_real_vae_run_learns_and_reports_fid_from_a_trained_classifier(t
                              tmp_path / method).run()
         first, last = (e["test"] for e in rec["epochs"])
         assert rec["status"] == "complete" and last["elbo"] > first["elbo"], (method, first, last)
-        assert last["ssim"] > 0.2 and last["fid_recon"] > 0 and last["fid_prior"] > 0
+        assert last["ssim"] > 0.15 and last["fid_recon"] > 0 and last["fid_prior"] > 0
         assert rec["epochs"][-1]["train"]["acc"] is None
+        assert rec["fid_features"] == f"resnet20 penultimate layer of {tmp_path / 'ce'}"
     assert math.isfinite(rec["epochs"][-1]["diagnostics"]["input_shift"])
