@@ -5,6 +5,7 @@ retraining anything."""
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -57,13 +58,16 @@ def repo(tmp_path_factory):
 
 
 def test_laptop_dvc_repro_metrics_plots_params_and_push_pull(repo):
+    listing = sh([f"{BIN}/icp", "grid", "--grid", "config/laptop.yaml"], repo).stderr
+    n_runs = int(re.search(r"^(\d+) runs", listing, re.M).group(1))  # every study's runs, params applied
     first = sh(["dvc", "repro"], repo, timeout=900)
     assert "Running stage 'train'" in first.stdout
     metrics = json.loads(sh(["dvc", "metrics", "show", "--json"], repo).stdout)
     tree = next(iter(metrics.values()))["data"]["results/laptop/metrics.json"]["data"]  # the workspace
     main = tree["main"]["fashion-mnist/resnet20/clean"]
     assert set(main) == {"ce", "ls", "icp-adam"} and all(v["n"] == 1 for v in main.values())
-    assert 0 <= main["ce"]["top1"] <= 1 and tree["runs"] == {"complete": 6}
+    assert 0 <= main["ce"]["top1"] <= 1 and tree["runs"] == {"complete": n_runs}
+    assert set(tree["generative"]["fashion-mnist/vae/clean"]) == {"vae", "icp-adam"}
     plots = json.loads(sh(["dvc", "plots", "show", "--json"], repo).stdout)["data"]
     assert "results/laptop/curves/fashion-mnist_resnet20_clean_icp-adam.csv" in plots
     for name in ("learning_curves", "noise", "perturbation"):
@@ -82,7 +86,7 @@ def test_laptop_dvc_repro_metrics_plots_params_and_push_pull(repo):
     sh(["dvc", "push"], repo)
     runs = repo / "results/laptop/runs"
     before = {**digest(runs), **digest(runs, "last.pt")}
-    assert sum(k.endswith("last.pt") for k in before) == 6
+    assert sum(k.endswith("last.pt") for k in before) == n_runs
     shutil.rmtree(runs)
     shutil.rmtree(repo / ".dvc/cache")
     sh(["dvc", "pull"], repo)
