@@ -46,7 +46,7 @@ PER_RUN_OPTIONS = ("teacher",)  # AI-KD's teacher names the ce run of the same s
 def variant_of(method: str, options: dict) -> str:
     """``method[+option=value...]`` for the non-default options, as in the grid's run ids."""
     opts = {k: v for k, v in (options or {}).items() if k not in PER_RUN_OPTIONS}
-    return method + "".join(f"+{k}={grid_mod.format_value(v)}" for k, v in grid_mod._normalise_options(method, opts))
+    return grid_mod.variant(method, grid_mod._normalise_options(method, opts))
 
 
 def _scenario_tag(scenario: dict) -> str:
@@ -74,7 +74,7 @@ def run_row(rec: Optional[dict], run=None, path: Optional[str] = None) -> dict:
     if rec is None:
         return {"run_id": run.run_id, "studies": ";".join(run.studies), "dataset": run.dataset, "model": run.model,
                 "scenario": run.scenario, "method": run.method,
-                "variant": run.method + "".join(f"+{k}={grid_mod.format_value(v)}" for k, v in run.options),
+                "variant": grid_mod.variant(run.method, run.options),
                 "seed": run.seed, "status": "missing", "path": run.run_dir}
     cfg = rec["config"]
     last = (rec.get("last") or {}).get("test") or {}

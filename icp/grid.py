@@ -147,10 +147,14 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def variant(method: str, options: Iterable[tuple[str, Any]]) -> str:
+    """``method[+key=value...]``: the method part of a run id (options non-default, sorted by key)."""
+    return method + "".join(f"+{k}={format_value(v)}" for k, v in options)
+
+
 def run_id(dataset: str, model: str, scenario: str, method: str, options: Iterable[tuple[str, Any]],
            seed: int) -> str:
-    variant = "".join(f"+{k}={format_value(v)}" for k, v in options)
-    parts = [dataset, model, canonical_scenario(scenario), method + variant, f"s{seed}"]
+    parts = [dataset, model, canonical_scenario(scenario), variant(method, options), f"s{seed}"]
     for part in parts:
         if not _SAFE.match(part):
             raise ConfigError(f"run id part '{part}' is not filesystem-safe (letters, digits and ._+=- only)")
