@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -97,8 +98,68 @@ def load_resumable(path: str | Path, warn: Callable[[str], None]) -> Optional[di
 
 
 def model_state(ckpt: dict) -> dict:
-    """The bare classifier's state_dict from a checkpoint (drops the method's own modules)."""
+    """The bare model's state_dict from a checkpoint of either format: ``best.pt`` holds it under ``model``;
+    ``last.pt`` holds the method's state, the model under the ``model.`` prefix (the method's own modules are
+    dropped)."""
+    if "model" in ckpt:
+        return ckpt["model"]
     return {k[len("model."):]: v for k, v in ckpt["method"].items() if k.startswith("model.")}
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A trained run's model as a checkpoint holds it: the file, the run's resolved config (a dict, as saved),
+    its record as of that checkpoint (``last.pt`` only) and the bare model's state_dict."""
+
+    file: Path
+    config: dict
+    record: Optional[dict]
+    state: dict
+
+    def model(self, num_classes: int, in_channels: int, input_size: Optional[int] = None) -> torch.nn.Module:
+        """The model rebuilt from the run's config with its trained weights, in eval mode."""
+        from icp import models
+
+        spec = self.config["model"]
+        net = models.build_model(spec["name"], num_classes, in_channels, input_size, **spec.get("options", {}))
+        net.load_state_dict(self.state)
+        return net.eval()
+
+
+def trained(path: str | Path, what: str, files: tuple[str, ...] = ("best.pt", "last.pt"), complete: bool = False,
+            model: str = "", dataset: str = "") -> Trained:
+    """A trained model from a run directory (the first of ``files`` it holds) or a checkpoint file, for the AI-KD
+    teacher, FID's feature network and the figures: the one reader of "the model a run trained". Every problem is
+    a one-line :class:`icp.config.ConfigError` that starts with ``what`` (the config key or figure asking):
+    nothing found, a file that is not a checkpoint of ``icp train``, a ``last.pt`` of an unfinished run
+    (``complete``), or a run of another ``model`` or ``dataset`` (each checked when given)."""
+    from icp.config import ConfigError
+
+    p = Path(path).expanduser()
+    if p.is_dir():
+        file = next((p / n for n in files if (p / n).is_file()), None)
+        if file is None:
+            raise ConfigError(f"{what}: {p} holds no {' or '.join(files)} (train that run first)")
+    elif p.is_file():
+        file = p
+    else:
+        raise ConfigError(f"{what}: {p} not found (train that run first)")
+    try:
+        ckpt = load(file, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+        raise ConfigError(f"{what}: cannot read {file} as a checkpoint ({type(exc).__name__})") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict) or not (
+            "model" in ckpt or "method" in ckpt):
+        raise ConfigError(f"{what}: {file} is not a checkpoint written by icp train")
+    record = ckpt.get("record") if "method" in ckpt else None
+    if complete and "method" in ckpt and (record or {}).get("status") != "complete":
+        raise ConfigError(f"{what}: {file} is from an unfinished run (status {(record or {}).get('status')!r})")
+    cfg = ckpt["config"]
+    found = {"model": cfg.get("model", {}).get("name"), "dataset": cfg.get("data", {}).get("dataset")}
+    for key, want in (("model", model), ("dataset", dataset)):
+        if want and found[key] != want:
+            raise ConfigError(f"{what}: {file} holds a {key} '{found[key]}' run, this run trains '{want}'")
+    return Trained(file, cfg, record, model_state(ckpt))
 
 
 def rng_state() -> dict:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from icp import checkpoint, config, data, loaders, models, records, runlock
+from icp import checkpoint, data, loaders, models, records, runlock
 from icp.config import Config, ConfigError
 from icp.methods import MethodContext, build_method
 from icp.metrics import HIGHER_IS_BETTER, ClassifierFeatures, EvalMetrics, GenerativeMetrics, headline
@@ -157,24 +157,13 @@ class Trainer:
         self.progress_disabled = None if tr.progress is None else not tr.progress
 
     def _fid_features(self, info) -> Optional[torch.nn.Module]:
-        """FID's feature network from ``train.fid_features`` (a classifier run directory), or None."""
+        """FID's feature network from ``train.fid_features`` (a classifier run of this dataset), or None."""
         src = self.cfg.train.fid_features
         if not src:
             return None
-        run = Path(src)
-        path = run / "best.pt" if (run / "best.pt").exists() else run / "last.pt"
-        if not path.exists():
-            raise ConfigError(f"train.fid_features: {src} holds no best.pt or last.pt (train that classifier first)")
-        ckpt = checkpoint.load(path, map_location="cpu")
-        ccfg = config.resolve(ckpt["config"])
-        if ccfg.data.dataset != self.cfg.data.dataset:
-            raise ConfigError(f"train.fid_features: {src} is a {ccfg.data.dataset} classifier, not "
-                              f"{self.cfg.data.dataset}")
-        net = models.build_model(ccfg.model.name, info.num_classes, info.in_channels, **ccfg.model.options)
-        state = ckpt["model"] if "model" in ckpt else {k.removeprefix("model."): v for k, v in ckpt["method"].items()
-                                                         if k.startswith("model.")}
-        net.load_state_dict(state)
-        return ClassifierFeatures(net, info.mean, info.std, f"{ccfg.model.name} penultimate layer of {src}")
+        run = checkpoint.trained(src, "train.fid_features", dataset=self.cfg.data.dataset)
+        net = run.model(info.num_classes, info.in_channels)
+        return ClassifierFeatures(net, info.mean, info.std, f"{run.config['model']['name']} penultimate layer of {src}")
 
     # ------------------------------------------------------------------------------------------ loops
     def train_step(self, batch, epoch: int, sums: dict, correct: torch.Tensor, step: int = 0) -> int:

@@ -273,7 +273,7 @@ def perturbation(runs, epochs, ctx, n_images: int = 6):
 
     import torch
 
-    from icp import checkpoint, config, data, loaders, models
+    from icp import checkpoint, config, data, loaders
     from icp.methods import get
     from icp.methods.icp import refine
 
@@ -281,14 +281,11 @@ def perturbation(runs, epochs, ctx, n_images: int = 6):
     title = "Constructive (ICP) vs destructive (i-FGSM) perturbations of test images"
     if run is None:
         return _empty(title, "no complete ICP run of study main on clean data yet")
-    ckpt = checkpoint.load(Path(run.path) / "last.pt")
-    cfg = config.resolve(ckpt["config"], ["train.device=cpu", "data.test_subset=200"])
+    trained = checkpoint.trained(run.path, "figure perturbation", files=("last.pt",))
+    cfg = config.resolve(trained.config, ["train.device=cpu", "data.test_subset=200"])
     splits = data.build_splits(cfg)
     info = splits.info
-    model = models.build_model(cfg.model.name, info.num_classes, info.in_channels, splits.test.images.shape[1],
-                               **cfg.model.options)
-    model.load_state_dict({k.removeprefix("model."): v for k, v in ckpt["method"].items() if k.startswith("model.")})
-    model.eval()
+    model = trained.model(info.num_classes, info.in_channels, splits.test.images.shape[1])
     loader = loaders.EvalLoader(splits.test, info, torch.device("cpu"), n_images, False)
     x, y = next(iter(loader))
     opts = get(cfg.method.name).Options(**{k: v for k, v in cfg.method.options.items() if k != "teacher"})
@@ -343,17 +340,14 @@ def _load_vae(run):
     """(model in eval mode, test images (normalised), dataset info) of a trained VAE run."""
     import torch
 
-    from icp import checkpoint, config, data, loaders, models
+    from icp import checkpoint, config, data, loaders
 
-    ckpt = checkpoint.load(Path(run.path) / "last.pt")
-    cfg = config.resolve(ckpt["config"], ["train.device=cpu", "data.test_subset=100"])
+    trained = checkpoint.trained(run.path, "figure", files=("last.pt",))
+    cfg = config.resolve(trained.config, ["train.device=cpu", "data.test_subset=100"])
     splits = data.build_splits(cfg)
     info = splits.info
-    model = models.build_model(cfg.model.name, info.num_classes, info.in_channels, splits.test.images.shape[1],
-                               **cfg.model.options)
-    model.load_state_dict({k.removeprefix("model."): v for k, v in ckpt["method"].items() if k.startswith("model.")})
     x, _ = next(iter(loaders.EvalLoader(splits.test, info, torch.device("cpu"), 100, False)))
-    return model.eval(), x, info
+    return trained.model(info.num_classes, info.in_channels, splits.test.images.shape[1]), x, info
 
 
 def _show(ax, img, info):

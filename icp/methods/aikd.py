@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -89,36 +88,9 @@ class AIKDOptions(PSKDOptions):
 
 def teacher_state(path: str, model_name: str = "", dataset: str = "") -> dict:
     """The pre-trained model's state_dict from a run directory or a ``best.pt``/``last.pt`` file, after checking
-    that it is a finished run of ``model_name`` on ``dataset`` (each checked when given)."""
-    p = Path(path).expanduser()
-    if p.is_dir():
-        file = next((p / n for n in ("best.pt", "last.pt") if (p / n).is_file()), None)
-        if file is None:
-            raise ConfigError(f"{TEACHER_KEY}: {p} holds no best.pt or last.pt (train the pre-trained ce run first)")
-    elif p.is_file():
-        file = p
-    else:
-        raise ConfigError(f"{TEACHER_KEY}: {p} not found (train the pre-trained ce run first)")
-    try:
-        ckpt = checkpoint.load(file, map_location="cpu")
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise ConfigError(f"{TEACHER_KEY}: cannot read {file} as a checkpoint ({type(exc).__name__})") from None
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict) or not (
-            "model" in ckpt or "method" in ckpt):
-        raise ConfigError(f"{TEACHER_KEY}: {file} is not a checkpoint written by icp train")
-    if "method" in ckpt:  # last.pt
-        status = (ckpt.get("record") or {}).get("status")
-        if status != "complete":
-            raise ConfigError(f"{TEACHER_KEY}: {file} is from an unfinished run (status {status!r})")
-        state = checkpoint.model_state(ckpt)
-    else:  # best.pt
-        state = ckpt["model"]
-    cfg = ckpt["config"]
-    found = {"model": cfg.get("model", {}).get("name"), "dataset": cfg.get("data", {}).get("dataset")}
-    for what, want in (("model", model_name), ("dataset", dataset)):
-        if want and found[what] != want:
-            raise ConfigError(f"{TEACHER_KEY}: {file} holds a {what} '{found[what]}' run, this run trains '{want}'")
-    return state
+    that it is a finished run of ``model_name`` on ``dataset`` (each checked when given):
+    :func:`icp.checkpoint.trained`."""
+    return checkpoint.trained(path, TEACHER_KEY, complete=True, model=model_name, dataset=dataset).state
 
 
 class Discriminator(nn.Module):
