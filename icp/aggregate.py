@@ -28,6 +28,7 @@ from typing import Iterable, Optional, Sequence
 import pandas as pd
 
 from icp import grid as grid_mod
+from icp import jsonfile
 
 METRICS = ("top1", "macro_f1", "ece", "nll", "ssim", "fid_recon", "fid_prior", "elbo", "recon", "kl")
 LOWER_IS_BETTER = ("ece", "nll", "fid_recon", "fid_prior", "recon")
@@ -100,13 +101,6 @@ def run_row(rec: Optional[dict], run=None, path: Optional[str] = None) -> dict:
     }
 
 
-def _read(path: Path) -> Optional[dict]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def find_records(paths: Iterable[str | Path]) -> list[Path]:
     found = []
     for p in map(Path, paths):
@@ -121,9 +115,9 @@ def runs_frame(grid=None, paths: Optional[Iterable[str | Path]] = None, runs_dir
     if grid is not None:
         for run in grid.runs.values():
             path = Path(runs_dir, run.run_id) if runs_dir else Path(run.run_dir)
-            rows.append(run_row(_read(path / "record.json"), run, str(path)))
+            rows.append(run_row(jsonfile.read(path / "record.json"), run, str(path)))
     for path in find_records(paths or []):
-        rec = _read(path)
+        rec = jsonfile.read(path)
         if rec is not None:
             rows.append(run_row(rec, path=str(path.parent)))
     return pd.DataFrame(rows)
@@ -136,7 +130,7 @@ def epochs_frame(runs: pd.DataFrame) -> pd.DataFrame:
     keep = ["run_id", "studies", "dataset", "model", "scenario", "method", "variant", "seed", "status",
             "method_options"]
     for _, run in runs[runs.status != "missing"].iterrows():
-        rec = _read(Path(run.path) / "record.json")
+        rec = jsonfile.read(Path(run.path) / "record.json")
         for e in (rec or {}).get("epochs") or []:
             test = e.get("test") or {}
             rows.append({**{k: run[k] for k in keep if k in run}, "epoch": e["epoch"],

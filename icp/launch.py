@@ -84,15 +84,6 @@ def _train_option(train_args: Sequence[str], name: str) -> Optional[str]:
     return None
 
 
-def _read_record(run_dir: Path) -> dict:
-    import json
-
-    try:
-        return json.loads((run_dir / "record.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def _error_line(text: str) -> str:
     """The ``Type: message`` line of the job's traceback (submitit's error text ends with a log path)."""
     import re
@@ -210,7 +201,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             time.sleep(args.poll_s)
         result = job.result()[run_id]
     except Exception as exc:  # the job raised, or was killed without a result
-        record = _read_record(run_dir)
+        record = pack.read_json(run_dir / "record.json")
         error = record.get("error") or _error_line(str(exc)) or repr(exc)
         print(f"icp.launch: error: {run_id} {record.get('status', 'failed')}: {error} (job {job.job_id}; "
               f"log {folder})", file=sys.stderr)

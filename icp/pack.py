@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import socket
 import subprocess
@@ -33,20 +32,17 @@ from typing import Iterator, Optional, Sequence
 
 import submitit
 
+from icp import jsonfile
+
 FINAL = ("complete", "diverged")
 
 
 def read_json(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return {}
+    """A shared JSON file as a dict; ``{}`` while it is absent or being replaced (:func:`icp.jsonfile.read`)."""
+    return jsonfile.read(path) or {}
 
 
-def write_json(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+write_json = jsonfile.write
 
 
 def child_error(log: Path) -> str:

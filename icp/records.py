@@ -60,6 +60,8 @@ from typing import Optional
 
 import torch
 
+from icp import jsonfile
+
 SCHEMA_VERSION = 1
 STATUSES = ("running", "complete", "diverged", "failed", "interrupted", "requeued")
 TERMINAL = ("complete", "diverged")  # a run in one of these is never trained again
@@ -135,16 +137,9 @@ def new_record(cfg, scenario: dict, device: torch.device, model_params: int, rid
 
 
 def write(record: dict, path: str | Path) -> None:
-    """Atomic JSON write (temporary file + os.replace)."""
-    path = Path(path)
+    """Atomic JSON write (:func:`icp.jsonfile.write`), stamping ``updated_at``."""
     record["updated_at"] = now()
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(record, indent=1, sort_keys=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    jsonfile.write(record, path)
 
 
 def read(path: str | Path) -> dict:
