@@ -15,6 +15,9 @@ min_version("9.0")
 
 GRID_FILE = config.get("grid", "config/paper.yaml")
 GRID_CONFIG = icp_grid.load(GRID_FILE, check=False, apply_params=False)
+# --config fid_features=inception: the generative study's FIDs with Inception-v3 (see the grid schema)
+if "fid_features" in config:
+    GRID_CONFIG["fid_features"] = str(config["fid_features"])
 validate(GRID_CONFIG, "workflow/schemas/grid.schema.yaml")
 GRID = icp_grid.expand(icp_grid.with_params(GRID_CONFIG, GRID_FILE), GRID_FILE)
 FIGURES = icp_figures.available(GRID.studies)

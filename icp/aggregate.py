@@ -93,7 +93,7 @@ def run_row(rec: Optional[dict], run=None, path: Optional[str] = None) -> dict:
         "wall_time_s": rec.get("wall_time_s"), "images_per_s": rec.get("images_per_s"),
         "device": env.get("device"), "device_name": env.get("device_name"), "hours": hours,
         "gpu_hours": hours if str(env.get("device", "")).startswith("cuda") else 0.0,
-        "method_options": json.dumps(options, sort_keys=True),
+        "method_options": json.dumps(options, sort_keys=True), "fid_features": rec.get("fid_features"),
         "code_version": (rec.get("code") or {}).get("version"), "git_commit": (rec.get("code") or {}).get("git_commit"),
         "git_dirty": (rec.get("code") or {}).get("git_dirty"),
         "job_ids": ";".join(str(j.get("job_id")) for j in rec.get("jobs") or [] if j.get("job_id") is not None),
@@ -239,6 +239,8 @@ def cells(runs: pd.DataFrame, extra_keys: Sequence[str] = ()) -> pd.DataFrame:
         row["gpu_hours"] = float(done.gpu_hours.sum()) if len(done) else 0.0
         row["hours"] = float(done.hours.sum()) if len(done) else 0.0
         row["devices"] = ",".join(sorted(set(done.device_name.dropna()))) if len(done) else ""
+        row["fid_features"] = ",".join(sorted({_fid_kind(v) for v in done.fid_features.dropna()})) \
+            if "fid_features" in done else ""
         baseline, metric = BASELINE[kind_of(row["model"])]
         row.update(baseline=baseline, delta_of=metric)
         base = complete[(complete[condition] == pd.Series(dict(zip(condition, key)))).all(axis=1)
@@ -296,6 +298,21 @@ def _delta_text(row, tex: bool) -> str:
     return f"{row['delta'] * scale:+.2f} ({row['pairs']}{p})"
 
 
+def _fid_kind(features: str) -> str:
+    """A record's ``fid_features`` as the kind of FID it makes: ``inception`` or ``classifier``."""
+    return "inception" if str(features).startswith("inception") else "classifier"
+
+
+def _fid_caption(study_cells: pd.DataFrame) -> str:
+    """What the study's FIDs can be compared with, from the feature networks its runs name."""
+    kinds = set(",".join(study_cells.get("fid_features", pd.Series(dtype=str)).fillna("")).split(",")) - {""}
+    if kinds == {"inception"}:
+        return "features: Inception-v3 (torch-fidelity), as published FIDs"
+    if len(kinds) > 1:
+        return "features: MIXED networks across runs (Inception and classifier): these FIDs do not compare"
+    return "features: the dataset's ce ResNet-20, so it compares runs of this project only"
+
+
 def sections(study_cells: pd.DataFrame, tex: bool = False) -> list[tuple[str, pd.DataFrame]]:
     """The tables of one study, each (title, variants × conditions of text)."""
     cell = lambda m: (lambda r: _cell_text(r, m, tex))  # noqa: E731
@@ -304,8 +321,8 @@ def sections(study_cells: pd.DataFrame, tex: bool = False) -> list[tuple[str, pd
         out = [
             ("Test SSIM (%) of reconstructions at the last epoch: mean ± std over seeds (n)",
              _pivot(study_cells, cell("ssim"), "ssim_mean", False, tex)),
-            ("FID of test reconstructions (lower is better; features: the dataset's ce ResNet-20, so it compares "
-             "runs of this project only)", _pivot(study_cells, cell("fid_recon"), "fid_recon_mean", True, tex)),
+            (f"FID of test reconstructions (lower is better; {_fid_caption(study_cells)})",
+             _pivot(study_cells, cell("fid_recon"), "fid_recon_mean", True, tex)),
             ("FID of prior samples against the test images (lower is better; same features)",
              _pivot(study_cells, cell("fid_prior"), "fid_prior_mean", True, tex)),
             ("Test ELBO per image (nats, up to a constant; higher is better)",

@@ -99,8 +99,9 @@ class TrainConfig:
     # on the validation split, for best.pt; a generative model uses elbo when this names a classification metric
     best_metric: Literal["top1", "macro_f1", "nll", "ece", "elbo", "ssim", "fid_recon"] = "top1"
     progress: Optional[bool] = None  # progress bars; null: only when writing to a terminal
-    # generative models: FID's feature network, a classifier run directory (its best.pt, else last.pt; the
-    # penultimate layer); null: FID is not computed (Inception weights cannot be downloaded offline)
+    # generative models: FID's feature network. "inception" (torch-fidelity's Inception-v3 from torch hub's cache,
+    # downloaded if absent) or "inception:PATH" (a weights file), as published FIDs; or a classifier run directory
+    # of this dataset (its best.pt, else last.pt; the penultimate layer): FIDs of this project only; null: no FID
     fid_features: Optional[str] = None
 
 

@@ -32,7 +32,8 @@ from tqdm.auto import tqdm
 from icp import checkpoint, data, loaders, models, records, runlock
 from icp.config import Config, ConfigError
 from icp.methods import MethodContext, build_method
-from icp.metrics import HIGHER_IS_BETTER, ClassifierFeatures, EvalMetrics, GenerativeMetrics, headline
+from icp.metrics import (HIGHER_IS_BETTER, ClassifierFeatures, EvalMetrics, GenerativeMetrics, InceptionFeatures,
+                         headline, inception_weights, is_inception)
 
 
 def pick_device(name: str) -> torch.device:
@@ -157,10 +158,13 @@ class Trainer:
         self.progress_disabled = None if tr.progress is None else not tr.progress
 
     def _fid_features(self, info) -> Optional[torch.nn.Module]:
-        """FID's feature network from ``train.fid_features`` (a classifier run of this dataset), or None."""
+        """FID's feature network from ``train.fid_features``: Inception-v3 (``inception[:PATH]``), a classifier run
+        of this dataset (its penultimate layer), or None."""
         src = self.cfg.train.fid_features
         if not src:
             return None
+        if is_inception(src):
+            return InceptionFeatures(inception_weights(src))
         run = checkpoint.trained(src, "train.fid_features", dataset=self.cfg.data.dataset)
         net = run.model(info.num_classes, info.in_channels)
         return ClassifierFeatures(net, info.mean, info.std, f"{run.config['model']['name']} penultimate layer of {src}")

@@ -27,7 +27,8 @@ e.g. ``cifar100/resnet20/sym0.4/icp-sgd+reduction=sum+step_size=0.01/s2``. It is
 share (``steps=5`` in ``steps`` is ``icp-sgd`` in ``main``; the clean ``ce`` run) has one id and is trained once.
 AI-KD's ``teacher`` option is not a factor: it is set to the ``ce`` run of the same dataset, model, scenario and
 seed, which is added to the study and listed in the run's ``depends``. Likewise a generative model's run (the VAE)
-gets ``train.fid_features``: the ``ce`` ResNet-20 run of its dataset (clean, seed 0), FID's feature network.
+gets ``train.fid_features``: the ``ce`` ResNet-20 run of its dataset (clean, seed 0), FID's feature network; or,
+where the grid sets ``fid_features: inception[:PATH]``, Inception-v3 (no dependency).
 """
 from __future__ import annotations
 
@@ -240,6 +241,7 @@ def expand(grid: dict, source: Optional[str] = None, check_recipes: bool = True)
     data_root = str(grid.get("data_root", "data"))
     recipes: dict = grid.get("recipes", {})
     common = [str(s) for s in grid.get("set", [])]
+    fid_features = str(grid.get("fid_features", "classifier"))
     runs: dict[str, Run] = {}
     studies: dict[str, list[str]] = {}
     checked: set = set()
@@ -257,7 +259,9 @@ def expand(grid: dict, source: Optional[str] = None, check_recipes: bool = True)
                 tid = add(study, dataset, model, scenario, TEACHER_METHODS[method], {}, seed)
                 depends = (tid,)
                 extra = [f"method.options.teacher={runs[tid].run_dir}"]
-            if _generative(model):
+            if _generative(model) and fid_features != "classifier":
+                extra.append(f"train.fid_features={fid_features}")
+            elif _generative(model):
                 fid_model, fid_scenario, fid_method, fid_seed = FID_FEATURE_RUN
                 fid = add(study, dataset, fid_model, fid_scenario, fid_method, {}, fid_seed)
                 depends += (fid,)

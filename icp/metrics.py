@@ -13,6 +13,8 @@ All values are fractions in [0, 1] except ``nll``. Whether larger is better: :da
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric, MetricCollection
@@ -89,6 +91,67 @@ class ClassifierFeatures(torch.nn.Module):
         return feats["pool"].double()
 
 
+# torch-fidelity's Inception-v3 (the TF-FID network ported to PyTorch), the weights published FIDs are computed with
+INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
+                 "weights-inception-2015-12-05-6726825d.pth")
+INCEPTION_FILE = INCEPTION_URL.rsplit("/", 1)[1]
+
+
+def inception_weights(spec: str) -> Path:
+    """The Inception-v3 weights file that ``train.fid_features`` names: ``inception:PATH``, or ``inception``: the
+    file in torch hub's cache (``$TORCH_HOME/hub/checkpoints``, where torch-fidelity and torchmetrics keep it),
+    downloaded there first if it is absent (a cluster node without internet: put the file there, or pass its
+    path). Anything missing is a one-line :class:`icp.config.ConfigError`."""
+    from icp.config import ConfigError
+
+    _, _, given = spec.partition(":")
+    if given:
+        path = Path(given).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"train.fid_features: Inception weights {path} not found (get them from {INCEPTION_URL})")
+        return path
+    path = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+    if not path.is_file():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(INCEPTION_URL, str(path), progress=False)
+        except Exception as exc:  # noqa: BLE001 - offline, proxy, disk: the same user action
+            raise ConfigError(f"train.fid_features: Inception weights are not in {path} and could not be downloaded "
+                              f"from {INCEPTION_URL} ({type(exc).__name__}); put the file there or set "
+                              f"train.fid_features=inception:PATH") from None
+    return path
+
+
+class InceptionFeatures(torch.nn.Module):
+    """FID's standard feature network: Inception-v3's 2048-d pool features as torch-fidelity computes them
+    (torchmetrics' ``NoTrainInceptionV3``, the TF-FID port that published FIDs use), from a weights file
+    (:func:`inception_weights`). Takes images in [0, 1] (N, C, H, W) as :class:`GenerativeMetrics` passes them,
+    quantises them to uint8 the way torchmetrics' FID does with ``normalize=True`` (``(x * 255).byte()``),
+    repeats a grey channel to RGB, and lets the network resize to 299×299."""
+
+    num_features = 2048
+
+    def __init__(self, weights: str | Path):
+        super().__init__()
+        from torchmetrics.image.fid import NoTrainInceptionV3
+
+        self.net = NoTrainInceptionV3(name="inception-v3-compat", features_list=[str(self.num_features)],
+                                      feature_extractor_weights_path=str(weights))
+        self.name = f"inception-v3 pool3 2048 (torch-fidelity weights {weights})"
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images if images.dtype == torch.uint8 else (images.float().clamp(0, 1) * 255).byte()
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return self.net(x).double()
+
+
+def is_inception(spec: str) -> bool:
+    """Whether ``train.fid_features`` names Inception (``inception`` or ``inception:PATH``) rather than a
+    classifier run of this project."""
+    return spec == "inception" or spec.startswith("inception:")
+
+
 class GenerativeMetrics:
     """A VAE's test metrics, accumulated over an evaluation pass; ``compute()`` returns floats and resets.
 
@@ -102,8 +165,11 @@ class GenerativeMetrics:
     fid_prior  FID between as many prior samples z ~ N(0, I) (a fixed seed) and the test images
     =========  ==================================================================================================
 
-    FIDs are null without a feature network. With this project's own classifier as the feature network they
-    compare runs of this project only, never published Inception FIDs.
+    FIDs are null without a feature network. With this project's own classifier as the feature network
+    (:class:`ClassifierFeatures`) they compare runs of this project only, never published FIDs; with
+    :class:`InceptionFeatures` they are computed as published FIDs are (torch-fidelity's Inception-v3), though
+    on this project's test split and sample count. The test images' features are computed once per evaluation
+    and serve both FIDs.
     """
 
     def __init__(self, mean, std, device: torch.device | str = "cpu", features: torch.nn.Module | None = None,
@@ -138,9 +204,8 @@ class GenerativeMetrics:
         real, fake = self.to_unit(x), self.to_unit(out.recon)
         self.ssim.update(fake, real)
         if self.fid_recon is not None:
-            self.fid_recon.update(real, real=True)
+            self.fid_recon.update(real, real=True)  # fid_prior takes these real features over in compute()
             self.fid_recon.update(fake, real=False)
-            self.fid_prior.update(real, real=True)
         self._model = model
         self._seen += len(x)
 
@@ -150,6 +215,8 @@ class GenerativeMetrics:
         out = {"elbo": -(recon + kl), "recon": recon, "kl": kl, "ssim": float(self.ssim.compute()),
                "fid_recon": None, "fid_prior": None}
         if self.fid_recon is not None and self._seen > 1:
+            for state in ("real_features_sum", "real_features_cov_sum", "real_features_num_samples"):
+                setattr(self.fid_prior, state, getattr(self.fid_recon, state).clone())  # the test images, once
             gen = torch.Generator().manual_seed(self.prior_seed)
             done = 0
             while done < self._seen:

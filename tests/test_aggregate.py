@@ -126,3 +126,15 @@ def test_generative_study_tables_compare_ssim_with_vae(tmp_path):
     assert "| icp-adam | **55.00 ± 2.65 (3)** |" in text and "| vae | 52.00 ± 2.00 (3) |" in text
     assert "| icp-adam | **4.50 ± 0.26 (3)** |" in text  # FID of reconstructions: lower is better
     assert "SSIM difference to vae" in text and "| icp-adam | **+3.00 (3, p=0.035)** |" in text
+    assert "compares runs of this project only" in text  # the records name no Inception network
+
+    for path in (tmp_path / "runs").rglob("record.json"):  # the same runs, FID from Inception-v3
+        rec = json.loads(path.read_text())
+        if rec["model"] == "vae":
+            rec["fid_features"] = "inception-v3 pool3 2048 (torch-fidelity weights /w.pth)"
+            path.write_text(json.dumps(rec))
+    runs = aggregate.runs_frame(g)
+    _, md, _ = aggregate.write_tables("generative", aggregate.study_runs(runs, "generative"), aggregate.cells(runs),
+                                      tmp_path / "tables")
+    assert "features: Inception-v3 (torch-fidelity), as published FIDs" in md.read_text()
+    assert "project only" not in md.read_text()

@@ -135,3 +135,19 @@ def test_icp_grid_command_lists_a_study(paper):
     out = subprocess.run([sys.executable, "-m", "icp", "grid", "--study", "steps", "--paths"], cwd=REPO,
                          capture_output=True, text=True, check=True).stdout.split()
     assert out == [r.record for r in paper.select("steps")] and len(out) == 7 * 2 * 3
+
+
+@pytest.mark.parametrize("spec", ["inception", "inception:/weights/inception.pth"])
+def test_inception_fid_features_need_no_classifier_run(spec):
+    grid_spec = {**grid.read_yaml(REPO / "config" / "laptop.yaml"), "fid_features": spec}
+    grid.validate_schema(grid_spec)
+    g = grid.expand(grid_spec, check_recipes=False)
+    vae = [r for r in g.runs.values() if r.model == "vae"]
+    assert vae and all(r.depends == () and f"train.fid_features={spec}" in r.overrides for r in vae)
+    assert g.studies["generative"] == [r.run_id for r in vae]  # no ce ResNet-20 added to the study
+
+
+def test_a_bad_fid_features_value_is_a_one_line_schema_error():
+    with pytest.raises(ConfigError, match=r"^grid: fid_features: 'inceptionv3' does not match"):
+        grid.validate_schema({**grid.read_yaml(REPO / "config" / "laptop.yaml"), "fid_features": "inceptionv3"})
+

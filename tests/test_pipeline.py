@@ -30,6 +30,14 @@ def test_paper_grid_dry_run_lists_every_job():
     print(f"dry run of the paper grid: {counts['train']} training jobs in {elapsed:.1f} s")
 
 
+def test_config_fid_features_switches_the_generative_runs_to_inception():
+    proc = snakemake("all", "-n", "-p", "--forceall", "--config", "fid_features=inception", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    paper = grid.load_expand(REPO / "config/paper.yaml")
+    vae = [r for r in paper.runs.values() if r.model == "vae"]
+    assert re.findall(r"train\.fid_features=\S+", proc.stdout) == ["train.fid_features=inception"] * len(vae)
+
+
 @pytest.mark.parametrize("name, executor", [("slurm", "submitit_executor=slurm"),
                                             ("local", "submitit_executor=local")])
 def test_profile_names_resolve_from_the_repository_root(name, executor):

@@ -8,7 +8,8 @@ import torch
 from icp import config, data, engine, models
 from icp.config import ConfigError
 from icp.methods.icp import ICPOptions, refine
-from icp.metrics import ClassifierFeatures, GenerativeMetrics
+from icp import metrics
+from icp.metrics import ClassifierFeatures, GenerativeMetrics, InceptionFeatures
 
 VAE_RUN = ["model.name=vae", "method.name=vae", "optim.name=adamw", "optim.lr=0.001", "optim.weight_decay=0",
            "data.augment=none", "train.epochs=2", "data.train_subset=1000", "data.test_subset=200",
@@ -74,9 +75,37 @@ def test_images():
     return x, splits.info
 
 
-def test_ssim_and_fid_of_a_set_with_itself_and_with_noise(test_images):
+@pytest.fixture(scope="module")
+def inception_file(tmp_path_factory):
+    """An Inception-v3 weights file in torch-fidelity's format. The real weights cannot be downloaded here, so
+    this one holds the same network with seeded He-normal weights: it tests every step from the file to an FID
+    (loading, grey to RGB, uint8, resizing to 299), not the published numbers."""
+    from torch_fidelity import feature_extractor_inceptionv3 as tfi
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(tfi, "load_state_dict_from_url", lambda *a, **k: {})
+    mp.setattr(tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state, strict=True: None)
+    torch.manual_seed(0)
+    try:
+        net = tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    finally:
+        mp.undo()
+    for m in net.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    path = tmp_path_factory.mktemp("torch_home") / "hub" / "checkpoints" / metrics.INCEPTION_FILE
+    path.parent.mkdir(parents=True)
+    torch.save(net.state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize("network", ["classifier", "inception"])
+def test_ssim_and_fid_of_a_set_with_itself_and_with_noise(test_images, network, request):
     x, info = test_images
-    features = ClassifierFeatures(models.build_model("resnet20", 10, 1), info.mean, info.std, "random resnet20")
+    if network == "inception":  # 299×299 forward passes on the CPU: fewer images
+        x, features = x[:16], InceptionFeatures(request.getfixturevalue("inception_file"))
+    else:
+        features = ClassifierFeatures(models.build_model("resnet20", 10, 1), info.mean, info.std, "random resnet20")
     norm = lambda img: (img - info.mean[0]) / info.std[0]  # noqa: E731
 
     class Echo(torch.nn.Module):  # a "VAE" that reconstructs its input plus fixed noise
@@ -95,7 +124,8 @@ def test_ssim_and_fid_of_a_set_with_itself_and_with_noise(test_images):
         metrics = GenerativeMetrics(info.mean, info.std, "cpu", features)
         metrics.update(Echo(sigma), norm(x))
         scores[sigma] = metrics.compute()
-    assert scores[0.0]["ssim"] == pytest.approx(1.0, abs=1e-6) and abs(scores[0.0]["fid_recon"]) < 1e-3
+    assert scores[0.0]["ssim"] == pytest.approx(1.0, abs=1e-6)
+    assert abs(scores[0.0]["fid_recon"]) < 1e-3 * scores[0.1]["fid_recon"]
     assert scores[0.0]["ssim"] > scores[0.1]["ssim"] > scores[0.3]["ssim"]
     assert scores[0.0]["fid_recon"] < scores[0.1]["fid_recon"] < scores[0.3]["fid_recon"]
     assert scores[0.0]["recon"] == 0 and scores[0.0]["elbo"] == pytest.approx(0.0)
@@ -115,3 +145,23 @@ def test_a_short_real_vae_run_learns_and_reports_fid_from_a_trained_classifier(t
         assert rec["epochs"][-1]["train"]["acc"] is None
         assert rec["fid_features"] == f"resnet20 penultimate layer of {tmp_path / 'ce'}"
     assert math.isfinite(rec["epochs"][-1]["diagnostics"]["input_shift"])
+
+
+def test_inception_weights_come_from_the_path_given_or_torch_hubs_cache(inception_file, monkeypatch, tmp_path):
+    assert metrics.inception_weights(f"inception:{inception_file}") == inception_file
+    monkeypatch.setenv("TORCH_HOME", str(inception_file.parents[2]))  # $TORCH_HOME/hub/checkpoints/<file>
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("downloaded"))
+    assert metrics.inception_weights("inception") == inception_file
+    with pytest.raises(ConfigError, match=r"^train.fid_features: Inception weights \S+/none.pth not found \(get "
+                                          r"them from https://\S+\)$"):
+        metrics.inception_weights(f"inception:{tmp_path / 'none.pth'}")
+
+
+def test_a_vae_run_with_inception_fid_names_its_feature_network(tiny_cfg, inception_file, tmp_path):
+    rec = engine.Trainer(tiny_cfg(*VAE_RUN, "train.epochs=1", "data.train_subset=200", "data.test_subset=24",
+                                  f"train.fid_features=inception:{inception_file}"), tmp_path / "vae").run()
+    assert rec["status"] == "complete" and rec["fid_features"].startswith("inception-v3 pool3 2048")
+    test = rec["epochs"][-1]["test"]
+    assert test["fid_recon"] > 0 and test["fid_prior"] > 0
+
