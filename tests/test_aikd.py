@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from icp import bench, checkpoint, cli, config, engine, methods, models
+from icp import bench, checkpoint, cli, config, methods, models
 from icp.config import ConfigError
 from icp.methods import Batch, MethodContext
 from tests.conftest import TINY, assert_resume_is_exact, same_state

@@ -8,7 +8,6 @@ import torch.nn.functional as F
 
 from icp import checkpoint, engine, methods
 from icp.config import ConfigError
-from icp.methods import Batch
 from icp.methods.icp import ICPOptions, layer_weights, refine, task_weight
 
 

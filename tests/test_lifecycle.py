@@ -1,12 +1,10 @@
 """A run's lifecycle under a scheduler: divergence, one trainer per directory, corrupt checkpoints, signals."""
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 
-import pytest
 
 from icp import checkpoint, engine, records, runlock
 from tests.conftest import REPO, TINY

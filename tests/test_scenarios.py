@@ -1,7 +1,6 @@
 """Tests for icp.scenarios (label noise, few-shot, stratified splits, determinism)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess

@@ -8,7 +8,6 @@ import sys
 import yaml
 
 from icp import grid, status
-from tests.conftest import REPO
 
 
 def write_grid(tmp_path, methods):
