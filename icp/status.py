@@ -1,8 +1,8 @@
 """``icp status``: where a sweep stands, from the grid and the records on disk (reads JSON only).
 
 Per study, how many runs are complete / diverged / running / requeued / interrupted / failed / not started; then
-one line per run in flight (running or requeued) with its epoch of total, last test top-1 and job id, and one per
-failed run with its error. A run in flight whose job is gone (not in SLURM's queue, or a local job's process has
+one line per run in flight (running or requeued) with its epoch of total, last test top-1 (SSIM for a VAE) and job
+id, and one per failed run with its error. A run in flight whose job is gone (not in SLURM's queue, or a local job's process has
 ended: a cancelled sweep, a node that died) is marked ``lost``: its record could not say so itself, and
 ``snakemake`` again resumes it from ``last.pt``.
 """
@@ -18,6 +18,9 @@ from typing import Optional
 import pandas as pd
 
 from icp import grid
+from icp.metrics import headline
+
+LABEL = {"top1": "top-1", "ssim": "SSIM", "elbo": "ELBO"}  # the metric an in-flight run shows
 
 COLUMNS = ("complete", "diverged", "running", "requeued", "lost", "interrupted", "failed", "not started")
 
@@ -83,12 +86,11 @@ def render(grid_path: str, runs_dir: Optional[str] = None, study: Optional[str] 
     for rid, rec in recs.items():
         job = last_job[rid]
         if rid in in_flight:
-            test = (rec.get("last") or {}).get("test") or {}
-            last = test.get("top1", test.get("ssim"))  # a VAE shows its SSIM
-            top1 = f"{100 * last:.2f}%" if last is not None else "-"
+            name, value = headline((rec.get("last") or {}).get("test") or {})  # a VAE shows its SSIM
+            shown = "-" if value != value else f"{value:.2f}" if name == "elbo" else f"{100 * value:.2f}%"
             lost = f" ({job.get('executor')} job gone; the record says {rec['status']})" if states[rid] == "lost" else ""
             lines.append(f"{states[rid]:9s} {rid}  epoch {len(rec['epochs'])}/{rec['config']['train']['epochs']}"
-                         f"  test top-1 {top1}  job {job.get('job_id')}{lost}")
+                         f"  test {LABEL.get(name, name)} {shown}  job {job.get('job_id')}{lost}")
         elif rec["status"] in ("failed", "interrupted", "diverged"):
             lines.append(f"{rec['status']:9s} {rid}  job {job.get('job_id')}: {rec.get('error')}")
     return "\n".join(lines)

@@ -50,7 +50,7 @@ def test_counts_in_flight_failed_and_lost_runs(tmp_path):
         ["1", "1", "1", "0", "1", "4"]
     assert (noisy["failed"], noisy["total"]) == ("1", "1")
     lines = out.splitlines()[3:]
-    assert any(ln.startswith("running") and runs["ls"].run_id in ln and "epoch 3/30" in ln and "50.00%" in ln
+    assert any(ln.startswith("running") and runs["ls"].run_id in ln and "epoch 3/30" in ln and "test top-1 50.00%" in ln
                for ln in lines)
     assert any(ln.startswith("lost") and runs["tfkd"].run_id in ln and "job gone" in ln for ln in lines)
     assert any(ln.startswith("failed") and "DataError: no such dataset" in ln for ln in lines)
