@@ -1,10 +1,12 @@
-"""``icp bench``: training throughput (images/s) per method and model, with each method's ratio to ``ce``.
+"""``icp bench``: training throughput (images/s) per method and model, with each method's step-time ratio to its
+model's baseline (``ce`` for a classifier, ``vae`` for the VAE; :data:`icp.aggregate.BASELINE`).
 
 Every row runs the engine's own ``Trainer.train_step`` (forward_train, backward, optimizer and scheduler step,
 loss bookkeeping) fed by the configured training loader, so the numbers are those of real training. The methods
 of one model are timed in the same process in alternating rounds (median round kept), so drift affects all of
-them alike; the ratio column divides a method's step time by ``ce``'s on the same model, which is the figure
-that compares across machines.
+them alike; the ``ratio`` column divides a method's step time by the baseline's on the same model, which is the
+figure that compares across machines. Methods that do not train a model's kind (``ls`` on the VAE) are skipped
+for that model, with a line saying so.
 
 A method may carry options, ``NAME[:key=value,...]`` (:func:`parse_variant`), so that variants are timed side by
 side: ``icp bench --methods ce icp-sgd:steps=1 icp-sgd icp-sgd:steps=10 icp-sgd:reuse_clean_grad=true``.
@@ -16,7 +18,7 @@ A method that distils from a pre-trained model of the same architecture (a ``tea
 unless ``--set method.options.teacher=...`` names one, the ``ce`` row's model of the same process saved as a
 ``best.pt`` in a temporary directory: it runs the same network the real teacher would, and step time does not
 depend on weight values. ``img_per_s`` counts training samples (CS-KD's pair images are extra work per sample,
-not extra samples, see ``Trainer.train_step``); ``ratio_to_ce`` compares step times at the same batch size.
+not extra samples, see ``Trainer.train_step``); ``ratio`` compares step times at the same batch size.
 """
 from __future__ import annotations
 
@@ -109,39 +111,48 @@ def run(models: Sequence[str], methods: Sequence[str], device: str, batch_size: 
     ``steps`` steps each and the median round is kept, so slow drift (thermal, other load) hits all alike."""
     import pandas as pd
 
-    methods = ["ce"] + [m for m in methods if m != "ce"]
+    from icp.aggregate import BASELINE, kind_of
+
     splits = synthetic_splits(shape, max(batch_size * 8, 4096)) if dataset == "synthetic" else None
     rows = []
     for model in models:
+        kind = kind_of(model)
+        baseline = BASELINE[kind][0]
         timed = {}
-        for method in methods:
+        asked = [m for m in methods if m != baseline]
+        skipped = [m for m in asked if kind not in get_method(parse_variant(m)[0]).supports]
+        if skipped:
+            print(f"  {model}: skipping {', '.join(skipped)} (they do not train {kind} models)", flush=True)
+        for_model = [baseline] + [m for m in asked if m not in skipped]
+        for method in for_model:
             sets = [f"model.name={model}", f"train.device={device}",
                     f"train.batch_size={batch_size}", "train.epochs=1", "train.progress=false",
                     "data.train_subset=8192", "data.test_subset=1000", *overrides, *parse_variant(method)[1]]
             if dataset != "synthetic":
                 sets.append(f"data.dataset={dataset}")
             with tempfile.TemporaryDirectory(prefix="icp-bench-") as tmp:  # a teacher is read at set-up
-                if method != "ce":
-                    sets += teacher_overrides(parse_variant(method)[0], overrides, timed["ce"], Path(tmp))
+                if method != baseline:
+                    sets += teacher_overrides(parse_variant(method)[0], overrides, timed[baseline], Path(tmp))
                 timed[method] = _Timed(config.resolve({}, sets), splits)
             timed[method].steps(warmup)
-        per_image = {m: [] for m in methods}
+        per_image = {m: [] for m in for_model}
         for _ in range(rounds):
-            for method in methods:
+            for method in for_model:
                 seen, seconds = timed[method].steps(steps)
                 per_image[method].append((seconds / steps, seen / seconds))
-        for method in methods:
+        for method in for_model:
             step_s, img_s = sorted(per_image[method])[len(per_image[method]) // 2]
             tr = timed[method].trainer
             rows.append({"model": model, "method": method, "data": tr.splits.info.name, "device": str(tr.device),
-                         "batch": batch_size, "step_ms": round(1000 * step_s, 2), "img_per_s": round(img_s, 1)})
+                         "batch": batch_size, "step_ms": round(1000 * step_s, 2), "img_per_s": round(img_s, 1),
+                         "baseline": baseline})
             print(f"  {model:16s} {method:12s} {img_s:10.1f} img/s", flush=True)
             if profile:
                 _profile(timed[method], steps)
         del timed
     table = pd.DataFrame(rows)
-    ce = table[table.method == "ce"].set_index("model")["step_ms"]
-    table["ratio_to_ce"] = (table["step_ms"] / table["model"].map(ce)).round(2)
+    base = table[table.method == table.baseline].set_index("model")["step_ms"]
+    table["ratio"] = (table["step_ms"] / table["model"].map(base)).round(2)
     return table
 
 

@@ -244,7 +244,7 @@ def parser() -> argparse.ArgumentParser:
     dp.add_argument("--root", default="data")
     dp.add_argument("--download", action="store_true", help="download if not found (needs internet)")
     dp.set_defaults(func=_prepare)
-    b = sub.add_parser("bench", help="training images/s per method and model, and ratio to ce")
+    b = sub.add_parser("bench", help="training images/s per method and model, and step-time ratio to the baseline (ce; vae for the VAE)")
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     b.add_argument("--models", nargs="+", default=["resnet20"])
     b.add_argument("--methods", nargs="+", default=None, help="default: every registered method")

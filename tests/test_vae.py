@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from icp import config, data, engine, models
+from icp import bench, config, data, engine, models
 from icp.config import ConfigError
 from icp.methods.icp import ICPOptions, refine
 from icp import metrics
@@ -164,4 +164,10 @@ def test_a_vae_run_with_inception_fid_names_its_feature_network(tiny_cfg, incept
     assert rec["status"] == "complete" and rec["fid_features"].startswith("inception-v3 pool3 2048")
     test = rec["epochs"][-1]["test"]
     assert test["fid_recon"] > 0 and test["fid_prior"] > 0
+
+
+def test_bench_times_the_vae_against_its_own_baseline():
+    table = bench.run(["vae"], ["ls", "icp-adam"], "cpu", 8, 1, 1, "synthetic", (1, 28, 28), rounds=1)
+    assert list(table.method) == ["vae", "icp-adam"] and set(table.baseline) == {"vae"}  # ls: a classifier method
+    assert table.ratio.iloc[0] == 1.0 and table.ratio.iloc[1] > 0
 
