@@ -70,7 +70,7 @@ def _label_n(df: pd.DataFrame, by: str = "variant") -> dict[str, str]:
 
 
 def _empty(title: str, why: str):
-    plt, sns = _libs()
+    plt, _ = _libs()
     fig, ax = plt.subplots(figsize=(6, 3))
     ax.axis("off")
     ax.text(0.5, 0.5, why, ha="center", va="center", wrap=True)
@@ -268,7 +268,7 @@ def perturbation_run(runs: pd.DataFrame) -> Optional[pd.Series]:
 
 @figure("perturbation", "main")
 def perturbation(runs, epochs, ctx, n_images: int = 6):
-    plt, sns = _libs()
+    plt, _ = _libs()
     import dataclasses
 
     import torch
@@ -437,7 +437,7 @@ def checkpoint_runs(name: str, grid) -> list:
 # ------------------------------------------------------------------------------------------ writing
 def make(name: str, runs: pd.DataFrame, epochs: pd.DataFrame, out_dir: str | Path, ctx=None) -> list[Path]:
     """Draw one figure and write ``<out_dir>/<name>.png`` and ``.pdf`` (atomically: nothing half-written)."""
-    plt, sns = _libs()
+    plt, _ = _libs()
     if name not in FIGURES:
         from icp.config import ConfigError
 
