@@ -437,7 +437,7 @@ def checkpoint_runs(name: str, grid) -> list:
 # ------------------------------------------------------------------------------------------ writing
 def make(name: str, runs: pd.DataFrame, epochs: pd.DataFrame, out_dir: str | Path, ctx=None) -> list[Path]:
     """Draw one figure and write ``<out_dir>/<name>.png`` and ``.pdf`` (atomically: nothing half-written)."""
-    plt, _ = _libs()
+    plt, sns = _libs()
     if name not in FIGURES:
         from icp.config import ConfigError
 
