@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import inspect
 import json
 import types
 import typing
@@ -310,8 +311,16 @@ def _validate_cross(cfg: Config) -> None:
         raise ConfigError("data.loader: 'resident' cannot apply data.augment 'randaugment'; use 'torch' or 'auto'")
     if cfg.model.name not in models.MODELS:
         raise ConfigError(f"model.name: unknown model '{cfg.model.name}'{did_you_mean(cfg.model.name, models.MODELS)}")
+    options = dict(cfg.model.options)
+    if "image_size" in inspect.signature(models.MODELS[cfg.model.name]).parameters:  # the VAE: sized to the data
+        from icp.data import input_size
+
+        size = input_size(cfg.data.dataset, cfg.data.image_size)
+        if options.setdefault("image_size", size) != size:
+            raise ConfigError(f"model.options.image_size: {options['image_size']} != the {size}x{size} images of "
+                              f"data.dataset {cfg.data.dataset!r} (leave it unset to follow the data)")
     try:
-        cfg.model.options = models.check_options(cfg.model.name, cfg.model.options)
+        cfg.model.options = models.check_options(cfg.model.name, options)
         with torch.device("meta"):  # option values are checked by the constructor; meta tensors cost nothing
             models.build_model(cfg.model.name, 10, 3, **cfg.model.options)
     except ValueError as exc:

@@ -204,6 +204,16 @@ def prepare_cub(root: Path) -> Path:
     return out
 
 
+NATIVE_SIZE = {"fashion-mnist": 28, "cifar10": 32, "cifar100": 32}
+FOLDER_SIZE = 64  # image-folder datasets (imagefolder, cub) are resized to data.image_size, else to this
+
+
+def input_size(name: str, image_size: Optional[int] = None) -> int:
+    """The height (= width) of a dataset's images as training sees them: the native size of the built-in
+    datasets, ``size`` (``data.image_size``) or 64 for image folders."""
+    return NATIVE_SIZE.get(name) or image_size or FOLDER_SIZE
+
+
 def load_split(name: str, root: str | Path, train: bool, download: bool = False,
                image_size: Optional[int] = None) -> tuple[ImageArrays, DatasetInfo]:
     """One split of a dataset as uint8 arrays, plus the dataset's description."""
@@ -219,7 +229,7 @@ def load_split(name: str, root: str | Path, train: bool, download: bool = False,
             if not folder.is_dir():
                 raise DataError(f"cub: {folder} not found: run `icp data prepare --dataset cub --root {root}` "
                                 f"(it needs the official {CUB_URL} under {root})")
-        arrays, classes = _load_imagefolder(folder, train, image_size or 64)
+        arrays, classes = _load_imagefolder(folder, train, input_size(name, image_size))
         pixels = arrays.images.reshape(-1, 3).astype(np.float64) / 255.0
         info = DatasetInfo(name, len(classes), 3, tuple(pixels.mean(0).round(4)),
                            tuple(pixels.std(0).round(4)), classes)

@@ -171,3 +171,12 @@ def test_bench_times_the_vae_against_its_own_baseline():
     assert list(table.method) == ["vae", "icp-adam"] and set(table.baseline) == {"vae"}  # ls: a classifier method
     assert table.ratio.iloc[0] == 1.0 and table.ratio.iloc[1] > 0
 
+
+
+def test_the_vae_is_sized_to_its_data_and_a_wrong_size_is_one_line():
+    resolve = lambda *o: config.resolve({}, ["model.name=vae", "method.name=vae", *o])  # noqa: E731
+    assert resolve().model.options["image_size"] == 28  # Fashion-MNIST
+    assert resolve("data.dataset=cub").model.options["image_size"] == 64
+    assert resolve("data.dataset=cub", "data.image_size=32").model.options["image_size"] == 32
+    with pytest.raises(ConfigError, match=r"^model.options.image_size: 28 != the 64x64 images of data.dataset 'cub'"):
+        resolve("data.dataset=cub", "model.options.image_size=28")
