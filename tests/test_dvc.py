@@ -145,3 +145,17 @@ def test_tracked_sweep_pulled_into_a_fresh_clone_rebuilds_tables_and_figures_wit
     assert all(any(n.endswith(f"/{f}.png") for n in names) for f in figures), names[:20]
     assert all(any(n.endswith(f"/{s}.csv") for n in names)
                for s in ("main", "noisy", "fewshot", "steps", "generative"))
+
+
+def test_the_train_stage_depends_on_every_module_training_imports():
+    """dvc.yaml's train stage lists the code a run depends on instead of all of icp/ (so that a figure's change
+    retrains nothing): every icp module that `icp train` and the launcher import, and every method, must be in it."""
+    code = ("import sys, icp.cli, icp.engine, icp.launch, icp.pack, icp.grid, icp.methods as m\n"
+            "[m.get(name) for name in m.list_methods()]\n"
+            "print('\\n'.join(sorted(v.__file__ for k, v in sys.modules.items() if k.split('.')[0] == 'icp')))")
+    files = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    used = {str(Path(f).resolve().relative_to(REPO)) for f in files.stdout.split()}
+    deps = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]["deps"]
+    missing = [f for f in sorted(used) if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps)]
+    assert not missing, f"add to dvc.yaml's train deps: {missing}"
+    assert "icp/engine.py" in used and "icp/methods/icp.py" in used  # the probe saw the training code
