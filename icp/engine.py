@@ -329,6 +329,8 @@ class Trainer:
                 t0 = time.perf_counter()
                 entry = {"epoch": epoch + 1, **self.train_epoch(epoch),
                          "lr": self.optimizer.param_groups[0]["lr"]}
+                if self.generative:  # FIDs every train.fid_every epochs and at the last
+                    self.metrics.fid_on = (epoch + 1) % tr.fid_every == 0 or epoch + 1 == tr.epochs
                 entry["test"] = self.evaluate(self.test_loader)
                 entry["val"] = self.evaluate(self.val_loader) if self.val_loader is not None else None
                 record["epochs"].append(entry)

@@ -169,7 +169,7 @@ class GenerativeMetrics:
     (:class:`ClassifierFeatures`) they compare runs of this project only, never published FIDs; with
     :class:`InceptionFeatures` they are computed as published FIDs are (torch-fidelity's Inception-v3), though
     on this project's test split and sample count. The test images' features are computed once per evaluation
-    and serve both FIDs.
+    and serve both FIDs. With ``fid_on`` False (``train.fid_every``) an evaluation skips FID and reports it null.
     """
 
     def __init__(self, mean, std, device: torch.device | str = "cpu", features: torch.nn.Module | None = None,
@@ -188,6 +188,7 @@ class GenerativeMetrics:
             self.fid_recon = FrechetInceptionDistance(features, normalize=True).to(self.device)
             self.fid_prior = FrechetInceptionDistance(features, normalize=True).to(self.device)
         self.prior_seed = prior_seed
+        self.fid_on = True  # off: this evaluation computes no FID (train.fid_every)
         self._model = None
         self._seen = 0
 
@@ -203,7 +204,7 @@ class GenerativeMetrics:
         self.kl.update(kl)
         real, fake = self.to_unit(x), self.to_unit(out.recon)
         self.ssim.update(fake, real)
-        if self.fid_recon is not None:
+        if self.fid_recon is not None and self.fid_on:
             self.fid_recon.update(real, real=True)  # fid_prior takes these real features over in compute()
             self.fid_recon.update(fake, real=False)
         self._model = model
@@ -214,7 +215,7 @@ class GenerativeMetrics:
         recon, kl = float(self.recon.compute()), float(self.kl.compute())
         out = {"elbo": -(recon + kl), "recon": recon, "kl": kl, "ssim": float(self.ssim.compute()),
                "fid_recon": None, "fid_prior": None}
-        if self.fid_recon is not None and self._seen > 1:
+        if self.fid_recon is not None and self.fid_on and self._seen > 1:
             for state in ("real_features_sum", "real_features_cov_sum", "real_features_num_samples"):
                 setattr(self.fid_prior, state, getattr(self.fid_recon, state).clone())  # the test images, once
             gen = torch.Generator().manual_seed(self.prior_seed)

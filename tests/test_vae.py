@@ -137,10 +137,11 @@ def test_a_short_real_vae_run_learns_and_reports_fid_from_a_trained_classifier(t
     assert ce["status"] == "complete"
     for method in ("vae", "icp-adam"):
         rec = engine.Trainer(tiny_cfg(*VAE_RUN, f"method.name={method}", "method.options.warmup=0"
-                                      if method != "vae" else "train.epochs=2", f"train.fid_features={tmp_path / 'ce'}"),
+                                      if method != "vae" else "train.fid_every=2", f"train.fid_features={tmp_path / 'ce'}"),
                              tmp_path / method).run()
         first, last = (e["test"] for e in rec["epochs"])
         assert rec["status"] == "complete" and last["elbo"] > first["elbo"], (method, first, last)
+        assert (first["fid_recon"] is None) == (method == "vae")  # fid_every=2: no FID at epoch 1
         assert last["ssim"] > 0.15 and last["fid_recon"] > 0 and last["fid_prior"] > 0
         assert rec["epochs"][-1]["train"]["acc"] is None
         assert rec["fid_features"] == f"resnet20 penultimate layer of {tmp_path / 'ce'}"
