@@ -137,3 +137,15 @@ def test_generative_study_tables_compare_ssim_with_vae(tmp_path):
                                       tmp_path / "tables")
     assert "features: Inception-v3 (torch-fidelity), as published FIDs" in md.read_text()
     assert "project only" not in md.read_text()
+
+
+def test_figures_from_the_same_records_are_byte_identical(sweep, tmp_path):
+    from icp import figures
+
+    runs = aggregate.runs_frame(sweep)
+    epochs = aggregate.epochs_frame(runs)
+    first = figures.make("learning_curves", runs, epochs, tmp_path / "a")
+    second = figures.make("learning_curves", runs, epochs, tmp_path / "b")
+    assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
+    assert b"/CreationDate" not in first[1].read_bytes()  # else two renderings a second apart differ
+    assert [p.suffix for p in first] == [".png", ".pdf"] and first[0].stat().st_size > 5_000
