@@ -476,6 +476,11 @@ def make(name: str, runs: pd.DataFrame, epochs: pd.DataFrame, out_dir: str | Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     with sns.axes_style("whitegrid"):
         fig = FIGURES[name][1](runs, epochs, ctx)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in fig.axes:  # epochs are whole numbers: no 1.5 on an epoch axis
+        if ax.get_xlabel() == "epoch":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     paths = []
     for ext in ("png", "pdf"):
         path = out_dir / f"{name}.{ext}"
