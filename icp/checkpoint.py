@@ -108,12 +108,11 @@ def model_state(ckpt: dict) -> dict:
 
 @dataclass(frozen=True)
 class Trained:
-    """A trained run's model as a checkpoint holds it: the file, the run's resolved config (a dict, as saved),
-    its record as of that checkpoint (``last.pt`` only) and the bare model's state_dict."""
+    """A trained run's model as a checkpoint holds it: the file, the run's resolved config (a dict, as saved) and
+    the bare model's state_dict."""
 
     file: Path
     config: dict
-    record: Optional[dict]
     state: dict
 
     def model(self, num_classes: int, in_channels: int, input_size: Optional[int] = None) -> torch.nn.Module:
@@ -151,15 +150,15 @@ def trained(path: str | Path, what: str, files: tuple[str, ...] = ("best.pt", "l
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict) or not (
             "model" in ckpt or "method" in ckpt):
         raise ConfigError(f"{what}: {file} is not a checkpoint written by icp train")
-    record = ckpt.get("record") if "method" in ckpt else None
-    if complete and "method" in ckpt and (record or {}).get("status") != "complete":
-        raise ConfigError(f"{what}: {file} is from an unfinished run (status {(record or {}).get('status')!r})")
+    status = (ckpt.get("record") or {}).get("status")
+    if complete and "method" in ckpt and status != "complete":  # last.pt; best.pt is a finished epoch's model
+        raise ConfigError(f"{what}: {file} is from an unfinished run (status {status!r})")
     cfg = ckpt["config"]
     found = {"model": cfg.get("model", {}).get("name"), "dataset": cfg.get("data", {}).get("dataset")}
     for key, want in (("model", model), ("dataset", dataset)):
         if want and found[key] != want:
             raise ConfigError(f"{what}: {file} holds a {key} '{found[key]}' run, this run trains '{want}'")
-    return Trained(file, cfg, record, model_state(ckpt))
+    return Trained(file, cfg, model_state(ckpt))
 
 
 def rng_state() -> dict:

@@ -139,7 +139,6 @@ OMIT_WHEN_NULL = frozenset({"fid_features"})
 # Range checks: key -> (predicate, description of the expected value).
 _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "data.num_workers": (lambda v: v >= 0, "an integer >= 0"),
-    "train.fid_every": (lambda v: v >= 1, "an integer >= 1"),
     "data.val_fraction": (lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"),
     "data.train_subset": (lambda v: v is None or v > 0, "a positive integer or null"),
     "data.test_subset": (lambda v: v is None or v > 0, "a positive integer or null"),
@@ -162,6 +161,7 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "train.eval_batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "train.seed": (lambda v: v >= 0, "an integer >= 0"),
     "train.grad_clip": (lambda v: v is None or v > 0, "a number > 0 or null"),
+    "train.fid_every": (lambda v: v >= 1, "an integer >= 1"),
 }
 
 

@@ -328,13 +328,17 @@ def perturbation(runs, epochs, ctx, n_images: int = 6):
     return fig
 
 
-def _vae_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per dataset and variant of the generative study, its complete VAE run of the lowest seed."""
+def _complete_vaes(runs: pd.DataFrame) -> pd.DataFrame:
+    """The complete VAE runs of the generative study (not the classifiers that give FID its features)."""
     from icp.aggregate import kind_of
 
     done = _complete(runs, "generative")
-    done = done[done.model.map(kind_of) == "generative"].sort_values("seed", kind="stable")
-    return done.drop_duplicates(["dataset", "variant"])
+    return done[done.model.map(kind_of) == "generative"]
+
+
+def _vae_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and variant of the generative study, its complete VAE run of the lowest seed."""
+    return _complete_vaes(runs).sort_values("seed", kind="stable").drop_duplicates(["dataset", "variant"])
 
 
 def _load_vae(run):
@@ -362,14 +366,24 @@ def _show(ax, img, info):
     ax.set_yticks([])
 
 
-def _vae_grid(runs, title: str, draw, n_images: int = 8):
+def _vae_grid(runs, title: str, draw, n_images: int = 8, show_inputs: bool = False):
+    """One row of ``n_images`` images per VAE run of :func:`_vae_runs`: ``draw(dataset, run, model, x)`` gives
+    (label, images) from the run's model and its first test images ``x``; ``show_inputs`` puts those test images
+    above each dataset's rows."""
+    import torch
+
     plt, _ = _libs()
     chosen = _vae_runs(runs)
     if chosen.empty:
         return _empty(title, "no complete VAE run of study generative yet")
     rows = []
     for dataset, part in chosen.groupby("dataset", sort=False):
-        rows += draw(dataset, part)
+        for i, (_, run) in enumerate(part.iterrows()):
+            model, x, info = _load_vae(run)
+            if show_inputs and i == 0:
+                rows.append((f"{dataset}\ntest images", x[:n_images], info))
+            with torch.no_grad():
+                rows.append((*draw(dataset, run, model, x[:n_images]), info))
     fig, axes = plt.subplots(len(rows), n_images, figsize=(1.4 * n_images, 1.55 * len(rows) + 0.6), squeeze=False,
                              layout="constrained")
     for i, (label, images, info) in enumerate(rows):
@@ -383,9 +397,7 @@ def _vae_grid(runs, title: str, draw, n_images: int = 8):
 @figure("generative_curves", "generative")
 def generative_curves(runs, epochs, ctx):
     plt, sns = _libs()
-    done = _complete(runs, "generative")
-    done = done[done.model.map(_is_generative)]
-    ep = epochs[epochs.run_id.isin(done.run_id)].copy()
+    ep = epochs[epochs.run_id.isin(_complete_vaes(runs).run_id)].copy()
     title = "Study generative: test metrics vs epoch (mean ± sd over seeds)"
     if ep.empty:
         return _empty(title, "no complete VAE run of study generative yet")
@@ -403,43 +415,23 @@ def generative_curves(runs, epochs, ctx):
     return g.figure
 
 
-def _is_generative(model: str) -> bool:
-    from icp.aggregate import kind_of
-
-    return kind_of(model) == "generative"
-
-
 @figure("reconstructions", "generative")
 def reconstructions(runs, epochs, ctx, n_images: int = 8):
-    import torch
-
-    def draw(dataset, part):
-        rows = []
-        for _, run in part.iterrows():
-            model, x, info = _load_vae(run)
-            if not rows:
-                rows.append((f"{dataset}\ntest images", x[:n_images], info))
-            with torch.no_grad():
-                recon = model(x[:n_images]).recon
-            rows.append((f"{run.variant} (s{run.seed})\nSSIM {100 * float(run.ssim):.1f}%", recon, info))
-        return rows
+    def draw(dataset, run, model, x):
+        return f"{run.variant} (s{run.seed})\nSSIM {100 * float(run.ssim):.1f}%", model(x).recon
 
     return _vae_grid(runs, "Study generative: test images and their reconstructions (z = μ) per method; "
-                           "SSIM: the run's last-epoch test mean", draw, n_images)
+                           "SSIM: the run's last-epoch test mean", draw, n_images, show_inputs=True)
 
 
 @figure("samples", "generative")
 def samples(runs, epochs, ctx, n_images: int = 8):
     import torch
 
-    def draw(dataset, part):
-        rows = []
-        for _, run in part.iterrows():
-            model, _, info = _load_vae(run)
-            imgs = model.sample(n_images, torch.Generator().manual_seed(0))
-            fid = "–" if run.fid_prior != run.fid_prior else f"{float(run.fid_prior):.1f}"
-            rows.append((f"{dataset}: {run.variant} (s{run.seed})\nFID(prior) {fid}", imgs, info))
-        return rows
+    def draw(dataset, run, model, x):
+        fid = "–" if run.fid_prior != run.fid_prior else f"{float(run.fid_prior):.1f}"
+        return (f"{dataset}: {run.variant} (s{run.seed})\nFID(prior) {fid}",
+                model.sample(n_images, torch.Generator().manual_seed(0)))
 
     return _vae_grid(runs, "Study generative: samples from the prior z ~ N(0, I), the same z for every method",
                      draw, n_images)
