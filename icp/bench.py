@@ -128,8 +128,9 @@ def run(models: Sequence[str], methods: Sequence[str], device: str, batch_size: 
             sets = [f"model.name={model}", f"train.device={device}",
                     f"train.batch_size={batch_size}", "train.epochs=1", "train.progress=false",
                     "data.train_subset=8192", "data.test_subset=1000", *overrides, *parse_variant(method)[1]]
-            if dataset != "synthetic":
-                sets.append(f"data.dataset={dataset}")
+            # synthetic images stand for an image folder of their size (a VAE is built for the data's size)
+            sets += [f"data.dataset={dataset}"] if dataset != "synthetic" else [
+                "data.dataset=imagefolder", f"data.image_size={shape[1]}"]
             with tempfile.TemporaryDirectory(prefix="icp-bench-") as tmp:  # a teacher is read at set-up
                 if method != baseline:
                     sets += teacher_overrides(parse_variant(method)[0], overrides, timed[baseline], Path(tmp))
