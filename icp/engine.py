@@ -240,7 +240,8 @@ class Trainer:
                            f"{epoch + 1}, step {first_bad + 1} of {len(batches)} (first non-finite step)")
         train["acc"] = None if self.generative else int(correct) / seen
         elapsed = time.perf_counter() - start
-        return {"train": train, "diagnostics": diagnostics, "time_s": elapsed, "images_per_s": seen / elapsed}
+        return {"train": train, "diagnostics": diagnostics, "time_s": elapsed, "images": seen,
+                "images_per_s": seen / elapsed}
 
     @torch.no_grad()
     def evaluate(self, loader) -> dict[str, float]:
@@ -290,6 +291,17 @@ class Trainer:
             if created and [p.name for p in self.run_dir.iterdir()] == [runlock.LOCK_NAME]:
                 shutil.rmtree(self.run_dir, ignore_errors=True)
 
+    def _earlier_attempts(self, record_path: Path, jobs: list) -> list:
+        """The ``jobs`` of the earlier attempts: those of ``record.json`` where it is this config's run and knows at
+        least the checkpoint's attempts (it has their final seconds), else ``jobs`` (the checkpoint's)."""
+        try:
+            disk = records.read(record_path)
+        except (OSError, ValueError):
+            return list(jobs)
+        if disk.get("config_digest") != self.cfg.digest() or len(disk.get("jobs") or []) < len(jobs):
+            return list(jobs)
+        return list(disk["jobs"])
+
     def _run(self, max_epochs: Optional[int]) -> dict:
         record_path = self.run_dir / "record.json"
         ckpt = self._existing()
@@ -298,6 +310,12 @@ class Trainer:
             if not record_path.exists() or records.read(record_path).get("status") != record["status"]:
                 records.write(record, record_path)  # Snakemake removes a job's output before it runs the job
             return record
+        attempt_start = time.perf_counter()
+
+        def save(record: dict) -> None:
+            records.stamp_compute(record, time.perf_counter() - attempt_start)
+            records.write(record, record_path)
+
         self.setup()
         tr = self.cfg.train
         if ckpt is None:
@@ -318,9 +336,12 @@ class Trainer:
             record["resumed"] += 1
             record["env"] = records.environment(self.device)
             record["code"] = records.code_version()
-        record.setdefault("jobs", []).append(self.job or records.job_info())
+        # the attempts before this one, as record.json last saw them: it is written after the checkpoint and when an
+        # attempt ends, so it holds the compute of work the checkpoint lost (a failed or killed attempt's epoch)
+        record["jobs"] = self._earlier_attempts(record_path, record.get("jobs") or [])
+        record["jobs"].append(dict(self.job or records.job_info()))
         record["status"], record["error"] = "running", None
-        records.write(record, record_path)
+        save(record)
         stop = tr.epochs if max_epochs is None else min(tr.epochs, start_epoch + max_epochs)
         try:
             bar = tqdm(range(start_epoch, stop), initial=start_epoch, total=tr.epochs, desc=record["run_id"],
@@ -335,7 +356,7 @@ class Trainer:
                 entry["val"] = self.evaluate(self.val_loader) if self.val_loader is not None else None
                 record["epochs"].append(entry)
                 record["wall_time_s"] += time.perf_counter() - t0
-                record["images_per_s"] = float(np.mean([e["images_per_s"] for e in record["epochs"]]))
+                record["images_per_s"] = records.throughput(record["epochs"])
                 record["last"] = {"epoch": epoch + 1, "test": entry["test"], "val": entry["val"]}
                 metric = tr.best_metric if tr.best_metric in entry["test"] else "elbo"  # a VAE: elbo
                 if entry["val"] is not None and entry["val"][metric] is not None and _better(
@@ -348,13 +369,14 @@ class Trainer:
                                            self.run_dir / "best.pt")
                 if epoch + 1 == tr.epochs:
                     record["status"] = "complete"
+                records.stamp_compute(record, time.perf_counter() - attempt_start)
                 self._save(epoch + 1, record, best)
-                records.write(record, record_path)
+                save(record)
                 name, value = headline(entry["test"])
                 bar.set_postfix({f"test_{name}": f"{value:.4f}", "loss": f"{entry['train']['loss']:.3f}"})
         except Diverged as exc:
             record["status"], record["error"] = "diverged", f"Diverged: {exc}"
-            records.write(record, record_path)
+            save(record)
             self._finish_diverged(record, best)
         except BaseException as exc:
             if self.stop_status is not None:
@@ -364,7 +386,7 @@ class Trainer:
             else:
                 record["status"] = "failed"
             record["error"] = f"{type(exc).__name__}: {exc}"
-            records.write(record, record_path)
+            save(record)
             raise
         return record
 

@@ -77,12 +77,13 @@ class PackJob(submitit.helpers.Checkpointable):
             job_id = str(submitit.JobEnvironment().job_id)
         except RuntimeError:  # the debug executor
             job_id = "debug"
+        todo = [r for r in self.runs  # a run done before a requeue is not started again
+                if read_json(Path(r["run_dir"]) / "record.json").get("status") not in FINAL]
+        # ICP_DEVICE_SHARED_BY: the runs sharing this job's device, so each record counts its share of the device
         env = {**os.environ, "OMP_NUM_THREADS": str(max(1, self.cpus // len(self.runs))), "ICP_JOB_ID": job_id,
-               "ICP_EXECUTOR": self.executor}
+               "ICP_EXECUTOR": self.executor, "ICP_DEVICE_SHARED_BY": str(max(1, len(todo)))}
         logs = {}
-        for run in self.runs:
-            if read_json(Path(run["run_dir"]) / "record.json").get("status") in FINAL:
-                continue  # done before a requeue
+        for run in todo:
             log = Path(run["run_dir"]) / "submitit" / f"{job_id}_train.log"
             log.parent.mkdir(parents=True, exist_ok=True)
             logs[run["run_id"]] = log

@@ -18,7 +18,9 @@ Written atomically at the start of a run, after every epoch, and at the end. Sch
     error           null, or "ExceptionType: message" (diverged: "loss is nan at epoch E, step S of N")
     jobs            one entry per process that trained the run (a resumed or requeued run has several):
                     {"job_id": scheduler job id or null, "executor": "slurm" | "local" | "debug" | null,
-                     "hostname", "started_at"}
+                     "hostname", "started_at", "seconds": wall seconds this attempt spent on the run (set-up,
+                     training, evaluation; kept when the attempt fails, is interrupted or requeued, so the work it
+                     lost counts), "shared_by": runs that shared its device (a pack's job; else 1)}
     method          method name (config method.name); method_options: resolved options
     model           model name; model_params: number of parameters of the evaluated classifier
     dataset         dataset name
@@ -27,12 +29,14 @@ Written atomically at the start of a run, after every epoch, and at the end. Sch
     seed            training seed (train.seed)
     config          the full resolved config (every key, defaults included); config_digest: its hash
     code            {"version": package version, "git_commit": sha or null, "git_dirty": bool or null}
-    env             {"python", "torch", "torchvision", "cuda", "cudnn", "device", "device_name", "hostname",
-                     "platform"}
+    env             {"python", "torch", "torchvision", "cuda", "cudnn", "device", "device_name" (the GPU model, else
+                     the CPU model), "cpu" (CPU model), "cpu_threads" (torch's intra-op threads), "cpu_capability"
+                     (the vector instructions torch's CPU kernels use: float results differ between them),
+                     "gpu_driver", "hostname", "platform"}
     epochs          list, one entry per completed epoch:
-                    {"epoch": 1-based, "lr": lr at the epoch's end, "time_s": training seconds,
-                     "images_per_s": training samples per second (CS-KD: anchors; its pair images are extra
-                     work per sample), "train": {"loss", "acc", <each named loss>},
+                    {"epoch": 1-based, "lr": lr at the epoch's end, "time_s": training seconds, "images":
+                     training samples of the epoch (CS-KD: anchors; its pair images are extra work per sample),
+                     "images_per_s": images / time_s, "train": {"loss", "acc", <each named loss>},
                      "diagnostics": null, or the method's per-sample epoch means (ICP: "alpha" (alpha_e),
                      "input_shift" (mean |x_K - x| in normalised input units), "feature_mse.<layer>" (unweighted
                      MSE between the clean and the refined input's features)),
@@ -42,8 +46,11 @@ Written atomically at the start of a run, after every epoch, and at the end. Sch
     fid_features    generative models only: FID's feature network ("resnet20 penultimate layer of <run dir>"), or
                     null when FID is not computed; the test metrics are then elbo, recon, kl, ssim, fid_recon and
                     fid_prior (icp.metrics.GenerativeMetrics) instead of the classification metrics
-    wall_time_s     seconds of training + evaluation, summed over resumed sessions
-    images_per_s    mean training throughput over all epochs
+    wall_time_s     seconds of training + evaluation of the epochs kept, summed over resumed sessions
+    compute_s       device seconds the run cost: every attempt's jobs[].seconds / shared_by, those of failed,
+                    interrupted and requeued attempts included (>= wall_time_s for a run on a device of its own)
+    images_per_s    training throughput: the epochs' images summed / their time_s summed (not a mean of the
+                    epochs' rates, which a fast warm-up epoch would inflate)
     resumed         how many times the run was resumed from last.pt
     started_at, updated_at   ISO-8601 UTC timestamps
 """
@@ -86,28 +93,72 @@ def code_version() -> dict:
     return {"version": __version__, "git_commit": commit, "git_dirty": dirty}
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what :mod:`platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def gpu_driver() -> Optional[str]:
+    """The NVIDIA driver version (``nvidia-smi``), or None where it cannot be asked."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out[0] if out else None
+
+
 def environment(device: torch.device) -> dict:
+    """Where the run computed, enough to trace a difference between machines: the device's model (GPU, else the
+    CPU model), the CPU model, torch's thread count and vector instruction set (float results depend on both),
+    the GPU driver, and the library versions."""
     try:
         import torchvision
 
         tv: Optional[str] = torchvision.__version__
     except Exception:  # torchvision is optional for Fashion-MNIST with the resident loader
         tv = None
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    cpu = cpu_model()
+    cuda = device.type == "cuda"
+    try:
+        isa = torch.backends.cpu.get_cpu_capability()
+    except AttributeError:  # torch before 2.1
+        isa = None
     return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": tv,
-            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
-            "device": str(device), "device_name": name, "hostname": socket.gethostname(),
+            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if cuda else None,
+            "device": str(device), "device_name": torch.cuda.get_device_name(device) if cuda else cpu,
+            "cpu": cpu, "cpu_threads": torch.get_num_threads(), "cpu_capability": isa,
+            "gpu_driver": gpu_driver() if cuda else None, "hostname": socket.gethostname(),
             "platform": platform.platform()}
 
 
 def job_info(job_id: Optional[str] = None, executor: Optional[str] = None) -> dict:
     """The record's ``jobs`` entry of this process; a plain ``icp train`` inside a SLURM job finds its job id in
-    the environment (``ICP_JOB_ID``/``ICP_EXECUTOR``, set by a pack's job for its runs, else ``SLURM_JOB_ID``)."""
+    the environment (``ICP_JOB_ID``/``ICP_EXECUTOR``, set by a pack's job for its runs, else ``SLURM_JOB_ID``),
+    and how many runs share its device (``ICP_DEVICE_SHARED_BY``, set by a pack's job; else 1)."""
     if job_id is None and os.environ.get("ICP_JOB_ID"):
         job_id, executor = os.environ["ICP_JOB_ID"], os.environ.get("ICP_EXECUTOR")
     elif job_id is None and os.environ.get("SLURM_JOB_ID"):
         job_id, executor = os.environ["SLURM_JOB_ID"], "slurm"
-    return {"job_id": job_id, "executor": executor, "hostname": socket.gethostname(), "started_at": now()}
+    try:
+        shared = max(1, int(os.environ.get("ICP_DEVICE_SHARED_BY", "1")))
+    except ValueError:
+        shared = 1
+    return {"job_id": job_id, "executor": executor, "hostname": socket.gethostname(), "started_at": now(),
+            "shared_by": shared, "seconds": 0.0}
+
+
+def stamp_compute(record: dict, seconds: float) -> None:
+    """Set this attempt's (the last ``jobs`` entry's) wall seconds and the run's ``compute_s``: every attempt's
+    seconds, each divided by the runs that shared its device, so failed, interrupted and requeued attempts count."""
+    record["jobs"][-1]["seconds"] = seconds
+    record["compute_s"] = sum((j.get("seconds") or 0.0) / (j.get("shared_by") or 1) for j in record["jobs"])
 
 
 def scenario_tag(cfg) -> str:
@@ -131,8 +182,8 @@ def new_record(cfg, scenario: dict, device: torch.device, model_params: int, rid
         "method": cfg.method.name, "method_options": cfg.method.options, "model": cfg.model.name,
         "model_params": model_params, "dataset": cfg.data.dataset, "scenario": scenario, "seed": cfg.train.seed,
         "config": cfg.to_dict(), "config_digest": cfg.digest(), "code": code_version(), "env": environment(device),
-        "jobs": [], "epochs": [], "last": None, "best": None, "wall_time_s": 0.0, "images_per_s": None, "resumed": 0,
-        "started_at": stamp, "updated_at": stamp,
+        "jobs": [], "epochs": [], "last": None, "best": None, "wall_time_s": 0.0, "compute_s": 0.0,
+        "images_per_s": None, "resumed": 0, "started_at": stamp, "updated_at": stamp,
     }
 
 
@@ -140,6 +191,12 @@ def write(record: dict, path: str | Path) -> None:
     """Atomic JSON write (:func:`icp.jsonfile.write`), stamping ``updated_at``."""
     record["updated_at"] = now()
     jsonfile.write(record, path)
+
+
+def throughput(epochs: list) -> Optional[float]:
+    """Training images per second over ``epochs`` (record entries): total images / total training time."""
+    time_s = sum(e["time_s"] for e in epochs)
+    return sum(e["images"] for e in epochs) / time_s if epochs and time_s > 0 else None
 
 
 def read(path: str | Path) -> dict:

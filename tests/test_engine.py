@@ -37,6 +37,43 @@ def test_record_schema(tiny_cfg, tmp_path):
     assert config.load(tmp_path / "run" / "config.yaml").digest() == cfg.digest()
 
 
+def test_throughput_is_total_images_over_total_time_and_env_names_the_machine(tiny_cfg, tmp_path):
+    rec = engine.Trainer(tiny_cfg("train.epochs=2"), tmp_path / "run").run()
+    eps = rec["epochs"]
+    assert [e["images"] for e in eps] == [600, 600]
+    # a mean of the epochs' rates would let a fast epoch (ICP's warm-up) inflate the run's speed
+    assert rec["images_per_s"] == pytest.approx(1200 / (eps[0]["time_s"] + eps[1]["time_s"]), rel=1e-9)
+    assert records.throughput([{"images": 1000, "time_s": 1.0}, {"images": 1000, "time_s": 3.0}]) == 500.0
+    env = rec["env"]
+    assert env["device_name"] == env["cpu"] == records.cpu_model() and env["device_name"] != "cpu"
+    assert env["cpu_threads"] == torch.get_num_threads() and env["cpu_capability"]
+
+
+def test_compute_counts_every_attempt_and_a_shared_device_by_its_share(tiny_cfg, tmp_path, monkeypatch):
+    cfg = tiny_cfg("train.epochs=2")
+    assert engine.Trainer(cfg, tmp_path / "run").run(max_epochs=1)["status"] == "running"
+    real_epoch = engine.Trainer.train_epoch
+
+    def epoch_then_disk_full(self, epoch):
+        real_epoch(self, epoch)  # the epoch's work is done, then lost: no checkpoint follows
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(engine.Trainer, "train_epoch", epoch_then_disk_full)
+    with pytest.raises(OSError):
+        engine.Trainer(cfg, tmp_path / "run").run()
+    failed = records.read(tmp_path / "run" / "record.json")
+    lost = failed["jobs"][1]["seconds"]
+    assert failed["status"] == "failed" and lost > failed["epochs"][0]["time_s"] / 2  # it trained a whole epoch
+    monkeypatch.undo()
+    monkeypatch.setenv("ICP_DEVICE_SHARED_BY", "2")  # the last attempt shares its device with another run
+    rec = engine.Trainer(cfg, tmp_path / "run").run()
+    assert rec["status"] == "complete" and [j["shared_by"] for j in rec["jobs"]] == [1, 1, 2]
+    first, second, third = (j["seconds"] for j in rec["jobs"])
+    assert second == lost and min(first, third) > 0
+    # the failed attempt's epoch is paid for, though no kept epoch holds it
+    assert rec["compute_s"] == pytest.approx(first + second + third / 2, rel=1e-9)
+
+
 def _weights(run_dir):
     return checkpoint.load(run_dir / "last.pt")["method"]
 

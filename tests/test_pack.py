@@ -26,15 +26,18 @@ def test_three_launchers_with_two_runs_per_job_share_jobs_and_keep_their_records
         time.sleep(0.3 * i)
     errs = {m: p.communicate(timeout=600)[1] for m, p in procs.items()}
     assert all(p.returncode == 0 for p in procs.values()), errs
-    jobs = {}
+    jobs, shares = {}, {}
     for method in procs:
         rec = records.read(tmp_path / method / "record.json")
         assert rec["status"] == "complete" and rec["run_id"] == f"tiny/{method}"
         (job,) = rec["jobs"]
         assert job["executor"] == "local"
         jobs.setdefault(job["job_id"], []).append(method)
+        shares[method] = job["shared_by"]
+        assert rec["compute_s"] == job["seconds"] / job["shared_by"]  # a packed run pays its share of the device
         assert (tmp_path / method / "submitit" / f"{job['job_id']}_train.log").exists()
     assert sorted(len(m) for m in jobs.values()) == [1, 2], jobs  # one pack of two, then the third alone
+    assert all(shares[m] == len(members) for members in jobs.values() for m in members), shares
     assert sum("(joined)" in e for e in errs.values()) == 1 and sum("(submitted)" in e for e in errs.values()) == 2
 
 
