@@ -1,6 +1,7 @@
 """Shared fixtures. Real Fashion-MNIST is required (Debian's dataset-fashion-mnist, installed by .ci/run)."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -9,6 +10,42 @@ import pytest
 from icp import config, data
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Where a test run may write inside the repository: caches of Python and pytest, the virtual environment, and
+# Snakemake's own bookkeeping (.snakemake/, ignored: any snakemake call keeps it in its working directory; it holds
+# no result). Everything else a test writes goes under its tmp paths.
+_MAY_CHANGE = {".git", ".venv", "__pycache__", ".pytest_cache", ".snakemake", ".ruff_cache"}
+
+
+def work_tree_files(root: Path = REPO) -> dict[str, tuple[int, int]]:
+    """path -> (size, mtime in ns) of every file of the work tree, tracked or not, ignored or not, but for the
+    places a test run may change (``_MAY_CHANGE``, ``*.egg-info``)."""
+    out = {}
+    for top, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in _MAY_CHANGE and not d.endswith(".egg-info")]
+        for name in files:
+            path = Path(top, name)
+            with contextlib.suppress(OSError):
+                st = path.lstat()
+                out[str(path.relative_to(root))] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def pytest_sessionstart(session):
+    session.config._work_tree_before = work_tree_files()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The suite fails when it leaves the work tree changed: tests write only under their tmp paths."""
+    before = getattr(session.config, "_work_tree_before", None)
+    if before is None:
+        return
+    after = work_tree_files()
+    changed = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
+    if changed:
+        print(f"\nFAILED: the test suite changed {len(changed)} files of the work tree (tests write only under "
+              f"their tmp paths): " + ", ".join(changed[:20]) + (" ..." if len(changed) > 20 else ""))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 # Small, fast runs on the real dataset: a stratified subset of the training and test splits.
 TINY = ["data.train_subset=600", "data.test_subset=300", "train.batch_size=50", "train.eval_batch_size=300",

@@ -159,3 +159,18 @@ def test_the_train_stage_depends_on_every_module_training_imports():
     missing = [f for f in sorted(used) if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps)]
     assert not missing, f"add to dvc.yaml's train deps: {missing}"
     assert "icp/engine.py" in used and "icp/methods/icp.py" in used  # the probe saw the training code
+
+
+def test_every_tracked_result_and_figure_is_a_dvc_output_or_a_committed_reference():
+    """Generated files are committed only as dvc.yaml's outputs (the laptop pipeline) or under results/reference/:
+    a test grid's outputs written into results/ or figures/ cannot slip into a commit."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    outs = [next(iter(o)) if isinstance(o, dict) else o
+            for s in stages.values() for kind in ("outs", "metrics", "plots") for o in s.get(kind, [])]
+    allowed = [o.rstrip("/") for o in outs] + ["results/reference"]
+    tracked = subprocess.run(["git", "ls-files", "results", "figures"], cwd=REPO, capture_output=True, text=True,
+                             check=True).stdout.split()
+    dvc_own = {f"{Path(o).parent}/.gitignore" for o in allowed}  # DVC ignores a cached output beside it
+    stray = [f for f in tracked if f not in dvc_own and not any(f == a or f.startswith(a + "/") for a in allowed)]
+    assert not stray, f"tracked files that no dvc.yaml stage outputs: {stray}"
+    assert any(f.startswith("figures/laptop/") for f in tracked)  # the check saw the laptop outputs

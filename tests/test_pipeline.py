@@ -72,7 +72,8 @@ def slurm():
 
 def tiny_grid(tmp_path, fmnist_root, methods, *extra):
     sets = [s for s in TINY if not s.startswith(("model.name", "train.progress"))]
-    g = {"runs_dir": str(tmp_path / "runs"), "data_root": str(fmnist_root), "seeds": [0],
+    g = {"runs_dir": str(tmp_path / "runs"), "results_dir": str(tmp_path / "results"),
+         "figures_dir": str(tmp_path / "figures"), "data_root": str(fmnist_root), "seeds": [0],
          "recipes": {"fashion-mnist/resnet20": "config/recipes/fmnist-resnet20.yaml"},
          "set": [*sets, "data.augment=none", *extra],
          "studies": {"main": [{"datasets": ["fashion-mnist"], "models": ["resnet20"], "methods": methods}]}}
