@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import textwrap
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -146,7 +147,8 @@ def _grid(panels: list, title: str, ncols: int = 3, size: tuple[float, float] = 
         name, draw = panels[i]
         draw(ax)
         ax.set_title(name, fontsize=9)
-    fig.suptitle(title, fontsize=10)
+    width = max(40, int(size[0] * ncols * 13))  # characters of 10 pt text across the panels: wrap, not widen
+    fig.suptitle("\n".join(textwrap.fill(line, width) for line in title.split("\n")), fontsize=10)
     return fig
 
 
@@ -254,6 +256,9 @@ def fewshot(runs, epochs, ctx):
         def on(ax):
             _lines(ax, part, "images per class", "test top-1 (%)", colours, at="images per class")
             ax.set_xscale("log")
+            shots = sorted(part["images per class"].dropna().unique())
+            ax.set_xticks(shots, [f"{v:g}" for v in shots])  # the shot counts run, not powers of ten
+            ax.set_xticks([], minor=True)
         return on
 
     keys = ["dataset", "model", "epochs"]  # the scenario is the x-axis here
@@ -281,15 +286,21 @@ def steps(runs, epochs, ctx):
                     for m, o in zip(st.method, st.method_options)]
     colours = _colours(st.method)
 
-    def draw(part, y):
-        return lambda ax: _lines(ax, part, "K (refinement steps)", y, colours, hue="method", legend="method",
-                                 at="K (refinement steps)")
+    def draw(part, y, ylabel):
+        def on(ax):
+            from matplotlib.ticker import MaxNLocator
+
+            _lines(ax, part, "K (refinement steps)", y, colours, hue="method", legend="method",
+                   at="K (refinement steps)")
+            ax.set_ylabel(ylabel)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        return on
 
     panels = []
     for key, part in _by(st, CONDITION):
-        panels += [(f"{_condition_name(key)}: accuracy", draw(part, "test top-1 (%)")),
-                   (f"{_condition_name(key)}: cost (all training images ÷ training time)",
-                    draw(part, "training images/s"))]
+        panels += [(f"{_condition_name(key)}: accuracy", draw(part, "test top-1 (%)", "test top-1 (%)")),
+                   (f"{_condition_name(key)}: cost",
+                    draw(part, "training images/s", "training images/s\n(all images trained ÷ training time)"))]
     return _grid(panels, title, ncols=2, size=(5.2, 3.4))
 
 
@@ -311,8 +322,9 @@ def schedule(runs, epochs, ctx):
     from icp.methods.icp import layer_weights
 
     ep = _icp_epochs(runs, epochs)
-    title = ("ICP's loss weights, as recorded by the runs of study main. Top: α_e = 1 in warm-up, then "
-             "cos(π(e−W)/(2(E−W))), per condition (mean over seeds); bottom: w_l per model, over its own taps")
+    title = ("ICP's loss weights, as recorded by the runs of study main\n"
+             "top: α_e = 1 in warm-up, then cos(π(e−W)/(2(E−W))), per condition (mean over seeds); "
+             "bottom: layer weights w_l per model, over the feature taps its runs recorded")
     if ep.empty or "diag.alpha" not in ep:
         return _empty(title, "no complete ICP run of study main yet")
     colours = _colours(ep.variant)
@@ -349,9 +361,9 @@ def input_shift(runs, epochs, ctx):
     ep = pd.concat(frames).drop_duplicates(["run_id", "epoch"]) if frames else pd.DataFrame()
     title = ("How far ICP moves the input: mean |x_K − x| per epoch (normalised units, mean ± sd over seeds; "
              "studies main, ablations, steps)")
-    if ep.empty or "diag.input_shift" not in ep or ep["diag.input_shift"].notna().sum() == 0:
+    if ep.empty or "diag.input_shift" not in ep or (ep["diag.input_shift"] > 0).sum() == 0:
         return _empty(title, "no complete ICP run with refinement yet")
-    ep = ep[ep["diag.input_shift"].notna()].copy()
+    ep = ep[ep["diag.input_shift"] > 0].copy()  # K = 0 moves nothing: no point on a log axis
     return _curves(ep, "diag.input_shift", title, log=True, ylabel="mean |x_K − x| (normalised units, log)")
 
 
@@ -375,7 +387,7 @@ def feature_distance(runs, epochs, ctx):
             ax.set(xlabel="epoch", ylabel="MSE(f_l(x), f_l(x_K)) (log)")
         return on
 
-    return _grid([(f"{_condition_name(key)}\n{key['variant']}", draw(part))
+    return _grid([(f"{_condition_name(key)}\nvariant {key['variant']}", draw(part))
                   for key, part in _by(long, [*CONDITION, "variant"])], title)
 
 
