@@ -476,7 +476,8 @@ def perturbation(runs, epochs, ctx, n_images: int = 6):
     fig.colorbar(shown, ax=axes[-1, :].tolist(), orientation="horizontal", shrink=0.6, aspect=40,
                  label=f"refined − original, pixel intensity (0–1 scale), mean over channels; full colour = ±{scale:.2g}")
     if refined == batch:
-        as_training = f"refined as one training batch of B={batch} test images, so each image's step equals training's"
+        as_training = (f"refined as one training batch of B={batch} test images, so each image's step equals "
+                       "training's")
     else:  # a test split smaller than the training batch
         as_training = f"refined as one batch of all {refined} test images, fewer than training's B={batch}"
         if opts.optimizer == "sgd" and opts.reduction == "mean":
@@ -574,7 +575,8 @@ def generative_curves(runs, epochs, ctx):
     panels = []
     for key, part in _by(ep, CONDITION):
         for y, name in names.items():
-            part_y = part.dropna(subset=[y])  # FIDs are null on epochs that train.fid_every skips, or without features
+            # FIDs are null on epochs that train.fid_every skips, or without features
+            part_y = part.dropna(subset=[y])
             if part_y.empty:
                 panels.append(None)
             else:

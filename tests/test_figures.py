@@ -19,7 +19,8 @@ def _row(study, dataset, model, scenario, method, seed, epochs, options=None, **
     variant = method + "".join(f"+{k}={v}" for k, v in sorted(options.items()))
     return {"run_id": f"{dataset}/{model}/{scenario}/{variant}/s{seed}", "studies": study, "dataset": dataset,
             "model": model, "scenario": scenario, "method": method, "variant": variant, "seed": seed,
-            "status": "complete", "epochs": epochs, "top1": _top1(method, scenario, seed) + 0.01 * options.get("steps", 0),
+            "status": "complete", "epochs": epochs,
+            "top1": _top1(method, scenario, seed) + 0.01 * options.get("steps", 0),
             "images_per_s": 1000.0 / (1 + 2 * options.get("steps", 0)) + 10 * seed,
             "method_options": json.dumps(options, sort_keys=True), "path": "/nonexistent", **extra}
 
