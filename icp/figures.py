@@ -4,35 +4,51 @@ and, for the perturbation figure, one trained checkpoint. Each is written as ``<
 =====================  ======================================================================  ===============
 name                   what it shows                                                          needs study
 =====================  ======================================================================  ===============
-``learning_curves``    test top-1 vs epoch, mean ± sd band over seeds, per variant            main
-``noise``              last-epoch test top-1 vs label-noise rate per variant (clean = 0)       noisy
-``fewshot``            last-epoch test top-1 vs images per class (log axis) per variant       fewshot
-``steps``              test top-1 and training images/s vs ICP refinement steps K             steps
-``schedule``           α_e, the task-loss weight, per epoch as recorded; layer weights w_l    main
-``input_shift``        mean |x_K − x| per epoch (how far ICP moves the input), per variant    main
-``feature_distance``   per-layer MSE between clean and refined-input features, per epoch      main
+``learning_curves``    test top-1 vs epoch, mean ± sd band over seeds, per variant; one       main
+                       panel per condition
+``noise``              last-epoch test top-1 vs label-noise rate per variant (clean = 0),      noisy
+                       symmetric and asymmetric as line styles; one panel per dataset/model
+``fewshot``            last-epoch test top-1 vs images per class (log axis) per variant;      fewshot
+                       one panel per dataset/model
+``steps``              test top-1 and training images/s vs ICP refinement steps K; an         steps
+                       accuracy and a cost panel per condition
+``schedule``           α_e, the task-loss weight, per epoch as recorded, one panel per        main
+                       condition; layer weights w_l per model over that model's own taps
+``input_shift``        mean |x_K − x| per epoch (how far ICP moves the input), per variant;   main
+                       one panel per condition
+``feature_distance``   per-layer MSE between clean and refined-input features, per epoch;     main
+                       one panel per condition and variant, its model's taps as lines
 ``perturbation``       original, ICP-refined and i-FGSM images and their amplified            main
-                       differences (paper Fig. 1), from a trained ICP checkpoint
-``generative_curves``  test SSIM, ELBO and FID of reconstructions vs epoch per variant          generative
+                       differences (paper Fig. 1), from a trained ICP checkpoint; refined as
+                       one training-size batch, so each image's step equals training's
+``generative_curves``  test SSIM, ELBO and FID of reconstructions vs epoch per variant; a     generative
+                       row of panels per condition
 ``reconstructions``    test images and each method's VAE reconstructions (lowest seed)        generative
 ``samples``            prior samples of each method's VAE, the same z for all                 generative
 =====================  ======================================================================  ===============
 
-Every figure names its study and ``n`` (complete seeds) in its title or legend; axes carry units. A figure whose
-study has no complete run yet says so on an empty canvas instead of failing.
+A *condition* is a dataset, model, scenario and number of training epochs (:data:`CONDITION`): figures never
+average across conditions. Each condition gets its own panel (one Axes), titled with it, with its own legend whose
+labels give that panel's ``n`` (distinct complete seeds of the variant in that panel; ``n=2–3`` where the points
+of one curve rest on different numbers of seeds). Suptitles name the study and what is averaged; axes carry
+units. A figure whose study has no complete run yet says so on an empty canvas instead of failing.
 """
 from __future__ import annotations
 
 import json
+import math
 import re
+import textwrap
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
 ICP_METHODS = ("icp", "icp-sgd", "icp-adam", "icp-ademamix", "ifgsm")
 FIGURES: dict[str, tuple[str, Callable]] = {}  # name -> (study it needs, function)
+# what makes two runs comparable: a figure draws each combination in its own panel, never averaging across them
+CONDITION = ("dataset", "model", "scenario", "epochs")
 
 
 def _libs():
@@ -61,13 +77,20 @@ def available(studies) -> list[str]:
 def _complete(runs: pd.DataFrame, study: Optional[str]) -> pd.DataFrame:
     sel = runs[runs.status == "complete"]
     if study is not None:
-        sel = sel[sel.studies.fillna("").str.split(";").map(lambda s: study in s)]
+        # astype(bool): with no complete run the mask is an empty object Series, which pandas takes as columns
+        sel = sel[sel.studies.fillna("").str.split(";").map(lambda s: study in s).astype(bool)]
     return sel
 
 
-def _label_n(df: pd.DataFrame, by: str = "variant") -> dict[str, str]:
-    """variant -> 'variant (n=K)' with K the number of distinct seeds."""
-    return {v: f"{v} (n={g.seed.nunique()})" for v, g in df.groupby(by)}
+def _label_n(df: pd.DataFrame, by: str = "variant", at: Optional[Sequence[str] | str] = None) -> dict[str, str]:
+    """value of ``by`` -> 'value (n=K)', K the number of distinct seeds of that value in ``df``; with ``at``, the
+    seeds behind each point (each value of ``at``), written 'n=2–3' where points differ."""
+    out = {}
+    for v, g in df.groupby(by, sort=True):
+        ns = [g.seed.nunique()] if at is None else g.groupby(at).seed.nunique().tolist()
+        lo, hi = min(ns), max(ns)
+        out[v] = f"{v} (n={lo})" if lo == hi else f"{v} (n={lo}–{hi})"
+    return out
 
 
 def _empty(title: str, why: str):
@@ -79,28 +102,108 @@ def _empty(title: str, why: str):
     return fig
 
 
-def _condition(df: pd.DataFrame) -> pd.Series:
-    return df.dataset + " / " + df.model
+def _with_epochs(ep: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """``ep`` (rows of the epochs frame) with each run's training length ``epochs`` from the runs frame."""
+    if "epochs" in ep or ep.empty:
+        return ep
+    return ep.merge(runs[["run_id", "epochs"]].drop_duplicates("run_id"), on="run_id", how="left")
+
+
+def _condition_name(key: dict) -> str:
+    """'fashion-mnist / resnet20 / clean, 30 epochs' from the condition's factors present in ``key``."""
+    name = " / ".join(str(key[k]) for k in ("dataset", "model", "scenario") if k in key)
+    e = key.get("epochs")
+    if e is not None and e == e:
+        name += f", {int(e)} epochs"
+    return name
+
+
+def _by(df: pd.DataFrame, keys: Sequence[str]) -> list[tuple[dict, pd.DataFrame]]:
+    """(factors, rows) per distinct combination of ``keys`` in ``df``, sorted: one panel each."""
+    keys = list(keys)
+    return [(dict(zip(keys, k if isinstance(k, tuple) else (k,))), part)
+            for k, part in df.groupby(keys, sort=True, dropna=False)]
+
+
+def _colours(values) -> dict:
+    """One colour per value (a variant keeps its colour in every panel of a figure)."""
+    _, sns = _libs()
+    values = sorted(set(values), key=str)
+    return dict(zip(values, sns.color_palette(n_colors=max(len(values), 1))))
+
+
+def _grid(panels: list, title: str, ncols: int = 3, size: tuple[float, float] = (4.6, 3.4)):
+    """The one layout of the curve figures: one Axes per panel, ``ncols`` to a row. ``panels`` holds
+    ``(panel title, draw(ax))`` pairs, or None for an empty slot (to start a new row)."""
+    plt, _ = _libs()
+    ncols = max(1, min(ncols, len(panels)))
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows + 0.6), squeeze=False,
+                             layout="constrained")
+    for i, ax in enumerate(axes.flat):
+        if i >= len(panels) or panels[i] is None:
+            fig.delaxes(ax)
+            continue
+        name, draw = panels[i]
+        draw(ax)
+        ax.set_title(name, fontsize=9)
+    width = max(40, int(size[0] * ncols * 13))  # characters of 10 pt text across the panels: wrap, not widen
+    fig.suptitle("\n".join(textwrap.fill(line, width) for line in title.split("\n")), fontsize=10)
+    return fig
+
+
+def _lines(ax, part: pd.DataFrame, x: str, y: str, colours: dict, hue: str = "variant", legend: str = "variant",
+           at: Optional[Sequence[str] | str] = None, style: Optional[str] = None, errorbar="sd",
+           marker: Optional[str] = "o"):
+    """``part`` (one panel's rows) as lines of ``y`` over ``x``, one per ``hue`` value, mean and ``errorbar``
+    over seeds; the legend, inside this Axes, gives each line this panel's n (see :func:`_label_n`)."""
+    _, sns = _libs()
+    labels = _label_n(part, hue, at)
+    name = f"{legend} (n seeds)"
+    data = part.assign(**{name: part[hue].map(labels)})
+    sns.lineplot(data=data, x=x, y=y, hue=name, hue_order=[labels[v] for v in labels],
+                 palette={labels[v]: colours[v] for v in labels}, style=style, marker=marker, errorbar=errorbar,
+                 ax=ax)
+    _small_legend(ax, None if style else name)
+    ax.set(xlabel=x, ylabel=y)
+
+
+def _small_legend(ax, title: Optional[str]):
+    """Redraw seaborn's legend of ``ax`` in a small font, inside the Axes."""
+    old = ax.get_legend()
+    if old is None:
+        return
+    ax.legend(old.legend_handles, [t.get_text() for t in old.texts], title=title, fontsize=7, title_fontsize=7,
+              loc="best", framealpha=0.8)
 
 
 # ------------------------------------------------------------------------------------------ figures
+def _curves(ep: pd.DataFrame, y: str, title: str, keys: Sequence[str] = CONDITION, log: bool = False,
+            ylabel: Optional[str] = None):
+    """One panel per condition of ``y`` vs epoch, a line (mean ± sd over seeds) per variant."""
+    colours = _colours(ep.variant)
+
+    def draw(part):
+        def on(ax):
+            _lines(ax, part, "epoch", y, colours)
+            if log:
+                ax.set_yscale("log")
+            ax.set(xlabel="epoch", ylabel=ylabel or y)
+        return on
+
+    return _grid([(_condition_name(key), draw(part)) for key, part in _by(ep, keys)], title)
+
+
 @figure("learning_curves", "main")
 def learning_curves(runs, epochs, ctx):
-    plt, sns = _libs()
     done = _complete(runs, "main")
     ep = epochs[epochs.run_id.isin(done.run_id)].copy()
-    title = "Study main: test top-1 vs epoch (mean ± sd over seeds)"
+    title = "Study main: test top-1 vs epoch (mean ± sd over seeds; n = seeds per variant in each panel)"
     if ep.empty:
         return _empty(title, "no complete run of study main yet")
+    ep = _with_epochs(ep, done)
     ep["test top-1 (%)"] = ep.test_top1 * 100
-    ep["condition"] = _condition(ep) + " / " + ep.scenario
-    ep["variant (n seeds)"] = ep.variant.map(_label_n(ep))
-    g = sns.relplot(data=ep, x="epoch", y="test top-1 (%)", hue="variant (n seeds)", col="condition",
-                    col_wrap=min(3, ep.condition.nunique()), kind="line", errorbar="sd", height=3.2, aspect=1.3,
-                    facet_kws={"sharey": False})
-    g.set_axis_labels("epoch", "test top-1 (%)")
-    g.figure.suptitle(title, y=1.02)
-    return g.figure
+    return _curves(ep, "test top-1 (%)", title)
 
 
 def _rate(tag: str) -> tuple[str, float]:
@@ -110,49 +213,56 @@ def _rate(tag: str) -> tuple[str, float]:
 
 @figure("noise", "noisy")
 def noise(runs, epochs, ctx):
-    plt, sns = _libs()
     noisy = _complete(runs, "noisy")
-    title = "Study noisy: last-epoch test top-1 vs label-noise rate (mean ± sd over seeds)"
+    title = ("Study noisy: last-epoch test top-1 vs label-noise rate (mean ± sd over seeds; n = seeds per point, "
+             "0% = the clean runs)")
     if noisy.empty:
         return _empty(title, "no complete run of study noisy yet")
+    keys = ["dataset", "model", "epochs"]  # the scenario is the x-axis here
     clean = _complete(runs, None)
-    clean = clean[(clean.scenario == "clean") & clean.variant.isin(noisy.variant)
-                  & _condition(clean).isin(_condition(noisy))]
+    clean = clean[(clean.scenario == "clean") & clean.variant.isin(noisy.variant)]
+    clean = clean.merge(noisy[keys].drop_duplicates(), on=keys)  # of the noisy runs' conditions only
     df = pd.concat([noisy, clean]).drop_duplicates("run_id").copy()
     kinds = df.scenario.map(_rate)
     df["noise"], df["noise rate (%)"] = [k for k, _ in kinds], [100 * r for _, r in kinds]
     df["test top-1 (%)"] = df.top1.astype(float) * 100
-    df["variant (n seeds)"] = df.variant.map(_label_n(noisy))
-    df["condition"] = _condition(df)
     rows = []
     for kind in ("symmetric", "asymmetric"):  # the clean point starts both curves
         part = df[df.noise.isin(["clean", kind])].assign(noise=kind)
         if (part["noise rate (%)"] > 0).any():
             rows.append(part)
     df = pd.concat(rows) if rows else df
-    g = sns.relplot(data=df, x="noise rate (%)", y="test top-1 (%)", hue="variant (n seeds)", style="noise",
-                    col="condition", kind="line", marker="o", errorbar="sd", height=3.4, aspect=1.3,
-                    facet_kws={"sharey": False})
-    g.figure.suptitle(title + "; 0% = the clean runs", y=1.02)
-    return g.figure
+    colours = _colours(df.variant)
+
+    def draw(part):
+        return lambda ax: _lines(ax, part, "noise rate (%)", "test top-1 (%)", colours, style="noise",
+                                 at=["noise", "noise rate (%)"])
+
+    return _grid([(_condition_name(key), draw(part)) for key, part in _by(df, keys)], title)
 
 
 @figure("fewshot", "fewshot")
 def fewshot(runs, epochs, ctx):
-    plt, sns = _libs()
     few = _complete(runs, "fewshot").copy()
-    title = "Study fewshot: last-epoch test top-1 vs training images per class (mean ± sd over seeds)"
+    title = ("Study fewshot: last-epoch test top-1 vs training images per class (mean ± sd over seeds; "
+             "n = seeds per point)")
     if few.empty:
         return _empty(title, "no complete run of study fewshot yet")
     few["images per class"] = few.scenario.str.extract(r"^(\d+)shot$")[0].astype(float)
     few["test top-1 (%)"] = few.top1.astype(float) * 100
-    few["variant (n seeds)"] = few.variant.map(_label_n(few))
-    few["condition"] = _condition(few)
-    g = sns.relplot(data=few, x="images per class", y="test top-1 (%)", hue="variant (n seeds)", col="condition",
-                    kind="line", marker="o", errorbar="sd", height=3.4, aspect=1.3, facet_kws={"sharey": False})
-    g.set(xscale="log")
-    g.figure.suptitle(title, y=1.02)
-    return g.figure
+    colours = _colours(few.variant)
+
+    def draw(part):
+        def on(ax):
+            _lines(ax, part, "images per class", "test top-1 (%)", colours, at="images per class")
+            ax.set_xscale("log")
+            shots = sorted(part["images per class"].dropna().unique())
+            ax.set_xticks(shots, [f"{v:g}" for v in shots])  # the shot counts run, not powers of ten
+            ax.set_xticks([], minor=True)
+        return on
+
+    keys = ["dataset", "model", "epochs"]  # the scenario is the x-axis here
+    return _grid([(_condition_name(key), draw(part)) for key, part in _by(few, keys)], title)
 
 
 def _option(runs: pd.DataFrame, name: str, default=None) -> pd.Series:
@@ -161,102 +271,124 @@ def _option(runs: pd.DataFrame, name: str, default=None) -> pd.Series:
 
 @figure("steps", "steps")
 def steps(runs, epochs, ctx):
-    plt, sns = _libs()
+    from icp.aggregate import variant_of
+
     st = _complete(runs, "steps").copy()
-    title = "Study steps: ICP refinement steps K (mean ± sd over seeds; K = 0 is the no-refinement control)"
+    title = ("Study steps: ICP refinement steps K (mean ± sd over seeds; n = seeds per K; K = 0 is the "
+             "no-refinement control)")
     if st.empty:
         return _empty(title, "no complete run of study steps yet")
     st["K (refinement steps)"] = _option(st, "steps")
     st["test top-1 (%)"] = st.top1.astype(float) * 100
     st["training images/s"] = st.images_per_s.astype(float)
-    st["condition"] = _condition(st)
-    st["method (n seeds)"] = st.method + " (n=" + st.groupby(["method", "condition"]).seed.transform(
-        "nunique").astype(str) + " per K)"
-    conds = list(dict.fromkeys(st.condition))
-    fig, axes = plt.subplots(len(conds), 2, figsize=(10, 3.4 * len(conds)), squeeze=False)
-    for i, cond in enumerate(conds):
-        part = st[st.condition == cond]
-        for j, y in enumerate(("test top-1 (%)", "training images/s")):
-            sns.lineplot(data=part, x="K (refinement steps)", y=y, hue="method (n seeds)", marker="o", errorbar="sd",
-                         ax=axes[i, j])
-            axes[i, j].set_title(f"{cond}: {'accuracy' if j == 0 else 'cost'}")
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    # the line: the method with its options other than K (K is the x-axis)
+    st["method"] = [variant_of(m, {k: v for k, v in json.loads(o or "{}").items() if k != "steps"})
+                    for m, o in zip(st.method, st.method_options)]
+    colours = _colours(st.method)
+
+    def draw(part, y, ylabel):
+        def on(ax):
+            from matplotlib.ticker import MaxNLocator
+
+            _lines(ax, part, "K (refinement steps)", y, colours, hue="method", legend="method",
+                   at="K (refinement steps)")
+            ax.set_ylabel(ylabel)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        return on
+
+    panels = []
+    for key, part in _by(st, CONDITION):
+        panels += [(f"{_condition_name(key)}: accuracy", draw(part, "test top-1 (%)", "test top-1 (%)")),
+                   (f"{_condition_name(key)}: cost",
+                    draw(part, "training images/s", "training images/s\n(all images trained ÷ training time)"))]
+    return _grid(panels, title, ncols=2, size=(5.2, 3.4))
 
 
 def _icp_epochs(runs, epochs, study="main") -> pd.DataFrame:
     done = _complete(runs, study)
     done = done[done.method.isin(ICP_METHODS)]
-    return epochs[epochs.run_id.isin(done.run_id)].copy()
+    return _with_epochs(epochs[epochs.run_id.isin(done.run_id)].copy(), done)
+
+
+def _taps(ep: pd.DataFrame) -> list[str]:
+    """The feature taps recorded (a non-null ``diag.feature_mse.<tap>``) in ``ep``, shallow to deep."""
+    cols = [c for c in ep.columns if c.startswith("diag.feature_mse.") and ep[c].notna().any()]
+    natural = lambda s: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]  # noqa: E731
+    return sorted((c.removeprefix("diag.feature_mse.") for c in cols), key=natural)
 
 
 @figure("schedule", "main")
 def schedule(runs, epochs, ctx):
-    plt, sns = _libs()
     from icp.methods.icp import layer_weights
 
     ep = _icp_epochs(runs, epochs)
-    title = "ICP's loss weights, as recorded by the runs of study main"
+    title = ("ICP's loss weights, as recorded by the runs of study main\n"
+             "top: α_e = 1 in warm-up, then cos(π(e−W)/(2(E−W))), per condition (mean over seeds); "
+             "bottom: layer weights w_l per model, over the feature taps its runs recorded")
     if ep.empty or "diag.alpha" not in ep:
         return _empty(title, "no complete ICP run of study main yet")
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.6))
-    ep["variant (n seeds)"] = ep.variant.map(_label_n(ep))
-    sns.lineplot(data=ep, x="epoch", y="diag.alpha", hue="variant (n seeds)", marker="o", errorbar=None, ax=a)
-    a.set(ylabel="α_e (weight of the task loss)", xlabel="epoch", ylim=(-0.05, 1.05),
-          title="α_e = 1 in warm-up, then cos(π(e−W)/(2(E−W)))")
-    taps = sorted(c.removeprefix("diag.feature_mse.") for c in ep.columns if c.startswith("diag.feature_mse."))
-    n = len(taps) or 3
-    x = np.arange(n)
-    for off, kind in ((-0.2, "cosine"), (0.2, "uniform")):
-        b.bar(x + off, layer_weights(kind, n), width=0.4, label=kind)
-    b.set_xticks(x, taps or [str(i) for i in range(n)])
-    b.set(xlabel="feature tap (shallow → deep)", ylabel="layer weight w_l", title=f"layer weights over {n} taps")
-    b.legend(title="layer_weights")
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    colours = _colours(ep.variant)
+
+    def alpha(part):
+        def on(ax):
+            _lines(ax, part, "epoch", "diag.alpha", colours, errorbar=None)
+            ax.set(xlabel="epoch", ylabel="α_e (weight of the task loss)", ylim=(-0.05, 1.05))
+        return on
+
+    def weights(taps):
+        def on(ax):
+            x = np.arange(len(taps))
+            for off, kind in ((-0.2, "cosine"), (0.2, "uniform")):
+                ax.bar(x + off, layer_weights(kind, len(taps)), width=0.4, label=kind)
+            ax.set_xticks(x, taps)
+            ax.set(xlabel="feature tap (shallow → deep)", ylabel="layer weight w_l", ylim=(0, 1.15))
+            ax.legend(title="layer_weights", fontsize=7, title_fontsize=7, loc="lower left", framealpha=0.8)
+        return on
+
+    panels = [(_condition_name(key), alpha(part)) for key, part in _by(ep, CONDITION)]
+    ncols = min(3, max(len(panels), ep.model.nunique()))
+    panels += [None] * (-len(panels) % ncols)  # the layer weights start a row of their own
+    for model, part in ep.groupby("model", sort=True):
+        taps = _taps(part)
+        if taps:
+            panels.append((f"{model}: layer weights over its {len(taps)} taps", weights(taps)))
+    return _grid(panels, title, ncols=ncols)
 
 
 @figure("input_shift", "main")
 def input_shift(runs, epochs, ctx):
-    plt, sns = _libs()
     frames = [_icp_epochs(runs, epochs, s) for s in ("main", "ablations", "steps")]
     ep = pd.concat(frames).drop_duplicates(["run_id", "epoch"]) if frames else pd.DataFrame()
-    title = "How far ICP moves the input: mean |x_K − x| per epoch (normalised units, mean over seeds)"
-    if ep.empty or "diag.input_shift" not in ep or ep["diag.input_shift"].notna().sum() == 0:
+    title = ("How far ICP moves the input: mean |x_K − x| per epoch (normalised units, mean ± sd over seeds; "
+             "studies main, ablations, steps)")
+    if ep.empty or "diag.input_shift" not in ep or (ep["diag.input_shift"] > 0).sum() == 0:
         return _empty(title, "no complete ICP run with refinement yet")
-    ep = ep[ep["diag.input_shift"].notna()].copy()
-    ep["input optimizer / η"] = (ep.method + " η=" + _option(ep, "step_size", 0.002).astype(str) + " "
-                                 + _option(ep, "reduction", "mean").astype(str))
-    ep["variant (n seeds)"] = ep.variant.map(_label_n(ep))
-    ep["condition"] = _condition(ep) + " / " + ep.scenario
-    g = sns.relplot(data=ep, x="epoch", y="diag.input_shift", hue="variant (n seeds)", col="condition",
-                    kind="line", marker="o", errorbar="sd", height=3.4, aspect=1.4)
-    g.set(yscale="log")
-    g.set_axis_labels("epoch", "mean |x_K − x| (log)")
-    g.figure.suptitle(title, y=1.02)
-    return g.figure
+    ep = ep[ep["diag.input_shift"] > 0].copy()  # K = 0 moves nothing: no point on a log axis
+    return _curves(ep, "diag.input_shift", title, log=True, ylabel="mean |x_K − x| (normalised units, log)")
 
 
 @figure("feature_distance", "main")
 def feature_distance(runs, epochs, ctx):
-    plt, sns = _libs()
     ep = _icp_epochs(runs, epochs)
     cols = [c for c in ep.columns if c.startswith("diag.feature_mse.")]
-    title = "Per-layer feature distance between clean and ICP-refined inputs, study main (mean over seeds)"
+    title = ("Per-layer feature distance between clean and ICP-refined inputs, study main (mean ± sd over seeds); "
+             "one panel per condition and variant")
     if ep.empty or not cols or ep[cols].notna().sum().sum() == 0:
         return _empty(title, "no complete ICP run with refinement yet")
-    long = ep.melt(id_vars=["run_id", "variant", "seed", "epoch", "dataset", "model", "scenario"], value_vars=cols,
-                   var_name="layer", value_name="MSE").dropna(subset=["MSE"])
-    long["layer"] = long.layer.str.removeprefix("diag.feature_mse.")
-    long["variant (n seeds)"] = long.variant.map(_label_n(long)) + " / " + long.scenario
-    g = sns.relplot(data=long, x="epoch", y="MSE", hue="layer", col="variant (n seeds)", kind="line", marker="o",
-                    errorbar="sd", height=3.2, aspect=1.3, col_wrap=min(3, long["variant (n seeds)"].nunique()))
-    g.set(yscale="log")
-    g.set_axis_labels("epoch", "MSE(f_l(x), f_l(x_K)) (log)")
-    g.figure.suptitle(title, y=1.02)
-    return g.figure
+    long = ep.melt(id_vars=["run_id", "variant", "seed", "epoch", *CONDITION], value_vars=cols, var_name="tap",
+                   value_name="MSE").dropna(subset=["MSE"])  # a model's panel keeps the taps it has
+    long["tap"] = long.tap.str.removeprefix("diag.feature_mse.")
+    colours = _colours(long.tap)
+
+    def draw(part):
+        def on(ax):
+            _lines(ax, part, "epoch", "MSE", colours, hue="tap", legend="tap")
+            ax.set_yscale("log")
+            ax.set(xlabel="epoch", ylabel="MSE(f_l(x), f_l(x_K)) (log)")
+        return on
+
+    return _grid([(f"{_condition_name(key)}\nvariant {key['variant']}", draw(part))
+                  for key, part in _by(long, [*CONDITION, "variant"])], title)
 
 
 def perturbation_run(runs: pd.DataFrame) -> Optional[pd.Series]:
@@ -265,6 +397,25 @@ def perturbation_run(runs: pd.DataFrame) -> Optional[pd.Series]:
     done = _complete(runs, "main")
     done = done[done.method.isin(ICP_METHODS[:4]) & (done.scenario == "clean")]
     return None if done.empty else done.sort_values(["seed"], kind="stable").iloc[0]
+
+
+def refine_as_training(model, x, y, opts, batch_size: int, n_images: int, bounds=None):
+    """The images the perturbation figure shows: ``x[:batch_size]`` refined as *one training batch* (ICP with
+    ``opts``, and i-FGSM with the same K and η), of which the first ``n_images`` are returned as
+    ``(x, y, ICP-refined x, i-FGSM x)``.
+
+    The refinement's loss is reduced over the batch as in training (``opts.reduction``, ``mean`` by default), so
+    each image's step depends on how many images share the batch: refined alone in a batch of 6, an image would
+    move 128/6 times as far as it does in a training batch of 128. Refining the training batch size, then
+    showing a few, gives each shown image the step that training gives it, whatever ``n_images`` is."""
+    import dataclasses
+
+    from icp.methods.icp import refine
+
+    xb, yb = x[:batch_size], y[:batch_size]
+    icp_x = refine(model, xb, yb, opts, bounds)
+    fgsm_x = refine(model, xb, yb, dataclasses.replace(opts, optimizer="ifgsm"), bounds)
+    return xb[:n_images], yb[:n_images], icp_x[:n_images], fgsm_x[:n_images]
 
 
 @figure("perturbation", "main")
@@ -276,25 +427,26 @@ def perturbation(runs, epochs, ctx, n_images: int = 6):
 
     from icp import checkpoint, config, data, loaders
     from icp.methods import get
-    from icp.methods.icp import refine
 
     run = perturbation_run(runs)
     title = "Constructive (ICP) vs destructive (i-FGSM) perturbations of test images"
     if run is None:
         return _empty(title, "no complete ICP run of study main on clean data yet")
     trained = checkpoint.trained(run.path, "figure perturbation", files=("last.pt",))
-    cfg = config.resolve(trained.config, ["train.device=cpu", "data.test_subset=200"])
+    batch = config.resolve(trained.config).train.batch_size
+    cfg = config.resolve(trained.config, ["train.device=cpu", f"data.test_subset={max(200, batch)}"])
     splits = data.build_splits(cfg)
     info = splits.info
     model = trained.model(info.num_classes, info.in_channels, splits.test.images.shape[1])
-    loader = loaders.EvalLoader(splits.test, info, torch.device("cpu"), n_images, False)
-    x, y = next(iter(loader))
+    x, y = next(iter(loaders.EvalLoader(splits.test, info, torch.device("cpu"), batch, False)))
     opts = get(cfg.method.name).Options(**{k: v for k, v in cfg.method.options.items() if k != "teacher"})
     opts = dataclasses.replace(opts, cuda_graph=False)
-    icp_x = refine(model, x, y, opts)
-    fgsm_x = refine(model, x, y, dataclasses.replace(opts, optimizer="ifgsm"))
     mean = torch.tensor(info.mean).view(1, -1, 1, 1)
     std = torch.tensor(info.std).view(1, -1, 1, 1)
+    bounds = (-mean / std, (1 - mean) / std) if opts.clamp else None  # as training clamps (method.options.clamp)
+    refined = len(x)
+    n_images = min(n_images, refined)
+    x, y, icp_x, fgsm_x = refine_as_training(model, x, y, opts, batch, n_images, bounds)
     to_img = lambda t: (t * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()  # noqa: E731
     with torch.no_grad():
         conf = {k: torch.softmax(model(v), 1).gather(1, y[:, None])[:, 0].numpy()
@@ -305,7 +457,7 @@ def perturbation(runs, epochs, ctx, n_images: int = 6):
     rows = [("original", base, "original"), ("ICP-refined", to_img(icp_x), "ICP"),
             ("ICP − original", diffs["ICP"], None), ("i-FGSM", to_img(fgsm_x), "i-FGSM"),
             ("i-FGSM − original", diffs["i-FGSM"], None)]
-    fig, axes = plt.subplots(len(rows), n_images, figsize=(1.8 * n_images, 2.0 * len(rows) + 0.6), squeeze=False,
+    fig, axes = plt.subplots(len(rows), n_images, figsize=(1.8 * n_images, 2.0 * len(rows) + 0.9), squeeze=False,
                              layout="constrained")
     for i, (label, imgs, key) in enumerate(rows):
         for j in range(n_images):
@@ -323,8 +475,16 @@ def perturbation(runs, epochs, ctx, n_images: int = 6):
                 ax.set_ylabel(label, fontsize=8)
     fig.colorbar(shown, ax=axes[-1, :].tolist(), orientation="horizontal", shrink=0.6, aspect=40,
                  label=f"refined − original, pixel intensity (0–1 scale), mean over channels; full colour = ±{scale:.2g}")
-    fig.suptitle(f"{title}\n{run.run_id}: K={opts.steps}, η={opts.step_size:g} ({opts.optimizer}); "
-                 f"i-FGSM: same K and η, sign ascent; p(y) = softmax probability of the true class", fontsize=9)
+    if refined == batch:
+        as_training = (f"refined as one training batch of B={batch} test images, so each image's step equals "
+                       "training's")
+    else:  # a test split smaller than the training batch
+        as_training = f"refined as one batch of all {refined} test images, fewer than training's B={batch}"
+        if opts.optimizer == "sgd" and opts.reduction == "mean":
+            as_training += f", so each image's step is {batch / refined:.2g}× training's"
+    fig.suptitle(f"{title}\n{run.run_id}: K={opts.steps}, η={opts.step_size:g} ({opts.optimizer}, loss reduced by "
+                 f"{opts.reduction}); i-FGSM: same K and η, sign ascent\n{as_training}; the first {n_images} shown; "
+                 f"p(y) = softmax probability of the true class", fontsize=9)
     return fig
 
 
@@ -396,23 +556,32 @@ def _vae_grid(runs, title: str, draw, n_images: int = 8, show_inputs: bool = Fal
 
 @figure("generative_curves", "generative")
 def generative_curves(runs, epochs, ctx):
-    plt, sns = _libs()
-    ep = epochs[epochs.run_id.isin(_complete_vaes(runs).run_id)].copy()
-    title = "Study generative: test metrics vs epoch (mean ± sd over seeds)"
+    done = _complete_vaes(runs)
+    ep = epochs[epochs.run_id.isin(done.run_id)].copy()
+    title = "Study generative: test metrics vs epoch (mean ± sd over seeds; n = seeds per variant in each panel)"
     if ep.empty:
         return _empty(title, "no complete VAE run of study generative yet")
+    ep = _with_epochs(ep, done)
     ep["SSIM (%)"] = ep.test_ssim * 100
     names = {"SSIM (%)": "SSIM (%) ↑", "test_elbo": "ELBO (nats) ↑", "test_fid_recon": "FID of reconstructions ↓"}
-    long = ep.melt(id_vars=["dataset", "variant", "seed", "epoch"], value_vars=list(names), var_name="metric")
-    long = long.dropna(subset=["value"])  # FIDs are null on epochs that train.fid_every skips, or without features
-    long["metric"] = long.metric.map(names)
-    long["variant (n seeds)"] = long.variant.map(_label_n(ep))
-    g = sns.relplot(data=long, x="epoch", y="value", hue="variant (n seeds)", row="dataset", col="metric",
-                    kind="line", errorbar="sd", marker="o", height=2.8, aspect=1.2, facet_kws={"sharey": False})
-    g.set_titles("{row_name}: {col_name}")
-    g.set_axis_labels("epoch", "")
-    g.figure.suptitle(title, y=1.02)
-    return g.figure
+    colours = _colours(ep.variant)
+
+    def draw(part, y):
+        def on(ax):
+            _lines(ax, part, "epoch", y, colours)
+            ax.set(xlabel="epoch", ylabel=names[y])
+        return on
+
+    panels = []
+    for key, part in _by(ep, CONDITION):
+        for y, name in names.items():
+            # FIDs are null on epochs that train.fid_every skips, or without features
+            part_y = part.dropna(subset=[y])
+            if part_y.empty:
+                panels.append(None)
+            else:
+                panels.append((f"{_condition_name(key)}: {name}", draw(part_y, y)))
+    return _grid(panels, title, ncols=len(names), size=(4.4, 3.2))
 
 
 @figure("reconstructions", "generative")
