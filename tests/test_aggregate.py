@@ -183,3 +183,102 @@ def test_figures_from_the_same_records_are_byte_identical(sweep, tmp_path):
     assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
     assert b"/CreationDate" not in first[1].read_bytes()  # else two renderings a second apart differ
     assert [p.suffix for p in first] == [".png", ".pdf"] and first[0].stat().st_size > 5_000
+
+
+def _section(text: str, title: str) -> str:
+    """The markdown table under the ``## title...`` heading of a study's tables."""
+    return text.split(f"## {title}", 1)[1].split("##", 1)[0]
+
+
+def test_bold_only_a_unique_best_as_printed_among_cells_with_every_seed(tmp_path):
+    # ls and pskd average to 0.76 up to float noise (0.7599999999999999 and 0.7600000000000001): a tie as printed.
+    # tfkd is higher but lost a seed to divergence; cskd is higher but was run with two seeds only.
+    top1 = {"ce": [0.70, 0.72, 0.74], "ls": [0.70, 0.71, 0.87], "pskd": [0.75, 0.76, 0.77], "tfkd": [0.90, 0.92],
+            "cskd": [0.95, 0.95]}
+    g = expand(tmp_path, ["ce", "ls", "pskd", "tfkd"], cskd=[0, 1])
+
+    def make(run):
+        if run.seed >= len(top1[run.method]):
+            return record(run, None, status="diverged", error="Diverged: loss is nan")
+        return record(run, top1[run.method][run.seed])
+
+    write_records(g, make)
+    runs = aggregate.runs_frame(g)
+    _, md, _ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path / "tables")
+    table = _section(md.read_text(), "Test top-1 (%) at the last epoch")
+    assert "**" not in table
+    assert "| ls | 76.00 ± 9.54 (3) |" in table and "| pskd | 76.00 ± 1.00 (3) |" in table
+    assert "| tfkd | 91.00 ± 1.41 (2/3, 1 diverged) |" in table and "| cskd | 95.00 ± 0.00 (2) |" in table
+    assert "**" not in _section(md.read_text(), "Top-1 difference to ce")  # +4.00 twice
+
+    path = tmp_path / "runs" / "fashion-mnist/resnet20/clean/pskd/s2" / "record.json"
+    rec = json.loads(path.read_text())
+    rec["last"]["test"]["top1"] = 0.80  # pskd: 0.77, now the one best
+    path.write_text(json.dumps(rec))
+    runs = aggregate.runs_frame(g)
+    _, md, _ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path / "tables")
+    assert "| pskd | **77.00 ± 2.65 (3)** |" in _section(md.read_text(), "Test top-1 (%) at the last epoch")
+
+
+def test_left_out_runs_are_counted_per_status_in_the_cell(tmp_path):
+    g = expand(tmp_path, ["ce"])
+    fates = {0: "complete", 1: "diverged", 2: "failed"}
+    write_records(g, lambda run: record(run, 0.94 if run.seed == 0 else None, status=fates[run.seed]))
+    runs = aggregate.runs_frame(g)
+    _, md, _ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path / "tables")
+    assert "| ce | 94.00 (1/3, 1 diverged, 1 failed) |" in md.read_text()
+    assert "## Runs not in the tables" in md.read_text()
+
+
+def test_delta_text_rounds_p_below_a_thousandth_and_names_constant_differences():
+    row = {"variant": "ls", "baseline": "ce", "delta_of": "top1", "delta": 0.03, "ci_low": 0.02, "ci_high": 0.04,
+           "t_stat": 40.0, "p_value": 0.0004, "p_holm": 0.0008, "pairs": 3}
+    assert aggregate._delta_text(row, False) == "+3.00 [+2.00, +4.00] (3, p < 0.001, Holm p < 0.001)"
+    assert "$<$" in aggregate._delta_text(row, True)
+    constant = {**row, "ci_low": 0.03, "ci_high": 0.03, "t_stat": math.inf, "p_value": 0.0, "p_holm": 0.0}
+    assert aggregate._delta_text(constant, False) == "+3.00 [+3.00, +3.00] (3, t = ∞, constant differences)"
+    zero = {**row, "delta": 0.0, "ci_low": 0.0, "ci_high": 0.0, "t_stat": math.nan, "p_value": math.nan,
+            "p_holm": math.nan}
+    assert aggregate._delta_text(zero, False) == "+0.00 [+0.00, +0.00] (3)"
+
+
+def test_cost_is_images_over_time_and_counts_every_attempt_and_the_teacher(tmp_path):
+    g = expand(tmp_path, ["ce", "aikd"], seeds=(0, 1))
+    ce0 = g["fashion-mnist/resnet20/clean/ce/s0"]
+
+    def make(run):
+        if run.method == "ce" and run.seed == 0:  # 1000 images in 1 s, then 1000 in 3 s: 500/s, not the mean 667
+            return record(run, 0.8, work=[(1000, 1.0), (1000, 3.0)], images_per_s=666.67, compute_s=3600.0)
+        if run.method == "ce":  # failed after two attempts that cost two hours
+            return record(run, None, status="failed", error="OSError: disk", work=[(1000, 1.0)], compute_s=7200.0,
+                          attempts=2)
+        if run.seed == 0:
+            rec = record(run, 0.81, work=[(1000, 2.0), (1000, 2.0)], compute_s=1800.0)
+            rec["method_options"] = {"teacher": ce0.run_dir}
+            return rec
+        return None  # aikd seed 1: missing
+
+    write_records(g, make)
+    runs = aggregate.runs_frame(g)
+    row = runs.set_index("run_id").loc[ce0.run_id]
+    assert (row.train_images, row.train_time_s, row.hours) == (2000, 4.0, pytest.approx(1.0))
+    assert runs.set_index("run_id").loc["fashion-mnist/resnet20/clean/aikd/s0", "teacher"] == ce0.run_dir
+    cells = aggregate.cells(runs).set_index("variant")
+    assert cells.loc["ce", "images_per_s"] == pytest.approx(500.0)
+    assert cells.loc["ce", "gpu_hours"] == pytest.approx(3.0) and cells.loc["ce", "attempts"] == 3
+    assert cells.loc["aikd", "teacher_gpu_hours"] == pytest.approx(1.0)  # ce s0; aikd s1 has no record yet
+    assert cells.loc["aikd", "speed_vs_baseline"] == pytest.approx(1.0)
+    _, md, _ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path / "tables")
+    cost = _section(md.read_text(), "Cost")
+    assert "| ce | 500 | 1.00 | 3.00 | 3.00 | – | 3 | 1 | H100 |" in cost
+    assert "| aikd | 500 | 1.00 | 0.50 | 0.50 | 1.00 | 1 | 1 | H100 |" in cost
+
+
+def test_records_without_images_or_compute_fall_back_to_rates_and_wall_time(tmp_path):
+    run = expand(tmp_path, ["ce"])["fashion-mnist/resnet20/clean/ce/s0"]
+    rec = record(run, 0.8, work=[(1000, 1.0), (1000, 3.0)])
+    del rec["compute_s"]
+    for e in rec["epochs"]:
+        del e["images"]
+    row = aggregate.run_row(rec, run)
+    assert row["train_images"] == pytest.approx(2000) and row["hours"] == pytest.approx(0.5)  # 1800 s wall
