@@ -5,18 +5,34 @@ aggregation rules and the DVC laptop pipeline all call it.
 
 * :func:`runs_frame`: one row per run. Given a grid, every run of the grid has a row, with status ``missing``
   when it has no record yet, so a half-finished sweep is visible run by run; given paths, one row per record
-  found. Columns: the run's factors, its status, last-epoch and best-epoch test metrics, wall time, images/s,
-  device hours, and where it came from (code version, git commit, job ids, error).
-* :func:`cells`: per condition (dataset, model, scenario) and variant (method with its non-default options), the
-  mean and standard deviation (ddof 1) over seeds of the ``complete`` runs, with ``n``; ``diverged`` runs are
-  counted and never averaged in; runs missing, failed or in flight are counted as ``not_final``. Each variant is
-  compared with the baseline under the same condition (``ce`` on top-1 for classifiers, ``vae`` on SSIM for the
-  generative study): the mean difference over the seeds both have, and a two-sided paired t-test
-  (``scipy.stats.ttest_rel``) over those seeds (p is empty below two pairs).
+  found. Columns: the run's factors, ``config_key`` (:func:`icp.config.cell_digest`: the same for runs that differ
+  by seed alone) and ``setting_key`` (the same without the method section: the settings a variant shares with its
+  baseline), its status, last-epoch and best-epoch test metrics, wall time, images/s (as recorded), cost
+  (``train_images`` and ``train_time_s`` summed over its epochs; ``hours``: the compute of every attempt,
+  ``compute_s``, else in older records ``wall_time_s``; ``gpu_hours`` the same on CUDA; ``attempts``: its jobs;
+  ``teacher``: AI-KD's teacher run directory), and where it came from (code version, git commit, job ids, error).
+* :func:`cells`: per condition (dataset, model, scenario), variant (method with its non-default options) and
+  config key, the mean and standard deviation (ddof 1) over seeds of the ``complete`` runs, with ``n``;
+  ``diverged`` runs are counted and never averaged in; runs missing, failed or in flight are counted as
+  ``not_final``; ``left_out`` counts them per status. A grid run without a record joins the cell of its condition
+  and variant when that cell has one config key. Each variant is compared with the baseline cell of the same
+  condition and settings (``ce`` on top-1 for classifiers, ``vae`` on SSIM for the generative study) over the
+  seeds both have complete (:mod:`icp.stats`): mean paired difference ``delta``, its 95 % t interval
+  ``ci_low``/``ci_high``, ``t_stat``, the two-sided paired t-test ``p_value`` (``scipy.stats.ttest_rel``; none
+  below two pairs or when every difference is zero; t = ±inf for constant differences), ``p_holm`` (Holm across
+  the variants compared with that baseline) and ``pairs``. Cost: ``images_per_s`` = total images ÷ total training
+  time over the complete runs (so a slow epoch weighs by its time), ``speed_vs_baseline`` the ratio of those;
+  ``hours``, ``gpu_hours`` and ``attempts`` summed over every run with a record, failed, diverged or requeued
+  alike (lost work was spent); ``teacher_hours``/``teacher_gpu_hours``: the hours of the runs whose directory is
+  the ``teacher`` of one of the cell's runs (AI-KD's ce teachers).
 * :func:`write_tables`: ``<study>.csv`` (the cells, machine-readable), ``<study>.md`` and ``<study>.tex`` (booktabs):
   test top-1 at the last epoch (the headline), at the best epoch (labelled with what selected it), macro-F1, ECE,
-  the difference to ``ce`` with its p-value, and a cost table (images/s and its ratio to ``ce``, GPU-hours). The
-  best mean of each column is bold. Runs that are not in a table are listed by run id under it.
+  the difference to ``ce`` (``+3.00 [+0.52, +5.48] (3, p=0.035, Holm p=0.070)``; ``p < 0.001`` below a thousandth,
+  ``t = ∞`` for constant differences), and a cost table (images/s over the study's complete runs and its ratio to
+  ``ce``, GPU-, device- and teacher GPU-hours and attempts over every attempt). A cell reads ``mean ± std (n)``,
+  or ``(2/3, 1 diverged)`` when runs are left out. In each column, bold marks the best value as printed among the
+  "full" cells (no run left out, and as many runs as the table's largest cell), only when no other full cell
+  prints the same. Runs that are not in a table are listed by run id under it.
 """
 from __future__ import annotations
 
@@ -29,8 +45,7 @@ import pandas as pd
 
 from icp import config as config_mod
 from icp import grid as grid_mod
-from icp import stats
-from icp import jsonfile
+from icp import jsonfile, stats
 
 METRICS = ("top1", "macro_f1", "ece", "nll", "ssim", "fid_recon", "fid_prior", "elbo", "recon", "kl")
 LOWER_IS_BETTER = ("ece", "nll", "fid_recon", "fid_prior", "recon")
