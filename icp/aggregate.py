@@ -391,6 +391,7 @@ def _pivot(study_cells: pd.DataFrame, text, shown, lower: bool, tex: bool) -> pd
     """Variants × conditions of ``text(row)``; in each column, the best ``shown(row)`` (the value as printed) among
     the :func:`_full` cells in bold when it is the only one: ties are not bold."""
     c = study_cells.assign(condition=_condition_label(study_cells))
+    c["row"] = _row_label(c)
     c["text"] = [text(r) for _, r in c.iterrows()]
     if shown is not None:
         c["shown"] = [shown(r) for _, r in c.iterrows()]
@@ -399,8 +400,16 @@ def _pivot(study_cells: pd.DataFrame, text, shown, lower: bool, tex: bool) -> pd
             if len(winners) == 1:
                 best = winners[0]
                 c.loc[best, "text"] = rf"\textbf{{{c.loc[best, 'text']}}}" if tex else f"**{c.loc[best, 'text']}**"
-    table = c.pivot_table(index="variant", columns="condition", values="text", aggfunc="first", sort=False)
-    return table.reindex(index=list(dict.fromkeys(c.variant)), columns=list(dict.fromkeys(c.condition))).fillna("–")
+    table = c.pivot_table(index="row", columns="condition", values="text", aggfunc="first", sort=False)
+    return table.reindex(index=list(dict.fromkeys(c.row)), columns=list(dict.fromkeys(c.condition))).fillna("–")
+
+
+def _row_label(c: pd.DataFrame) -> pd.Series:
+    """The variant, and where its runs of one condition have several configs (a recipe changed between seeds),
+    ``variant @config_key`` for each: cells of different settings are shown apart, never one in place of another."""
+    several = c.groupby(["condition", "variant"], dropna=False).config_key.transform(
+        lambda k: k.nunique(dropna=False)) > 1
+    return c.variant.where(~several, c.variant + " @" + c.config_key.fillna("?").astype(str))
 
 
 def _p_text(label: str, p: float, tex: bool) -> str:

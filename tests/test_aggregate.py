@@ -282,3 +282,18 @@ def test_records_without_images_or_compute_fall_back_to_rates_and_wall_time(tmp_
         del e["images"]
     row = aggregate.run_row(rec, run)
     assert row["train_images"] == pytest.approx(2000) and row["hours"] == pytest.approx(0.5)  # 1800 s wall
+
+
+def test_a_run_of_other_settings_in_a_grid_cell_gets_its_own_row(sweep, tmp_path):
+    path = tmp_path / "runs" / "fashion-mnist/resnet20/clean/ls/s2" / "record.json"
+    rec = json.loads(path.read_text())
+    rec["config"]["train"]["epochs"] = 3  # the recipe changed before this seed ran
+    path.write_text(json.dumps(rec))
+    runs = aggregate.runs_frame(sweep)
+    cells = aggregate.cells(runs)
+    ls = cells[cells.variant == "ls"].set_index("n")
+    assert sorted(ls.index) == [1, 2] and ls.loc[2, "top1_mean"] == pytest.approx(0.835)
+    _, md, _ = aggregate.write_tables("main", runs, cells, tmp_path / "tables")
+    table = _section(md.read_text(), "Test top-1 (%) at the last epoch")
+    assert f"| ls @{ls.loc[2, 'config_key']} | 83.50 ± 0.71 (2) |" in table
+    assert f"| ls @{ls.loc[1, 'config_key']} | 88.00 (1) |" in table
