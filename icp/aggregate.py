@@ -467,7 +467,8 @@ def _cost_table(study_cells: pd.DataFrame, baseline: str) -> tuple[str, pd.DataF
         attempts=("attempts", "sum"), runs=("n", "sum"), devices=("devices", "first"))
     rate = cost.train_images / cost.train_time_s.where(cost.train_time_s > 0)
     speed = rate / rate.get(baseline, math.nan)
-    teacher = [f"{h:.2f}" if m in grid_mod.TEACHER_METHODS else "–" for m, h in zip(cost.method, cost.teacher_gpu_hours)]
+    teacher = [f"{h:.2f}" if m in grid_mod.TEACHER_METHODS else "–"
+               for m, h in zip(cost.method, cost.teacher_gpu_hours)]
     text = pd.DataFrame({
         "images/s": rate.map(lambda v: "–" if v != v else f"{v:,.0f}"),
         f"× {baseline} speed": speed.map(lambda v: "–" if v != v else f"{v:.2f}"),
@@ -510,8 +511,10 @@ def sections(study_cells: pd.DataFrame, tex: bool = False) -> list[tuple[str, pd
              _pivot(study_cells, cell("top1"), mean("top1"), False, tex)),
             (f"Test top-1 (%) at the best epoch, selected by {selected}",
              _pivot(study_cells, cell("best_top1"), mean("best_top1"), False, tex)),
-            ("Test macro-F1 (%) at the last epoch", _pivot(study_cells, cell("macro_f1"), mean("macro_f1"), False, tex)),
-            ("Test ECE (%, lower is better) at the last epoch", _pivot(study_cells, cell("ece"), mean("ece"), True, tex)),
+            ("Test macro-F1 (%) at the last epoch",
+             _pivot(study_cells, cell("macro_f1"), mean("macro_f1"), False, tex)),
+            ("Test ECE (%, lower is better) at the last epoch",
+             _pivot(study_cells, cell("ece"), mean("ece"), True, tex)),
             (f"Top-1 difference to {baseline} (percentage points; {test})",
              _pivot(study_cells, delta, _shown_delta, False, tex)),
         ]

@@ -28,7 +28,8 @@ def record(run, top1, status="complete", error=None, images_per_s=1000.0, device
             "epochs": epochs, "last": {"epoch": 2, "test": test} if test else None, "best": None,
             "wall_time_s": 1800.0, "images_per_s": images_per_s, "compute_s": compute_s,
             "env": {"device": device, "device_name": "H100"}, "code": {"version": "0.1.0", "git_commit": "abc"},
-            "jobs": [{"job_id": str(100 + run.seed + 10 * i), "seconds": compute_s / attempts} for i in range(attempts)]}
+            "jobs": [{"job_id": str(100 + run.seed + 10 * i), "seconds": compute_s / attempts}
+                     for i in range(attempts)]}
 
 
 def write_records(g, make) -> None:
