@@ -5,18 +5,34 @@ aggregation rules and the DVC laptop pipeline all call it.
 
 * :func:`runs_frame`: one row per run. Given a grid, every run of the grid has a row, with status ``missing``
   when it has no record yet, so a half-finished sweep is visible run by run; given paths, one row per record
-  found. Columns: the run's factors, its status, last-epoch and best-epoch test metrics, wall time, images/s,
-  device hours, and where it came from (code version, git commit, job ids, error).
-* :func:`cells`: per condition (dataset, model, scenario) and variant (method with its non-default options), the
-  mean and standard deviation (ddof 1) over seeds of the ``complete`` runs, with ``n``; ``diverged`` runs are
-  counted and never averaged in; runs missing, failed or in flight are counted as ``not_final``. Each variant is
-  compared with the baseline under the same condition (``ce`` on top-1 for classifiers, ``vae`` on SSIM for the
-  generative study): the mean difference over the seeds both have, and a two-sided paired t-test
-  (``scipy.stats.ttest_rel``) over those seeds (p is empty below two pairs).
+  found. Columns: the run's factors, ``config_key`` (:func:`icp.config.cell_digest`: the same for runs that differ
+  by seed alone) and ``setting_key`` (the same without the method section: the settings a variant shares with its
+  baseline), its status, last-epoch and best-epoch test metrics, wall time, images/s (as recorded), cost
+  (``train_images`` and ``train_time_s`` summed over its epochs; ``hours``: the compute of every attempt,
+  ``compute_s``, else in older records ``wall_time_s``; ``gpu_hours`` the same on CUDA; ``attempts``: its jobs;
+  ``teacher``: AI-KD's teacher run directory), and where it came from (code version, git commit, job ids, error).
+* :func:`cells`: per condition (dataset, model, scenario), variant (method with its non-default options) and
+  config key, the mean and standard deviation (ddof 1) over seeds of the ``complete`` runs, with ``n``;
+  ``diverged`` runs are counted and never averaged in; runs missing, failed or in flight are counted as
+  ``not_final``; ``left_out`` counts them per status. A grid run without a record joins the cell of its condition
+  and variant when that cell has one config key. Each variant is compared with the baseline cell of the same
+  condition and settings (``ce`` on top-1 for classifiers, ``vae`` on SSIM for the generative study) over the
+  seeds both have complete (:mod:`icp.stats`): mean paired difference ``delta``, its 95 % t interval
+  ``ci_low``/``ci_high``, ``t_stat``, the two-sided paired t-test ``p_value`` (``scipy.stats.ttest_rel``; none
+  below two pairs or when every difference is zero; t = ±inf for constant differences), ``p_holm`` (Holm across
+  the variants compared with that baseline) and ``pairs``. Cost: ``images_per_s`` = total images ÷ total training
+  time over the complete runs (so a slow epoch weighs by its time), ``speed_vs_baseline`` the ratio of those;
+  ``hours``, ``gpu_hours`` and ``attempts`` summed over every run with a record, failed, diverged or requeued
+  alike (lost work was spent); ``teacher_hours``/``teacher_gpu_hours``: the hours of the runs whose directory is
+  the ``teacher`` of one of the cell's runs (AI-KD's ce teachers).
 * :func:`write_tables`: ``<study>.csv`` (the cells, machine-readable), ``<study>.md`` and ``<study>.tex`` (booktabs):
   test top-1 at the last epoch (the headline), at the best epoch (labelled with what selected it), macro-F1, ECE,
-  the difference to ``ce`` with its p-value, and a cost table (images/s and its ratio to ``ce``, GPU-hours). The
-  best mean of each column is bold. Runs that are not in a table are listed by run id under it.
+  the difference to ``ce`` (``+3.00 [+0.52, +5.48] (3, p=0.035, Holm p=0.070)``; ``p < 0.001`` below a thousandth,
+  ``t = ∞`` for constant differences), and a cost table (images/s over the study's complete runs and its ratio to
+  ``ce``, GPU-, device- and teacher GPU-hours and attempts over every attempt). A cell reads ``mean ± std (n)``,
+  or ``(2/3, 1 diverged)`` when runs are left out. In each column, bold marks the best value as printed among the
+  "full" cells (no run left out, and as many runs as the table's largest cell), only when no other full cell
+  prints the same. Runs that are not in a table are listed by run id under it.
 """
 from __future__ import annotations
 
@@ -27,8 +43,9 @@ from typing import Iterable, Optional, Sequence
 
 import pandas as pd
 
+from icp import config as config_mod
 from icp import grid as grid_mod
-from icp import jsonfile
+from icp import jsonfile, stats
 
 METRICS = ("top1", "macro_f1", "ece", "nll", "ssim", "fid_recon", "fid_prior", "elbo", "recon", "kl")
 LOWER_IS_BETTER = ("ece", "nll", "fid_recon", "fid_prior", "recon")
@@ -70,6 +87,18 @@ def _best(rec: dict) -> tuple[Optional[float], Optional[int], str]:
     return e["test"]["top1"], e["epoch"], "test"
 
 
+def _train_work(rec: dict) -> tuple[float, float]:
+    """(training images, training seconds) summed over the record's epochs: an epoch's ``images``, or in records
+    written before epochs counted them, its images/s times its seconds (the same number: the rate was
+    images ÷ seconds)."""
+    images = seconds = 0.0
+    for e in rec.get("epochs") or []:
+        time_s = e.get("time_s") or 0.0
+        images += e["images"] if e.get("images") is not None else (e.get("images_per_s") or 0.0) * time_s
+        seconds += time_s
+    return images, seconds
+
+
 def run_row(rec: Optional[dict], run=None, path: Optional[str] = None) -> dict:
     """The summary row of one run: from its record, or (``rec`` None) the grid's factors with status missing."""
     if rec is None:
@@ -81,19 +110,26 @@ def run_row(rec: Optional[dict], run=None, path: Optional[str] = None) -> dict:
     last = (rec.get("last") or {}).get("test") or {}
     best, best_epoch, best_by = _best(rec)
     env = rec.get("env") or {}
-    hours = (rec.get("wall_time_s") or 0.0) / 3600
-    options = {k: v for k, v in (rec.get("method_options") or {}).items() if k not in PER_RUN_OPTIONS}
+    compute_s = rec["compute_s"] if rec.get("compute_s") is not None else rec.get("wall_time_s") or 0.0
+    hours = compute_s / 3600
+    images, seconds = _train_work(rec)
+    options = rec.get("method_options") or {}
     return {
         "run_id": rec.get("run_id"), "studies": ";".join(run.studies) if run is not None else "",
         "dataset": rec["dataset"], "model": rec["model"], "scenario": _scenario_tag(cfg["scenario"]),
-        "method": rec["method"], "variant": variant_of(rec["method"], options), "seed": rec["seed"],
+        "method": rec["method"],
+        "variant": variant_of(rec["method"], options), "seed": rec["seed"],
+        "config_key": config_mod.cell_digest(cfg), "setting_key": config_mod.cell_digest(cfg, without=("method",)),
         "status": rec["status"], "epochs": cfg["train"]["epochs"], "epochs_done": len(rec.get("epochs") or []),
         **{m: last.get(m) for m in METRICS},
         "best_top1": best, "best_epoch": best_epoch, "best_by": best_by,
         "wall_time_s": rec.get("wall_time_s"), "images_per_s": rec.get("images_per_s"),
+        "train_images": images, "train_time_s": seconds,
         "device": env.get("device"), "device_name": env.get("device_name"), "hours": hours,
         "gpu_hours": hours if str(env.get("device", "")).startswith("cuda") else 0.0,
-        "method_options": json.dumps(options, sort_keys=True), "fid_features": rec.get("fid_features"),
+        "attempts": len(rec.get("jobs") or []), "teacher": options.get("teacher") or None,
+        "method_options": json.dumps({k: v for k, v in options.items() if k not in PER_RUN_OPTIONS}, sort_keys=True),
+        "fid_features": rec.get("fid_features"),
         "code_version": (rec.get("code") or {}).get("version"), "git_commit": (rec.get("code") or {}).get("git_commit"),
         "git_dirty": (rec.get("code") or {}).get("git_dirty"),
         "job_ids": ";".join(str(j.get("job_id")) for j in rec.get("jobs") or [] if j.get("job_id") is not None),
@@ -149,7 +185,8 @@ def metrics_tree(all_cells: pd.DataFrame, runs: pd.DataFrame) -> dict:
         for _, c in all_cells.merge(keys, on=[*CONDITION, "variant"]).iterrows():
             leaf = {"n": int(c.n)}
             for k in ("top1_mean", "top1_std", "best_top1_mean", "macro_f1_mean", "ece_mean", "ssim_mean",
-                      "ssim_std", "fid_recon_mean", "fid_prior_mean", "elbo_mean", "delta", "p_value", "images_per_s"):
+                      "ssim_std", "fid_recon_mean", "fid_prior_mean", "elbo_mean", "delta", "ci_low", "ci_high",
+                      "p_value", "p_holm", "images_per_s"):
                 if c[k] == c[k]:
                     leaf[k.removesuffix("_mean")] = round(float(c[k]), 6)
             tree.setdefault(study, {}).setdefault("/".join(str(c[k]) for k in CONDITION), {})[c.variant] = leaf
@@ -188,7 +225,8 @@ def summarize(grid, out_dir: str | Path, runs_dir: Optional[str] = None) -> dict
 
 
 def read_summary(path: str | Path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype={"studies": str, "job_ids": str, "git_commit": str, "error": str})
+    return pd.read_csv(path, dtype={"studies": str, "job_ids": str, "git_commit": str, "error": str,
+                                    "config_key": str, "setting_key": str, "teacher": str})
 
 
 def _atomic_text(text: str, path: Path) -> None:
@@ -199,76 +237,142 @@ def _atomic_text(text: str, path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ cells
-def _paired(variant: pd.DataFrame, base: pd.DataFrame, metric: str = "top1") -> tuple[float, float, int]:
-    """(mean difference, two-sided paired t-test p, pairs) over the seeds both have complete."""
-    from scipy import stats
+# columns of runs_frame that cells reads; a grid whose runs all lack records has none of them
+RECORD_COLUMNS = ("config_key", "setting_key", "train_images", "train_time_s", "hours", "gpu_hours", "attempts",
+                  "teacher", "device_name", "best_by", "epochs", "fid_features")
+# what a cell may leave out, counted per status in its text: "(2/3, 1 diverged)"
+LEFT_OUT = ("diverged", "failed", "interrupted", "missing", "requeued", "running")
+COMPARISON = ("delta", "ci_low", "ci_high", "t_stat", "p_value", "p_holm", "pairs", "speed_vs_baseline")
 
+
+def _with_config_keys(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """``runs`` with every :data:`RECORD_COLUMNS` column, and a config_key for the runs without a record
+    (missing): the one key of the other runs of their condition and variant, so that they count in that cell;
+    where those runs have several keys, a missing run cannot say which it belongs to and stays apart."""
+    runs = runs.reindex(columns=list(dict.fromkeys([*runs.columns, *RECORD_COLUMNS])))
+    only = runs.groupby(keys, sort=False, dropna=False).config_key.transform(
+        lambda k: k.dropna().iloc[0] if k.dropna().nunique() == 1 else math.nan)
+    return runs.assign(config_key=runs.config_key.fillna(only))
+
+
+def _run_dir(path: str) -> str:
+    """A run directory, resolved; given a checkpoint inside one (AI-KD's teacher may name ``best.pt``), its
+    directory."""
+    p = Path(path)
+    return str((p.parent if p.suffix == ".pt" else p).resolve())
+
+
+def _teacher_cost(recorded: pd.DataFrame, runs: pd.DataFrame, run_dirs: pd.Series) -> dict:
+    """Hours of the runs that trained the teachers named by ``recorded`` (AI-KD's ce runs), matched by run
+    directory; ``run_dirs``: :func:`_run_dir` of every run's path."""
+    teachers = {_run_dir(t) for t in recorded.teacher if isinstance(t, str) and t}
+    used = runs[run_dirs.isin(teachers)] if teachers else runs.iloc[:0]
+    return {"teacher_hours": float(used.hours.sum()), "teacher_gpu_hours": float(used.gpu_hours.sum())}
+
+
+def _cost(group: pd.DataFrame, done: pd.DataFrame, runs: pd.DataFrame, run_dirs: pd.Series) -> dict:
+    """A cell's cost: throughput over its complete runs (total images ÷ total training time, so a slow epoch weighs
+    by its time), and the hours and attempts of every run with a record, whatever became of it: work lost to a
+    failure or a requeue was spent all the same."""
+    recorded = group[group.status != "missing"]
+    images, seconds = float(done.train_images.sum()), float(done.train_time_s.sum())
+    return {"train_images": images, "train_time_s": seconds,
+            "images_per_s": images / seconds if seconds > 0 else math.nan,
+            "hours": float(recorded.hours.sum()), "gpu_hours": float(recorded.gpu_hours.sum()),
+            "attempts": int(recorded.attempts.sum()), **_teacher_cost(recorded, runs, run_dirs),
+            "devices": ",".join(sorted(set(done.device_name.dropna())))}
+
+
+def _cell(row: dict, group: pd.DataFrame, runs: pd.DataFrame, run_dirs: pd.Series) -> dict:
+    """One cell: ``row`` (its keys) with counts, mean and std over the complete runs of ``group``, and cost."""
+    done = group[group.status == "complete"]
+    counts = group.status.value_counts()
+    row.update(method=group.method.iloc[0], n=len(done), diverged=int(counts.get("diverged", 0)),
+               not_final=int(len(group) - len(done) - counts.get("diverged", 0)),
+               left_out=", ".join(f"{counts[s]} {s}" for s in LEFT_OUT if s in counts),
+               setting_key=done.setting_key.iloc[0] if len(done) else math.nan)
+    for m in (*METRICS, "best_top1"):
+        values = done[m].astype(float) if m in done else pd.Series(dtype=float)
+        row[f"{m}_mean"] = values.mean() if len(values) else math.nan
+        row[f"{m}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
+    row["best_by"] = ",".join(sorted(set(done.best_by.dropna()) - {""}))
+    row.setdefault("epochs", ",".join(str(int(e)) for e in sorted(set(done.epochs.dropna()))))
+    row["fid_features"] = ",".join(sorted({_fid_kind(v) for v in done.fid_features.dropna()}))
+    row["baseline"], row["delta_of"] = BASELINE[kind_of(row["model"])]
+    return {**row, **_cost(group, done, runs, run_dirs)}
+
+
+def _paired(variant: pd.DataFrame, base: pd.DataFrame, metric: str) -> stats.Paired:
+    """:func:`icp.stats.paired` of ``metric`` over the seeds both have complete."""
     pairs = variant.set_index("seed")[metric].to_frame("v").join(base.set_index("seed")[metric].to_frame("b"),
                                                                  how="inner").dropna()
-    if pairs.empty:
-        return math.nan, math.nan, 0
-    diff = float((pairs.v - pairs.b).mean())
-    if len(pairs) < 2:
-        return diff, math.nan, len(pairs)
-    return diff, float(stats.ttest_rel(pairs.v, pairs.b).pvalue), len(pairs)
+    return stats.paired(pairs.v.astype(float), pairs.b.astype(float))
+
+
+def _compare(table: pd.DataFrame, done: list[pd.DataFrame], condition: list[str]) -> pd.DataFrame:
+    """Fill :data:`COMPARISON`: every cell against the baseline cell of its condition trained in the same setting
+    (the same config but for the method: :func:`icp.config.cell_digest` without ``method``), its metric paired by
+    seed, Holm's correction across the variants compared with that baseline; ``done[i]``: cell i's complete runs."""
+    table = table.assign(**{**{k: math.nan for k in COMPARISON}, "pairs": 0})
+    for _, idx in table[table.n > 0].groupby([*condition, "setting_key"], sort=False).groups.items():
+        base = [i for i in idx if table.at[i, "variant"] == table.at[i, "baseline"]]
+        if not base:
+            continue
+        table.at[base[0], "speed_vs_baseline"] = 1.0
+        others = [i for i in idx if i != base[0]]
+        for i in others:
+            result = _paired(done[i], done[base[0]], table.at[i, "delta_of"])
+            for k in ("delta", "ci_low", "ci_high", "t_stat", "p_value", "pairs"):
+                table.at[i, k] = getattr(result, k)
+            table.at[i, "speed_vs_baseline"] = table.at[i, "images_per_s"] / table.at[base[0], "images_per_s"]
+        table.loc[others, "p_holm"] = stats.holm(table.loc[others, "p_value"].tolist())
+    return table
 
 
 def cells(runs: pd.DataFrame, extra_keys: Sequence[str] = ()) -> pd.DataFrame:
-    """Per condition and variant: n, mean and std over seeds of the complete runs, diverged and not-final counts,
-    cost, and the paired comparison with ``ce`` under the same condition. ``extra_keys`` (``epochs`` for records
-    that do not come from one grid) split conditions further."""
+    """Per condition, variant and config (:func:`icp.config.cell_digest`: runs that differ by seed alone): n, mean
+    and std over seeds of the complete runs, what was left out, cost, and the paired comparison with the baseline
+    under the same condition. ``extra_keys`` (``epochs`` for records that do not come from one grid) split
+    conditions further."""
     condition = [*CONDITION, *extra_keys]
-    keys = [*condition, "variant"]
-    out = []
-    complete = runs[runs.status == "complete"]
-    for key, group in runs.groupby(keys, sort=False):
-        done = group[group.status == "complete"]
-        row = dict(zip(keys, key))
-        row["method"] = group.method.iloc[0]
-        row.update(n=len(done), diverged=int((group.status == "diverged").sum()),
-                   not_final=int((~group.status.isin(["complete", "diverged"])).sum()))
-        for m in (*METRICS, "best_top1"):
-            values = done[m].astype(float) if m in done else pd.Series(dtype=float)
-            row[f"{m}_mean"] = values.mean() if len(values) else math.nan
-            row[f"{m}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
-        row["best_by"] = ",".join(sorted(set(done.best_by.dropna()) - {""})) if "best_by" in done else ""
-        if "epochs" not in extra_keys:
-            row["epochs"] = ",".join(str(int(e)) for e in sorted(set(done.epochs.dropna()))) if "epochs" in done \
-                else ""
-        row["images_per_s"] = done.images_per_s.astype(float).mean() if len(done) else math.nan
-        row["gpu_hours"] = float(done.gpu_hours.sum()) if len(done) else 0.0
-        row["hours"] = float(done.hours.sum()) if len(done) else 0.0
-        row["devices"] = ",".join(sorted(set(done.device_name.dropna()))) if len(done) else ""
-        row["fid_features"] = ",".join(sorted({_fid_kind(v) for v in done.fid_features.dropna()})) \
-            if "fid_features" in done else ""
-        baseline, metric = BASELINE[kind_of(row["model"])]
-        row.update(baseline=baseline, delta_of=metric)
-        base = complete[(complete[condition] == pd.Series(dict(zip(condition, key)))).all(axis=1)
-                        & (complete.variant == baseline)]
-        if row["variant"] == baseline or base.empty:
-            row.update(delta=math.nan, p_value=math.nan, pairs=0, speed_vs_baseline=math.nan)
-        else:
-            row["delta"], row["p_value"], row["pairs"] = _paired(done, base, metric)
-            row["speed_vs_baseline"] = row["images_per_s"] / base.images_per_s.astype(float).mean()
-        if row["variant"] == baseline:
-            row["speed_vs_baseline"] = 1.0
-        out.append(row)
-    return pd.DataFrame(out)
+    runs = _with_config_keys(runs, [*condition, "variant"])
+    keys = [*condition, "variant", "config_key"]
+    run_dirs = runs.path.map(_run_dir) if runs.teacher.notna().any() else pd.Series(index=runs.index, dtype=str)
+    groups = [g for _, g in runs.groupby(keys, sort=False, dropna=False)]
+    table = pd.DataFrame([_cell(dict(zip(keys, g[keys].iloc[0])), g, runs, run_dirs) for g in groups])
+    return _compare(table, [g[g.status == "complete"] for g in groups], condition)
 
 
 # ------------------------------------------------------------------------------------------ tables
+def _scale_digits(metric: str) -> tuple[float, int]:
+    """How a metric is shown: (factor, decimals); fractions in %, NLL with three decimals."""
+    return (1.0, 3) if metric == "nll" else (1.0, 2) if metric in RAW else (100.0, 2)
+
+
+def _shown(value: float, metric: str) -> float:
+    """``value`` as the tables show it (scaled and rounded), so that values which print alike compare alike."""
+    scale, digits = _scale_digits(metric)
+    return float(f"{value * scale:.{digits}f}") if value == value else math.nan
+
+
 def _pct(value: float, scale: float = 100.0, digits: int = 2) -> str:
     return "" if value != value else f"{value * scale:.{digits}f}"
 
 
+def _count_text(row) -> str:
+    """``3`` for a cell whose runs are all in; ``2/3, 1 diverged`` when some are left out, and why."""
+    total = row["n"] + row["diverged"] + row["not_final"]
+    return str(row["n"]) if total == row["n"] else f"{row['n']}/{total}, {row['left_out']}"
+
+
 def _cell_text(row, metric: str, tex: bool) -> str:
-    scale, digits = (1.0, 3) if metric == "nll" else (1.0, 2) if metric in RAW else (100.0, 2)
+    scale, digits = _scale_digits(metric)
     mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
-    if row["n"] == 0 or mean != mean:
-        return "–"
+    if mean != mean:
+        return "–" if row["n"] else f"– ({_count_text(row)})"
     pm = r" $\pm$ " if tex else " ± "
     text = _pct(mean, scale, digits) + (pm + _pct(std, scale, digits) if std == std else "")
-    return f"{text} ({row['n']})"
+    return f"{text} ({_count_text(row)})"
 
 
 def _condition_label(study_cells: pd.DataFrame) -> pd.Series:
@@ -276,26 +380,66 @@ def _condition_label(study_cells: pd.DataFrame) -> pd.Series:
     return study_cells[varying].astype(str).agg("/".join, axis=1)
 
 
-def _pivot(study_cells: pd.DataFrame, text, best_of: Optional[str], lower: bool, tex: bool) -> pd.DataFrame:
-    """Variants × conditions of ``text(row)``, the best ``best_of`` mean of each column in bold."""
+def _full(table: pd.DataFrame) -> pd.Series:
+    """The cells with the study's full seed count: none of their runs left out, and as many runs as the cell with
+    the most. Only these may be bold: a mean over fewer seeds is not comparable, however high."""
+    total = table.n + table.diverged + table.not_final
+    return (table.n == total) & (table.n == total.max())
+
+
+def _pivot(study_cells: pd.DataFrame, text, shown, lower: bool, tex: bool) -> pd.DataFrame:
+    """Variants × conditions of ``text(row)``; in each column, the best ``shown(row)`` (the value as printed) among
+    the :func:`_full` cells in bold when it is the only one: ties are not bold."""
     c = study_cells.assign(condition=_condition_label(study_cells))
+    c["row"] = _row_label(c)
     c["text"] = [text(r) for _, r in c.iterrows()]
-    if best_of is not None:
-        for _, idx in c.groupby("condition").groups.items():
-            col = c.loc[idx, best_of].astype(float)
-            if col.notna().any():
-                best = col.idxmin() if lower else col.idxmax()
+    if shown is not None:
+        c["shown"] = [shown(r) for _, r in c.iterrows()]
+        for _, col in c[_full(c)].dropna(subset=["shown"]).groupby("condition").shown:
+            winners = col.index[col == (col.min() if lower else col.max())]
+            if len(winners) == 1:
+                best = winners[0]
                 c.loc[best, "text"] = rf"\textbf{{{c.loc[best, 'text']}}}" if tex else f"**{c.loc[best, 'text']}**"
-    table = c.pivot_table(index="variant", columns="condition", values="text", aggfunc="first", sort=False)
-    return table.reindex(index=list(dict.fromkeys(c.variant)), columns=list(dict.fromkeys(c.condition))).fillna("–")
+    table = c.pivot_table(index="row", columns="condition", values="text", aggfunc="first", sort=False)
+    return table.reindex(index=list(dict.fromkeys(c.row)), columns=list(dict.fromkeys(c.condition))).fillna("–")
+
+
+def _row_label(c: pd.DataFrame) -> pd.Series:
+    """The variant, and where its runs of one condition have several configs (a recipe changed between seeds),
+    ``variant @config_key`` for each: cells of different settings are shown apart, never one in place of another."""
+    several = c.groupby(["condition", "variant"], dropna=False).config_key.transform(
+        lambda k: k.nunique(dropna=False)) > 1
+    return c.variant.where(~several, c.variant + " @" + c.config_key.fillna("?").astype(str))
+
+
+def _p_text(label: str, p: float, tex: bool) -> str:
+    """``p=0.035``; below 0.001 ``p < 0.001``, never ``p=0.000``."""
+    return f"{label} {'$<$' if tex else '<'} 0.001" if p < 0.001 else f"{label}={p:.3f}"
+
+
+def _test_text(row, tex: bool) -> str:
+    """The paired test of a delta cell: raw and Holm-adjusted p; for constant non-zero differences t = ±∞ (their
+    p of 0 says nothing about a population); nothing when every difference is zero or below two pairs."""
+    t = row["t_stat"]
+    if t in (math.inf, -math.inf):
+        infinity = r"$\infty$" if tex else "∞"
+        return f", t = {'-' if t < 0 else ''}{infinity}, constant differences"
+    if row["p_value"] != row["p_value"]:
+        return ""
+    return f", {_p_text('p', row['p_value'], tex)}, {_p_text('Holm p', row['p_holm'], tex)}"
 
 
 def _delta_text(row, tex: bool) -> str:
+    """``+3.00 [+0.52, +5.48] (3, p=0.035, Holm p=0.070)``: mean paired difference, its 95 % interval, pairs, test."""
     if row["variant"] == row["baseline"] or row["delta"] != row["delta"]:
         return "–"
-    p = "" if row["p_value"] != row["p_value"] else f", p={row['p_value']:.3f}"
     scale = 1.0 if row["delta_of"] in RAW else 100.0
-    return f"{row['delta'] * scale:+.2f} ({row['pairs']}{p})"
+    ci = "" if row["ci_low"] != row["ci_low"] else f" [{row['ci_low'] * scale:+.2f}, {row['ci_high'] * scale:+.2f}]"
+    return f"{row['delta'] * scale:+.2f}{ci} ({row['pairs']}{_test_text(row, tex)})"
+
+
+def _shown_delta(row) -> float:
+    return math.nan if row["variant"] == row["baseline"] else _shown(row["delta"], row["delta_of"])
 
 
 def _fid_kind(features: str) -> str:
@@ -313,51 +457,68 @@ def _fid_caption(study_cells: pd.DataFrame) -> str:
     return "features: the dataset's ce ResNet-20, so it compares runs of this project only"
 
 
+def _cost_table(study_cells: pd.DataFrame, baseline: str) -> tuple[str, pd.DataFrame]:
+    """The cost of each variant over the study: images/s over its complete runs in every condition (total images ÷
+    total training time), its ratio to the baseline's, hours and attempts summed over every run with a record, and
+    for a method that needs a teacher (AI-KD) the GPU-hours of the teacher runs it used."""
+    cost = study_cells.groupby("variant", sort=False).agg(
+        method=("method", "first"), train_images=("train_images", "sum"), train_time_s=("train_time_s", "sum"),
+        gpu_hours=("gpu_hours", "sum"), hours=("hours", "sum"), teacher_gpu_hours=("teacher_gpu_hours", "sum"),
+        attempts=("attempts", "sum"), runs=("n", "sum"), devices=("devices", "first"))
+    rate = cost.train_images / cost.train_time_s.where(cost.train_time_s > 0)
+    speed = rate / rate.get(baseline, math.nan)
+    teacher = [f"{h:.2f}" if m in grid_mod.TEACHER_METHODS else "–"
+               for m, h in zip(cost.method, cost.teacher_gpu_hours)]
+    text = pd.DataFrame({
+        "images/s": rate.map(lambda v: "–" if v != v else f"{v:,.0f}"),
+        f"× {baseline} speed": speed.map(lambda v: "–" if v != v else f"{v:.2f}"),
+        "GPU-hours": cost.gpu_hours.map(lambda v: f"{v:.2f}"),
+        "device-hours": cost.hours.map(lambda v: f"{v:.2f}"),
+        "teacher GPU-hours": pd.Series(teacher, index=cost.index),
+        "attempts": cost.attempts.astype(int).astype(str),
+        "runs": cost.runs.astype(int).astype(str), "devices": cost.devices.fillna("")})
+    title = (f"Cost: training images/s over the study's complete runs (all conditions pooled: total images / total "
+             f"training time), its ratio to {baseline}; GPU-, device- and teacher GPU-hours and attempts summed over "
+             "every attempt of every run with a record (failed, diverged and requeued ones included)")
+    return title, text
+
+
 def sections(study_cells: pd.DataFrame, tex: bool = False) -> list[tuple[str, pd.DataFrame]]:
     """The tables of one study, each (title, variants × conditions of text)."""
     cell = lambda m: (lambda r: _cell_text(r, m, tex))  # noqa: E731
+    mean = lambda m: (lambda r: _shown(r[f"{m}_mean"], m))  # noqa: E731
     baseline = study_cells.baseline.iloc[0] if len(study_cells) else "ce"
+    delta = lambda r: _delta_text(r, tex)  # noqa: E731
+    test = "seeds paired: mean [95 % t interval] (pairs, two-sided paired t-test p, Holm-adjusted p)"
     if (study_cells.model.map(kind_of) == "generative").all():
         out = [
             ("Test SSIM (%) of reconstructions at the last epoch: mean ± std over seeds (n)",
-             _pivot(study_cells, cell("ssim"), "ssim_mean", False, tex)),
+             _pivot(study_cells, cell("ssim"), mean("ssim"), False, tex)),
             (f"FID of test reconstructions (lower is better; {_fid_caption(study_cells)})",
-             _pivot(study_cells, cell("fid_recon"), "fid_recon_mean", True, tex)),
+             _pivot(study_cells, cell("fid_recon"), mean("fid_recon"), True, tex)),
             ("FID of prior samples against the test images (lower is better; same features)",
-             _pivot(study_cells, cell("fid_prior"), "fid_prior_mean", True, tex)),
+             _pivot(study_cells, cell("fid_prior"), mean("fid_prior"), True, tex)),
             ("Test ELBO per image (nats, up to a constant; higher is better)",
-             _pivot(study_cells, cell("elbo"), "elbo_mean", False, tex)),
-            (f"SSIM difference to {baseline} (percentage points; seeds paired, two-sided paired t-test p)",
-             _pivot(study_cells, lambda r: _delta_text(r, tex), "delta", False, tex)),
+             _pivot(study_cells, cell("elbo"), mean("elbo"), False, tex)),
+            (f"SSIM difference to {baseline} (percentage points; {test})",
+             _pivot(study_cells, delta, _shown_delta, False, tex)),
         ]
     else:
         by = ",".join(sorted(set(",".join(study_cells.best_by).split(",")) - {""})) or "val"
         selected = {"val": "the validation split", "test": "test top-1 itself (optimistic)"}.get(by, by)
         out = [
             ("Test top-1 (%) at the last epoch: mean ± std over seeds (n)",
-             _pivot(study_cells, cell("top1"), "top1_mean", False, tex)),
+             _pivot(study_cells, cell("top1"), mean("top1"), False, tex)),
             (f"Test top-1 (%) at the best epoch, selected by {selected}",
-             _pivot(study_cells, cell("best_top1"), "best_top1_mean", False, tex)),
-            ("Test macro-F1 (%) at the last epoch", _pivot(study_cells, cell("macro_f1"), "macro_f1_mean", False, tex)),
-            ("Test ECE (%, lower is better) at the last epoch", _pivot(study_cells, cell("ece"), "ece_mean", True, tex)),
-            (f"Top-1 difference to {baseline} (percentage points; seeds paired, two-sided paired t-test p)",
-             _pivot(study_cells, lambda r: _delta_text(r, tex), "delta", False, tex)),
+             _pivot(study_cells, cell("best_top1"), mean("best_top1"), False, tex)),
+            ("Test macro-F1 (%) at the last epoch",
+             _pivot(study_cells, cell("macro_f1"), mean("macro_f1"), False, tex)),
+            ("Test ECE (%, lower is better) at the last epoch",
+             _pivot(study_cells, cell("ece"), mean("ece"), True, tex)),
+            (f"Top-1 difference to {baseline} (percentage points; {test})",
+             _pivot(study_cells, delta, _shown_delta, False, tex)),
         ]
-    cost = study_cells.assign(condition=_condition_label(study_cells))
-    cost = cost.groupby("variant", sort=False).agg(images_per_s=("images_per_s", "mean"),
-                                                    speed_vs_baseline=("speed_vs_baseline", "mean"),
-                                                    gpu_hours=("gpu_hours", "sum"), hours=("hours", "sum"),
-                                                    runs=("n", "sum"), devices=("devices", "first"))
-    cost_text = pd.DataFrame({
-        "images/s": cost.images_per_s.map(lambda v: "–" if v != v else f"{v:,.0f}"),
-        f"× {baseline} speed": cost.speed_vs_baseline.map(lambda v: "–" if v != v else f"{v:.2f}"),
-        "GPU-hours": cost.gpu_hours.map(lambda v: f"{v:.2f}"),
-        "device-hours": cost.hours.map(lambda v: f"{v:.2f}"),
-        "runs": cost.runs.astype(int).astype(str), "devices": cost.devices.fillna("")})
-    out.append((f"Cost: training images/s (mean over conditions), its ratio to {baseline}, GPU- and device-hours "
-                "(sums)",
-                cost_text))
-    return out
+    return [*out, _cost_table(study_cells, baseline)]
 
 
 def study_sections(study_cells: pd.DataFrame, tex: bool = False) -> list[tuple[str, pd.DataFrame]]:
@@ -398,11 +559,15 @@ def _tex_table(title: str, table: pd.DataFrame) -> str:
 
 def flat_markdown(table: pd.DataFrame, metrics: Sequence[str] = ("top1", "macro_f1", "ece")) -> str:
     """One row per cell of :func:`cells` (``icp report``): its factors, n, the metrics as mean ± std (in %) and the
-    difference to ce with its p-value."""
+    difference to the baseline with its interval and p-values. Where one condition and variant hold runs of several
+    configs (other than by seed), each config is its own row and a ``config`` column names its key."""
     if table.empty:
         return "(no runs)"
     keys = [k for k in (*CONDITION, "variant", "epochs") if k in table]
-    head = [*keys, "n", *metrics, "Δ vs baseline (pairs, p)"]
+    if table.groupby(keys, dropna=False).config_key.nunique(dropna=False).gt(1).any():
+        keys.append("config_key")
+    head = [*(("config" if k == "config_key" else k) for k in keys), "n", *metrics,
+            "Δ vs baseline [95 % CI] (pairs, p, Holm p)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
         lines.append("| " + " | ".join([*(str(r[k]) for k in keys), str(r["n"]),
@@ -431,7 +596,9 @@ def write_tables(study: str, runs: pd.DataFrame, all_cells: pd.DataFrame, out_di
     missing = not_in_table(runs)
     md = [f"# Study `{study}`", "",
           f"{int(study_cells.n.sum())} complete runs in {len(study_cells)} cells; "
-          f"{len(missing)} runs not averaged in (listed at the end).", ""]
+          f"{len(missing)} runs not averaged in (listed at the end). A cell with runs left out says how many of "
+          "how many it averages, and why; bold: the one best value among the cells that average all of the study's "
+          "seeds (ties: none).", ""]
     for title, table in study_sections(study_cells):
         md += [f"## {title}", "", _md_table(table), ""]
     if missing:

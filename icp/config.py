@@ -124,17 +124,40 @@ class Config:
 
     def digest(self) -> str:
         """Stable hash of the resolved config (identifies a run's settings)."""
-        payload = {k: v for k, v in self.to_dict().items()}
-        payload["train"] = {k: v for k, v in payload["train"].items()
-                            if k not in RESULT_NEUTRAL_KEYS and not (k in OMIT_WHEN_NULL and v is None)}
-        blob = json.dumps(payload, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:12]
+        return _digest(self.to_dict())
 
 
 # Keys that change how a run is shown or where it runs, not what it computes: a run may be resumed with other values.
 RESULT_NEUTRAL_KEYS = frozenset({"progress", "fid_every"})
 # Keys added after runs existed: left out of the digest while null, so those runs keep their digests.
 OMIT_WHEN_NULL = frozenset({"fid_features"})
+# Keys in which the seeds of one cell of a table differ (AI-KD's teacher is the ce run of the same seed), or that only
+# say where the data lives or how it is loaded: left out of cell_digest.
+CELL_NEUTRAL_KEYS = ("train.seed", "scenario.seed", "method.options.teacher", "data.root", "data.download",
+                     "data.num_workers")
+
+
+def _digest(payload: dict) -> str:
+    """12 hex digits of the hash of a resolved config dict, without its result-neutral train keys."""
+    train = {k: v for k, v in payload.get("train", {}).items()
+             if k not in RESULT_NEUTRAL_KEYS and not (k in OMIT_WHEN_NULL and v is None)}
+    blob = json.dumps({**payload, "train": train}, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def cell_digest(config: dict, without: typing.Iterable[str] = ()) -> str:
+    """The digest that the runs of one table cell share: of a resolved config dict (a record's ``config``) without
+    :data:`CELL_NEUTRAL_KEYS` and the dotted keys (or whole sections) in ``without``. Two runs with the same
+    cell digest differ by seed alone, so their results may be averaged."""
+    payload = json.loads(json.dumps(config, default=str))  # a deep copy to prune
+    for key in (*CELL_NEUTRAL_KEYS, *without):
+        *parents, last = key.split(".")
+        node = payload
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return _digest(payload)
 
 # Range checks: key -> (predicate, description of the expected value).
 _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {

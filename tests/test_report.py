@@ -1,6 +1,8 @@
+import json
+
 import pytest
 
-from icp import cli, engine, report
+from icp import cli, config, engine, report
 
 
 def test_summary_averages_seeds_of_one_condition_only(tiny_cfg, tmp_path, capsys):
@@ -21,3 +23,33 @@ def test_summary_averages_seeds_of_one_condition_only(tiny_cfg, tmp_path, capsys
     assert cli.main(["report", str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
     assert "| fashion-mnist | resnet20 | clean | ce | 1 | 2 |" in out and "±" in out
+
+
+def write_record(root, name, method, seed, top1, *overrides):
+    """A complete one-epoch record of the config that ``overrides`` resolve to, under ``root/name``."""
+    cfg = config.resolve({}, [f"method.name={method}", f"train.seed={seed}", "train.epochs=1", *overrides]).to_dict()
+    test = {"top1": top1, "macro_f1": top1, "ece": 0.1}
+    rec = {"run_id": name, "status": "complete", "error": None, "dataset": cfg["data"]["dataset"],
+           "model": cfg["model"]["name"], "method": method, "method_options": cfg["method"]["options"], "seed": seed,
+           "config": cfg, "epochs": [{"epoch": 1, "images": 500, "time_s": 1.0, "test": test}],
+           "last": {"epoch": 1, "test": test}, "best": None, "wall_time_s": 2.0, "compute_s": 2.0,
+           "images_per_s": 500.0, "env": {"device": "cpu"}, "jobs": [{"job_id": None, "seconds": 2.0}]}
+    (root / name).mkdir(parents=True)
+    (root / name / "record.json").write_text(json.dumps(rec))
+
+
+def test_summary_averages_only_runs_that_differ_by_seed(tmp_path):
+    a, b = ["data.train_subset=500", "optim.lr=0.1"], ["data.train_subset=300", "optim.lr=0.01"]
+    write_record(tmp_path, "ce-a0", "ce", 0, 0.15, *a, "data.root=/x")
+    write_record(tmp_path, "ce-a1", "ce", 1, 0.17, *a, "data.root=/y", "data.num_workers=4", "scenario.seed=1")
+    write_record(tmp_path, "ce-b0", "ce", 0, 0.06, *b)  # same seed as ce-a0, another config: not a second seed
+    write_record(tmp_path, "ls-a0", "ls", 0, 0.18, *a)
+    write_record(tmp_path, "ls-a1", "ls", 1, 0.19, *a)
+    table = report.summary([tmp_path])
+    ce = table[table.variant == "ce"].set_index("n")
+    assert sorted(ce.index) == [1, 2] and ce.loc[2, "top1_mean"] == pytest.approx(0.16)
+    assert ce.loc[1, "top1_mean"] == pytest.approx(0.06) and ce.config_key.nunique() == 2
+    ls = table[table.variant == "ls"].iloc[0]  # compared with the ce runs of its own settings only
+    assert ls.pairs == 2 and ls.delta == pytest.approx(0.025)
+    text = report.markdown(table)
+    assert "| config |" in text and f"| ce | 1 | {ce.loc[1, 'config_key']} | 1 | 6.00 |" in text
