@@ -491,33 +491,23 @@ def sections(study_cells: pd.DataFrame, tex: bool = False) -> list[tuple[str, pd
     delta = lambda r: _delta_text(r, tex)  # noqa: E731
     test = "seeds paired: mean [95 % t interval] (pairs, two-sided paired t-test p, Holm-adjusted p)"
     if (study_cells.model.map(kind_of) == "generative").all():
-        out = [
-            ("Test SSIM (%) of reconstructions at the last epoch: mean ± std over seeds (n)",
-             _pivot(study_cells, cell("ssim"), mean("ssim"), False, tex)),
-            (f"FID of test reconstructions (lower is better; {_fid_caption(study_cells)})",
-             _pivot(study_cells, cell("fid_recon"), mean("fid_recon"), True, tex)),
-            ("FID of prior samples against the test images (lower is better; same features)",
-             _pivot(study_cells, cell("fid_prior"), mean("fid_prior"), True, tex)),
-            ("Test ELBO per image (nats, up to a constant; higher is better)",
-             _pivot(study_cells, cell("elbo"), mean("elbo"), False, tex)),
-            (f"SSIM difference to {baseline} (percentage points; {test})",
-             _pivot(study_cells, delta, _shown_delta, False, tex)),
-        ]
+        metrics = [  # (title, metric, lower is better)
+            ("Test SSIM (%) of reconstructions at the last epoch: mean ± std over seeds (n)", "ssim", False),
+            (f"FID of test reconstructions (lower is better; {_fid_caption(study_cells)})", "fid_recon", True),
+            ("FID of prior samples against the test images (lower is better; same features)", "fid_prior", True),
+            ("Test ELBO per image (nats, up to a constant; higher is better)", "elbo", False)]
+        compared = "SSIM"
     else:
         by = ",".join(sorted(set(",".join(study_cells.best_by).split(",")) - {""})) or "val"
         selected = {"val": "the validation split", "test": "test top-1 itself (optimistic)"}.get(by, by)
-        out = [
-            ("Test top-1 (%) at the last epoch: mean ± std over seeds (n)",
-             _pivot(study_cells, cell("top1"), mean("top1"), False, tex)),
-            (f"Test top-1 (%) at the best epoch, selected by {selected}",
-             _pivot(study_cells, cell("best_top1"), mean("best_top1"), False, tex)),
-            ("Test macro-F1 (%) at the last epoch",
-             _pivot(study_cells, cell("macro_f1"), mean("macro_f1"), False, tex)),
-            ("Test ECE (%, lower is better) at the last epoch",
-             _pivot(study_cells, cell("ece"), mean("ece"), True, tex)),
-            (f"Top-1 difference to {baseline} (percentage points; {test})",
-             _pivot(study_cells, delta, _shown_delta, False, tex)),
-        ]
+        metrics = [("Test top-1 (%) at the last epoch: mean ± std over seeds (n)", "top1", False),
+                   (f"Test top-1 (%) at the best epoch, selected by {selected}", "best_top1", False),
+                   ("Test macro-F1 (%) at the last epoch", "macro_f1", False),
+                   ("Test ECE (%, lower is better) at the last epoch", "ece", True)]
+        compared = "Top-1"
+    out = [(title, _pivot(study_cells, cell(m), mean(m), lower, tex)) for title, m, lower in metrics]
+    out.append((f"{compared} difference to {baseline} (percentage points; {test})",
+                _pivot(study_cells, delta, _shown_delta, False, tex)))
     return [*out, _cost_table(study_cells, baseline)]
 
 
