@@ -189,6 +189,9 @@ def metrics_tree(all_cells: pd.DataFrame, runs: pd.DataFrame) -> dict:
                       "p_value", "p_holm", "images_per_s"):
                 if c[k] == c[k]:
                     leaf[k.removesuffix("_mean")] = round(float(c[k]), 6)
+            if abs(c.t_stat) == math.inf:  # every seed differs alike: a p of 0 would claim what no test showed
+                leaf.pop("p_value", None), leaf.pop("p_holm", None)
+                leaf["constant_differences"] = True
             tree.setdefault(study, {}).setdefault("/".join(str(c[k]) for k in CONDITION), {})[c.variant] = leaf
     return tree
 

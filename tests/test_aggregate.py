@@ -298,3 +298,12 @@ def test_a_run_of_other_settings_in_a_grid_cell_gets_its_own_row(sweep, tmp_path
     table = _section(md.read_text(), "Test top-1 (%) at the last epoch")
     assert f"| ls @{ls.loc[2, 'config_key']} | 83.50 ± 0.71 (2) |" in table
     assert f"| ls @{ls.loc[1, 'config_key']} | 88.00 (1) |" in table
+
+
+def test_dvc_metric_names_constant_differences_instead_of_a_p_of_zero(tmp_path):
+    g = expand(tmp_path, ["ce", "ls"])
+    write_records(g, lambda run: record(run, 0.80 + 0.01 * run.seed + (0.03 if run.method == "ls" else 0.0)))
+    runs = aggregate.runs_frame(g)
+    leaf = aggregate.metrics_tree(aggregate.cells(runs), runs)["main"]["fashion-mnist/resnet20/clean"]["ls"]
+    assert leaf["delta"] == pytest.approx(0.03) and leaf["constant_differences"] is True
+    assert "p_value" not in leaf and "p_holm" not in leaf
