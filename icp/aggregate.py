@@ -400,7 +400,7 @@ def _pivot(study_cells: pd.DataFrame, text, shown, lower: bool, tex: bool) -> pd
         c["shown"] = [shown(r) for _, r in c.iterrows()]
         for _, col in c[_full(c)].dropna(subset=["shown"]).groupby("condition").shown:
             winners = col.index[col == (col.min() if lower else col.max())]
-            if len(winners) == 1:
+            if len(winners) == 1 and len(col) > 1:  # a best needs another full cell to beat
                 best = winners[0]
                 c.loc[best, "text"] = rf"\textbf{{{c.loc[best, 'text']}}}" if tex else f"**{c.loc[best, 'text']}**"
     table = c.pivot_table(index="row", columns="condition", values="text", aggfunc="first", sort=False)

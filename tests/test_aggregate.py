@@ -159,7 +159,8 @@ def test_generative_study_tables_compare_ssim_with_vae(tmp_path):
     assert "| icp-adam | **55.00 ± 2.65 (3)** |" in text and "| vae | 52.00 ± 2.00 (3) |" in text
     assert "| icp-adam | **4.50 ± 0.26 (3)** |" in text  # FID of reconstructions: lower is better
     assert "SSIM difference to vae" in text
-    assert "| icp-adam | **+3.00 [+0.52, +5.48] (3, p=0.035, Holm p=0.035)** |" in text  # one test: Holm = p
+    # one test: Holm = p; the only delta is not bold (nothing to beat)
+    assert "| icp-adam | +3.00 [+0.52, +5.48] (3, p=0.035, Holm p=0.035) |" in text
     assert "compares runs of this project only" in text  # the records name no Inception network
 
     for path in (tmp_path / "runs").rglob("record.json"):  # the same runs, FID from Inception-v3
@@ -307,3 +308,11 @@ def test_dvc_metric_names_constant_differences_instead_of_a_p_of_zero(tmp_path):
     leaf = aggregate.metrics_tree(aggregate.cells(runs), runs)["main"]["fashion-mnist/resnet20/clean"]["ls"]
     assert leaf["delta"] == pytest.approx(0.03) and leaf["constant_differences"] is True
     assert "p_value" not in leaf and "p_holm" not in leaf
+
+
+def test_a_lone_cell_is_not_bold(tmp_path):
+    g = expand(tmp_path, ["ce"])
+    write_records(g, lambda run: record(run, 0.80 + 0.01 * run.seed))
+    runs = aggregate.runs_frame(g)
+    _, md, _ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path / "tables")
+    assert "| ce | 81.00 ± 1.00 (3) |" in md.read_text() and "**" not in md.read_text()
