@@ -200,15 +200,23 @@ def test_warmup_epochs_compute_no_refinement(real, monkeypatch):
     assert calls == [] and set(out.losses) == {"task"}
 
 
-def test_zero_steps_give_zero_distillation_loss(real):
+def test_zero_steps_are_the_alpha_only_control_alpha_times_ce_and_nothing_else(real, monkeypatch):
     tr, b = real
+    model = tr.model.train()
     for mode in ("train", "eval"):
-        m = _method(tr, steps=0, warmup=0.0, target_mode=mode)
-        out = m.forward_train(b, epoch=1)
-        if mode == "train":  # x_K = x and the same train-mode function: identical features
-            assert out.losses["distill"].item() == 0.0
-        else:  # eval-mode targets of the clean input differ from train-mode features, by BN statistics only
-            assert out.losses["distill"].item() > 0.0
+        m = _method(tr, steps=0, warmup=0.25, target_mode=mode)  # 4 epochs: W = 1, epoch 2 has alpha cos(pi/6)
+        calls = []
+        monkeypatch.setattr(m, "refine_and_target", lambda *a, **k: calls.append(1))
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        out = m.forward_train(b, epoch=2)
+        after = {k: v.clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(state)
+        expect = F.cross_entropy(model(b.x), b.y)  # one plain train-mode pass moves BN as the control's did
+        assert calls == [] and set(out.losses) == {"task"}, mode  # no target pass, no distillation term
+        assert m.alpha(2) == pytest.approx(math.cos(math.pi / 6))
+        torch.testing.assert_close(out.losses["task"], m.alpha(2) * expect)
+        assert all(torch.equal(after[k], v) for k, v in model.state_dict().items()), mode
+        assert out.stats["input_shift"].item() == 0.0
 
 
 def test_eval_target_mode_leaves_bn_statistics_unchanged_and_train_mode_moves_them(real):

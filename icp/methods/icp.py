@@ -54,6 +54,13 @@ the *clean* x from x_k, with the model in eval mode, where z = μ (no sampling i
 
 The losses returned to the engine are already weighted: ``task`` = α_e·L_task, ``distill`` = (1 − α_e)·Σ w_l·MSE.
 
+*K = 0, the α-only control* **[ours]**: with ``steps: 0`` nothing is refined and nothing is distilled; the loss is
+α_e·L_task alone, with the same warm-up and α schedule. It measures how much of a difference to plain CE comes
+from re-weighting the task loss (with weight decay unscaled, α_e → 0.016 at the last epoch lowers the effective
+learning rate of the task gradient) rather than from the refinement. No target pass runs either: in ``train``
+target mode it would only give BatchNorm a second momentum update per step, and in ``eval`` mode it would distil
+train-mode towards eval-mode features of the same x, neither of which is a re-weighting.
+
 Bugs in the authors' code that are *not* reproduced (tests check that each is absent):
 
 - an extra ``loss.backward()`` on the eval-mode CE before the refinement loop, which adds eval-mode weight
@@ -381,6 +388,11 @@ class ICP(Method):
             return TrainOutput(None if self.generative else out, {"task": self.task_loss(out, y)},
                                stats={"alpha": batch.x.new_ones((), dtype=torch.float32)})
         o, alpha = self.options, self.alpha(epoch)
+        if o.steps == 0:  # the α-only control: the α-weighted task loss, no refinement, no target, no distillation
+            out = self.model(batch.x)
+            return TrainOutput(None if self.generative else out, {"task": alpha * self.task_loss(out, y)},
+                               stats={"alpha": batch.x.new_full((), alpha, dtype=torch.float32),
+                                      "input_shift": batch.x.new_zeros((), dtype=torch.float32)})
         x = batch.x.detach().requires_grad_(True) if o.reuse_clean_grad else batch.x
         logits, feats = self.model(x, features=True)
         task = self.task_loss(logits, y)
