@@ -316,3 +316,25 @@ def test_a_lone_cell_is_not_bold(tmp_path):
     runs = aggregate.runs_frame(g)
     _, md, _ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path / "tables")
     assert "| ce | 81.00 ± 1.00 (3) |" in md.read_text() and "**" not in md.read_text()
+
+
+def test_tables_of_icp_variants_show_how_far_the_refinement_moved(tmp_path):
+    g = expand(tmp_path, ["ce", "icp-adam", "icp-sgd"])
+    shift = {"icp-adam": 9.0e-3, "icp-sgd": 8.3e-7}
+
+    def make(run):
+        rec = record(run, 0.80 + 0.01 * run.seed)
+        if run.method in shift:  # each seed moves a little differently: the table gives the mean over seeds
+            rec["epochs"][-1]["diagnostics"] = {"alpha": 0.5, "input_shift": shift[run.method] * (1 + 0.1 * run.seed),
+                                                "feature_mse.stage1": 1e-3, "feature_mse.stage2": 2e-3,
+                                                "feature_mse.stage3": 4e-3 * (run.method == "icp-adam")}
+        return rec
+
+    write_records(g, make)
+    runs = aggregate.runs_frame(g)
+    cells = aggregate.cells(runs).set_index("variant")
+    assert cells.loc["icp-adam", "input_shift"] == pytest.approx(9.9e-3) and math.isnan(cells.loc["ce", "input_shift"])
+    _, md, _ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path / "tables")
+    table = _section(md.read_text(), "How far the refinement moved")
+    assert "| icp-adam | 9.9e-03 [1.0e-03, 2.0e-03, 4.0e-03] |" in table
+    assert "| icp-sgd | 9.1e-07 [1.0e-03, 2.0e-03, 0.0e+00] |" in table and "| ce |" not in table
