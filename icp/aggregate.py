@@ -61,6 +61,11 @@ PER_RUN_OPTIONS = ("teacher",)  # AI-KD's teacher names the ce run of the same s
 
 
 # ------------------------------------------------------------------------------------------ runs
+# what a variant may change and still be compared with the baseline of its setting: its method, and its training
+# length (a compute-matched ce trains longer, its schedule stretched alike)
+SETTING_FREE = ("method", "train.epochs", "schedule")
+
+
 def variant_of(method: str, options: dict) -> str:
     """``method[+option=value...]`` for the non-default options, as in the grid's run ids."""
     opts = {k: v for k, v in (options or {}).items() if k not in PER_RUN_OPTIONS}
@@ -113,7 +118,7 @@ def run_row(rec: Optional[dict], run=None, path: Optional[str] = None) -> dict:
     if rec is None:
         return {"run_id": run.run_id, "studies": ";".join(run.studies), "dataset": run.dataset, "model": run.model,
                 "scenario": run.scenario, "method": run.method,
-                "variant": grid_mod.variant(run.method, run.options),
+                "variant": run.variant,
                 "seed": run.seed, "status": "missing", "path": run.run_dir}
     cfg = rec["config"]
     last = (rec.get("last") or {}).get("test") or {}
@@ -127,8 +132,9 @@ def run_row(rec: Optional[dict], run=None, path: Optional[str] = None) -> dict:
         "run_id": rec.get("run_id"), "studies": ";".join(run.studies) if run is not None else "",
         "dataset": rec["dataset"], "model": rec["model"], "scenario": _scenario_tag(cfg["scenario"]),
         "method": rec["method"],
-        "variant": variant_of(rec["method"], options), "seed": rec["seed"],
-        "config_key": config_mod.cell_digest(cfg), "setting_key": config_mod.cell_digest(cfg, without=("method",)),
+        "variant": grid_mod.variant_of_id(rec.get("run_id")) or variant_of(rec["method"], options),
+        "seed": rec["seed"],
+        "config_key": config_mod.cell_digest(cfg), "setting_key": config_mod.cell_digest(cfg, without=SETTING_FREE),
         "status": rec["status"], "epochs": cfg["train"]["epochs"], "epochs_done": len(rec.get("epochs") or []),
         **{m: last.get(m) for m in METRICS},
         "best_top1": best, "best_epoch": best_epoch, "best_by": best_by,
@@ -431,7 +437,8 @@ def _row_label(c: pd.DataFrame) -> pd.Series:
     ``variant @config_key`` for each: cells of different settings are shown apart, never one in place of another."""
     several = c.groupby(["condition", "variant"], dropna=False).config_key.transform(
         lambda k: k.nunique(dropna=False)) > 1
-    return c.variant.where(~several, c.variant + " @" + c.config_key.fillna("?").astype(str))
+    label = c.variant.map(grid_mod.variant_label)
+    return label.where(~several, label + " @" + c.config_key.fillna("?").astype(str))
 
 
 def _p_text(label: str, p: float, tex: bool) -> str:
@@ -507,6 +514,7 @@ def _cost_table(study_cells: pd.DataFrame, baseline: str) -> tuple[str, pd.DataF
         "teacher GPU-hours": pd.Series(teacher, index=cost.index),
         "attempts": cost.attempts.astype(int).astype(str),
         "runs": cost.runs.astype(int).astype(str), "devices": cost.devices.fillna("")})
+    text.index = text.index.map(grid_mod.variant_label)
     title = (f"Cost: training images/s over the study's complete runs (all conditions pooled: total images / total "
              f"training time), its ratio to {baseline}; GPU-, device- and teacher GPU-hours and attempts summed over "
              "every attempt of every run with a record (failed, diverged and requeued ones included)")

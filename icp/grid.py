@@ -17,14 +17,29 @@ A grid file (``config/paper.yaml``; schema ``workflow/schemas/grid.schema.yaml``
           scenarios: [clean]         # scenario tags: clean, sym0.4, asy0.2 (label noise), 25shot (few-shot)
           options: {steps: [1, 5]}   # optional: method options, each a list of values (their product)
           seeds: [0, 1, 2]           # optional, default: the top-level seeds
+          controls: [alpha_only, compute_matched]   # optional: the control runs below
+          recipe: {name: authors, file: config/recipes/cifar100-resnet20-authors.yaml}   # optional
+    compute_matched: {like: icp-adam, cost_ratio: {resnet20: 1.27}}   # for the compute_matched controls
 
 Every method of a study trains with the recipe of its dataset and model: no method gets another budget than its
-baseline. A recipe has no ``method`` section (the grid sets the method).
+baseline. A recipe has no ``method`` section (the grid sets the method). A block may name its own recipe
+(``recipe: {name: authors, file: ...}``, e.g. the ICP authors' protocol); its runs' ids then end their variant in
+``+recipe=<name>``, and AI-KD's teacher is trained with that recipe too.
+
+Controls (a block's ``controls``, for each of its datasets, models, scenarios and seeds):
+
+* ``alpha_only``: ICP with K = 0 (``icp+steps=0``): the α schedule re-weights CE, nothing is refined or
+  distilled. An ICP variant with ``steps: 0`` is always this one run (:func:`canonical_method`), so the ``steps``
+  study's K = 0 point and the controls of ``main``, ``noisy`` and ``fewshot`` are shared.
+* ``compute_matched``: ``ce+budget=<method>``, plain CE given the training compute of ``<method>`` (the grid's
+  ``compute_matched: {like: METHOD, cost_ratio: {MODEL: ratio}}``, a measured step-time ratio to ce): its epochs
+  scaled by the ratio and its schedule stretched alike, so "better than ce" can be told from "trained longer".
 
 A run's id names every factor and nothing else: ``<dataset>/<model>/<scenario>/<method>[+key=value...]/s<seed>``,
 e.g. ``cifar100/resnet20/sym0.4/icp-sgd+reduction=sum+step_size=0.01/s2``. It is also the run's directory under
-``runs_dir``. Options are named in key order; values equal to the method's default are dropped before naming, so a run that two studies
-share (``steps=5`` in ``steps`` is ``icp-sgd`` in ``main``; the clean ``ce`` run) has one id and is trained once.
+``runs_dir``. Options are named in key order; values equal to the method's default are dropped before naming, so
+a run that two studies share (``steps=5`` in ``steps`` is ``icp-adam`` in ``main``; the clean ``ce`` run) has one
+id and is trained once.
 AI-KD's ``teacher`` option is not a factor: it is set to the ``ce`` run of the same dataset, model, scenario and
 seed, which is added to the study and listed in the run's ``depends``. Likewise a generative model's run (the VAE)
 gets ``train.fid_features``: the ``ce`` ResNet-20 run of its dataset (clean, seed 0), FID's feature network; or,
@@ -47,7 +62,11 @@ from icp.config import ConfigError, read_yaml
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = REPO / "workflow" / "schemas" / "grid.schema.yaml"
-STUDIES = ("main", "noisy", "fewshot", "steps", "ablations", "generative")
+STUDIES = ("main", "noisy", "fewshot", "steps", "ablations", "generative", "authors")
+ICP_FAMILY = ("icp", "icp-sgd", "icp-adam", "icp-ademamix", "ifgsm")
+# With steps 0 an ICP variant refines nothing and distils nothing (the α-only control): only these options act
+ALPHA_ONLY_OPTIONS = ("steps", "warmup", "label_smoothing")
+CONTROLS = ("alpha_only", "compute_matched")
 TEACHER_METHODS = {"aikd": "ce"}  # method -> the method of the run whose checkpoint it needs (option `teacher`)
 # A generative model's FID features come from this classifier run of the same dataset (train.fid_features):
 # (model, scenario, method, seed)
@@ -78,6 +97,12 @@ class Run:
     overrides: tuple[str, ...]  # --set items, applied after the recipe
     depends: tuple[str, ...] = ()  # ids of runs whose records must be complete first
     studies: tuple[str, ...] = ()
+    factors: tuple[tuple[str, str], ...] = ()  # grid factors beside the method options: budget, recipe
+
+    @property
+    def variant(self) -> str:
+        """The run id's method part: ``method[+option=value...][+budget=...][+recipe=...]``."""
+        return variant(self.method, self.options, self.factors)
 
     @property
     def record(self) -> str:
@@ -148,14 +173,39 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def variant(method: str, options: Iterable[tuple[str, Any]]) -> str:
-    """``method[+key=value...]``: the method part of a run id (options non-default, sorted by key)."""
-    return method + "".join(f"+{k}={format_value(v)}" for k, v in options)
+def variant(method: str, options: Iterable[tuple[str, Any]], factors: Iterable[tuple[str, str]] = ()) -> str:
+    """``method[+key=value...]``: the method part of a run id (options non-default, sorted by key), then the grid
+    factors that are not method options (``+budget=icp-adam``: compute-matched; ``+recipe=authors``)."""
+    return method + "".join(f"+{k}={format_value(v)}" for k, v in (*options, *factors))
+
+
+def variant_of_id(rid: str) -> Optional[str]:
+    """The variant part of a grid run id (``dataset/model/scenario/variant/s<seed>``), or None for another id."""
+    parts = str(rid).split("/")
+    return parts[3] if len(parts) == 5 and re.fullmatch(r"s\d+", parts[4]) else None
+
+
+def variant_label(name: str) -> str:
+    """A variant as tables and figures name it: the controls say plainly what they are."""
+    if re.fullmatch(r"icp(\+label_smoothing=[^+]+)?\+steps=0(\+warmup=[^+]+)?", name):
+        return f"{name} (α-only control: α-weighted CE, K = 0)"
+    m = re.search(r"\+budget=([^+]+)", name)
+    if m:
+        return f"{name} (compute-matched: the training compute of {m[1]})"
+    return name
+
+
+def canonical_method(method: str, options: dict) -> tuple[str, dict]:
+    """ICP with ``steps: 0`` (the α-only control) is one run whatever its input optimizer and refinement options:
+    ``icp`` with the options that still act (:data:`ALPHA_ONLY_OPTIONS`), so every study shares it."""
+    if method in ICP_FAMILY and options.get("steps") == 0:
+        return "icp", {k: v for k, v in options.items() if k in ALPHA_ONLY_OPTIONS}
+    return method, options
 
 
 def run_id(dataset: str, model: str, scenario: str, method: str, options: Iterable[tuple[str, Any]],
-           seed: int) -> str:
-    parts = [dataset, model, canonical_scenario(scenario), variant(method, options), f"s{seed}"]
+           seed: int, factors: Iterable[tuple[str, str]] = ()) -> str:
+    parts = [dataset, model, canonical_scenario(scenario), variant(method, options, factors), f"s{seed}"]
     for part in parts:
         if not _SAFE.match(part):
             raise ConfigError(f"run id part '{part}' is not filesystem-safe (letters, digits and ._+=- only)")
@@ -242,21 +292,28 @@ def expand(grid: dict, source: Optional[str] = None, check_recipes: bool = True)
     recipes: dict = grid.get("recipes", {})
     common = [str(s) for s in grid.get("set", [])]
     fid_features = str(grid.get("fid_features", "classifier"))
+    where = source or "grid"
     runs: dict[str, Run] = {}
     studies: dict[str, list[str]] = {}
     checked: set = set()
 
-    def add(study: str, dataset, model, scenario, method, options: dict, seed: int) -> str:
+    def add(study: str, dataset, model, scenario, method, options: dict, seed: int, recipe: Optional[dict] = None,
+            budget: Optional[tuple[str, float]] = None) -> str:
+        """Add one run (and the runs it depends on); ``recipe``: the block's own ({name, file}); ``budget``: (the
+        method whose training compute a compute-matched run gets, its cost ratio)."""
         key = f"{dataset}/{model}"
-        if key not in recipes:
+        recipe_file = recipe["file"] if recipe else recipes.get(key)
+        if recipe_file is None:
             raise ConfigError(f"study '{study}': no recipe for {key}; add it under 'recipes'")
+        method, options = canonical_method(method, options)
         opts = _normalise_options(method, options)
-        rid = run_id(dataset, model, scenario, method, opts, seed)
+        factors = ((("budget", budget[0]),) if budget else ()) + ((("recipe", recipe["name"]),) if recipe else ())
+        rid = run_id(dataset, model, scenario, method, opts, seed, factors)
         if rid not in runs:
             depends: tuple[str, ...] = ()
             extra: list[str] = []
             if method in TEACHER_METHODS:
-                tid = add(study, dataset, model, scenario, TEACHER_METHODS[method], {}, seed)
+                tid = add(study, dataset, model, scenario, TEACHER_METHODS[method], {}, seed, recipe)
                 depends = (tid,)
                 extra = [f"method.options.teacher={runs[tid].run_dir}"]
             if _generative(model) and fid_features != "classifier":
@@ -266,15 +323,17 @@ def expand(grid: dict, source: Optional[str] = None, check_recipes: bool = True)
                 fid = add(study, dataset, fid_model, fid_scenario, fid_method, {}, fid_seed)
                 depends += (fid,)
                 extra.append(f"train.fid_features={runs[fid].run_dir}")
-            overrides = (f"data.dataset={dataset}", f"data.root={data_root}", f"model.name={model}",
+            overrides = [f"data.dataset={dataset}", f"data.root={data_root}", f"model.name={model}",
                          *parse_scenario(scenario), f"method.name={method}",
                          *(f"method.options.{k}={_yaml_value(v)}" for k, v in opts), *extra,
-                         f"train.seed={seed}", *common)
+                         f"train.seed={seed}", *common]
+            if budget:
+                overrides += _stretched(recipe_file, overrides, budget[1])
             runs[rid] = Run(rid, f"{runs_dir}/{rid}", dataset, model, canonical_scenario(scenario), method, opts,
-                            seed, recipes[key], overrides, depends)
-            if check_recipes and recipes[key] not in checked:
-                _check_recipe(recipes[key], dataset, model)
-                checked.add(recipes[key])
+                            seed, recipe_file, tuple(overrides), depends, factors=factors)
+            if check_recipes and recipe_file not in checked:
+                _check_recipe(recipe_file, dataset, model)
+                checked.add(recipe_file)
         members = studies.setdefault(study, [])
         if rid not in members:
             members.append(rid)
@@ -284,10 +343,19 @@ def expand(grid: dict, source: Optional[str] = None, check_recipes: bool = True)
         for block in blocks:
             names = list(block.get("options", {}))
             values = [block["options"][k] for k in names]
-            for dataset, model, scenario, method, seed, combo in itertools.product(
-                    block["datasets"], block["models"], block.get("scenarios", ["clean"]), block["methods"],
-                    block.get("seeds", grid.get("seeds", [0])), list(itertools.product(*values))):
-                add(study, dataset, model, scenario, method, dict(zip(names, combo)), seed)
+            recipe = block.get("recipe")
+            conditions = list(itertools.product(block["datasets"], block["models"], block.get("scenarios", ["clean"]),
+                                                block.get("seeds", grid.get("seeds", [0]))))
+            for (dataset, model, scenario, seed), method, combo in itertools.product(
+                    conditions, block["methods"], list(itertools.product(*values))):
+                add(study, dataset, model, scenario, method, dict(zip(names, combo)), seed, recipe)
+            controls = block.get("controls", [])
+            for dataset, model, scenario, seed in conditions:
+                if "alpha_only" in controls:  # ICP's α schedule re-weighting CE, nothing refined or distilled
+                    add(study, dataset, model, scenario, "icp", {"steps": 0}, seed, recipe)
+                if "compute_matched" in controls:  # ce trained as long as ICP's compute allows
+                    budget = _budget(grid, model, f"{where}: study '{study}'")
+                    add(study, dataset, model, scenario, "ce", {}, seed, recipe, budget)
 
     membership: dict[str, list[str]] = {}
     for study, ids in studies.items():
@@ -296,6 +364,44 @@ def expand(grid: dict, source: Optional[str] = None, check_recipes: bool = True)
     runs = {rid: dataclasses.replace(r, studies=tuple(membership[rid])) for rid, r in runs.items()}
     return Grid(runs, studies, runs_dir, source, str(grid.get("results_dir", "results")).rstrip("/"),
                 str(grid.get("figures_dir", "figures")).rstrip("/"))
+
+
+def _budget(grid: dict, model: str, where: str) -> tuple[str, float]:
+    """(method, cost ratio) of a compute-matched run of ``model``: the grid's ``compute_matched`` section."""
+    matched = grid.get("compute_matched")
+    if not matched:
+        raise ConfigError(f"{where}: controls: compute_matched needs the grid's 'compute_matched' section "
+                          "(like: METHOD, cost_ratio: {MODEL: ratio})")
+    ratios = matched.get("cost_ratio", {})
+    if model not in ratios:
+        raise ConfigError(f"{where}: compute_matched: no cost_ratio for model '{model}' (has: "
+                          f"{', '.join(sorted(ratios)) or 'none'}); measure it with `icp bench --models {model} "
+                          f"--methods ce {matched['like']}`")
+    return str(matched["like"]), float(ratios[model])
+
+
+@functools.lru_cache(maxsize=None)
+def _recipe_tree(path: str) -> dict:
+    from icp import config
+
+    return config.read_yaml(path, "recipe")
+
+
+def _stretched(recipe: str, overrides: list[str], ratio: float) -> list[str]:
+    """``--set`` items that give a run ``ratio`` times the training of the run ``overrides`` describes: epochs
+    scaled (rounded), and the schedule stretched alike (milestones given in epochs and the warm-up scaled; those
+    given as fractions of the run stretch with it)."""
+    from icp import config
+
+    cfg = config.resolve(_recipe_tree(recipe), overrides)
+    epochs = max(1, round(cfg.train.epochs * ratio))
+    out = [f"train.epochs={epochs}"]
+    milestones = cfg.schedule.milestones
+    if any(m >= 1 for m in milestones):
+        out.append(f"schedule.milestones={_yaml_value([round(m * ratio) if m >= 1 else m for m in milestones])}")
+    if cfg.schedule.warmup_epochs:
+        out.append(f"schedule.warmup_epochs={cfg.schedule.warmup_epochs * ratio:g}")
+    return out
 
 
 def _yaml_value(value: Any) -> str:

@@ -25,11 +25,11 @@ def test_paper_grid_has_every_study_and_factor(paper):
     assert list(paper.studies) == list(grid.STUDIES)
     main = paper.select("main")
     by = lambda key, runs: collections.Counter(getattr(r, key) for r in runs)
-    assert set(by("method", main)) == MAIN_METHODS and set(by("seed", main)) == {0, 1, 2}
+    assert set(by("method", main)) == MAIN_METHODS | {"icp"} and set(by("seed", main)) == {0, 1, 2}  # icp: K = 0
     assert {(r.dataset, r.model) for r in main} == {("cifar100", "resnet20"), ("cifar10", "resnet20"),
                                                      ("cifar100", "preact_resnet18"),
                                                      ("cifar10", "preact_resnet18"), ("fashion-mnist", "resnet20")}
-    assert len(main) == 10 * 5 * 3
+    assert len(main) == (10 + 2) * 5 * 3  # ten methods and two controls, five conditions, three seeds
     assert set(by("scenario", paper.select("noisy"))) == {"sym0.2", "sym0.4", "sym0.6", "asy0.2", "asy0.4"}
     assert set(by("scenario", paper.select("fewshot"))) == {f"{n}shot" for n in (5, 10, 25, 50, 100)}
     steps = {dict(r.options).get("steps", 5) for r in paper.select("steps")}
@@ -56,6 +56,10 @@ def test_shared_runs_are_trained_once(paper):
     shared = paper.runs["fashion-mnist/resnet20/clean/icp-sgd/s0"]
     assert shared.studies == ("main", "steps", "ablations")  # K = 5, warm-up 0.25, cosine, train mode, mean
     assert "fashion-mnist/resnet20/clean/icp-sgd+steps=5/s0" not in paper.runs
+    assert paper.runs["fashion-mnist/resnet20/clean/icp-adam/s0"].studies == ("main", "steps", "ablations")
+    # K = 0 refines nothing whatever the input optimizer: the steps study's K = 0 point is main's alpha-only control
+    assert paper.runs["fashion-mnist/resnet20/clean/icp+steps=0/s0"].studies == ("main", "steps")
+    assert not any("steps=0" in rid and "/icp+" not in rid for rid in paper.runs)
     total = sum(len(ids) for ids in paper.studies.values())
     assert len(paper.runs) < total
 
@@ -134,7 +138,8 @@ def test_recipe_with_a_method_section_is_refused(tmp_path):
 def test_icp_grid_command_lists_a_study(paper):
     out = subprocess.run([sys.executable, "-m", "icp", "grid", "--study", "steps", "--paths"], cwd=REPO,
                          capture_output=True, text=True, check=True).stdout.split()
-    assert out == [r.record for r in paper.select("steps")] and len(out) == 7 * 2 * 3
+    # icp-adam at 7 K (K = 0: the alpha-only control), icp-sgd (sum) at 6, icp-sgd as published; 2 datasets, 3 seeds
+    assert out == [r.record for r in paper.select("steps")] and len(out) == (7 + 6 + 1) * 2 * 3
 
 
 @pytest.mark.parametrize("spec", ["inception", "inception:/weights/inception.pth"])
@@ -151,3 +156,54 @@ def test_a_bad_fid_features_value_is_a_one_line_schema_error():
     with pytest.raises(ConfigError, match=r"^grid: fid_features: 'inceptionv3' does not match"):
         grid.validate_schema({**grid.read_yaml(REPO / "config" / "laptop.yaml"), "fid_features": "inceptionv3"})
 
+
+
+def _resolved(run):
+    return config.load(REPO / run.recipe, list(run.overrides)).to_dict()
+
+
+def test_main_noisy_and_fewshot_carry_both_controls_with_the_recipe_otherwise(paper):
+    ratios = grid.load(PAPER)["compute_matched"]["cost_ratio"]
+    for study in ("main", "noisy", "fewshot"):
+        runs = paper.select(study)
+        conditions = {(r.dataset, r.model, r.scenario, r.seed) for r in runs}
+        by_variant = {(r.dataset, r.model, r.scenario, r.seed, r.variant): r for r in runs}
+        for d, m, sc, seed in sorted(conditions)[::7]:  # a sample: resolving every config takes a while
+            ce = by_variant[d, m, sc, seed, "ce"]
+            alpha = by_variant[d, m, sc, seed, "icp+steps=0"]
+            matched = by_variant[d, m, sc, seed, "ce+budget=icp-adam"]
+            base, a, c = _resolved(ce), _resolved(alpha), _resolved(matched)
+            assert a["method"]["name"] == "icp" and a["method"]["options"]["steps"] == 0
+            assert {k: v for k, v in a.items() if k != "method"} == {k: v for k, v in base.items() if k != "method"}
+            epochs = base["train"]["epochs"]
+            assert c["train"]["epochs"] == round(epochs * ratios[m]) > epochs, (study, d, m)
+            assert {**c, "train": {**c["train"], "epochs": epochs}, "schedule": base["schedule"]} == base
+            milestones = base["schedule"]["milestones"]
+            if any(x >= 1 for x in milestones):  # epochs: stretched; fractions stretch with the run by themselves
+                assert c["schedule"]["milestones"] == [round(x * ratios[m]) if x >= 1 else x for x in milestones]
+            assert c["schedule"]["warmup_epochs"] == pytest.approx(base["schedule"]["warmup_epochs"] * ratios[m])
+    assert grid.variant_label("icp+steps=0").endswith("(α-only control: α-weighted CE, K = 0)")
+    assert "compute-matched" in grid.variant_label("ce+budget=icp-adam")
+
+
+def test_authors_study_trains_their_protocol_beside_ours(paper):
+    runs = paper.select("authors")
+    assert {r.variant for r in runs} == {"ce+recipe=authors", "byot+recipe=authors",
+                                         *(f"{m}+step_size=0.0003+recipe=authors" for m in
+                                           ("icp-sgd", "icp-adam", "icp-ademamix"))}
+    assert {r.seed for r in runs} == {0, 1, 2} and {(r.dataset, r.model) for r in runs} == {("cifar100", "resnet20")}
+    cfg = _resolved(next(r for r in runs if r.method == "icp-adam"))
+    assert (cfg["optim"]["name"], cfg["optim"]["lr"], cfg["optim"]["weight_decay"]) == ("adamw", 3e-4, 0.0)
+    assert (cfg["data"]["augment"], cfg["train"]["epochs"], cfg["train"]["batch_size"]) == ("randaugment", 100, 32)
+    assert cfg["schedule"]["name"] == "constant" and cfg["train"]["grad_clip"] == 5
+    assert cfg["method"]["options"]["step_size"] == 3e-4
+    assert not set(r.run_id for r in runs) & set(r.run_id for r in paper.select("main"))  # never our recipe's runs
+
+
+def test_a_compute_matched_control_without_a_measured_ratio_is_one_line(tmp_path):
+    spec = {"runs_dir": "runs", "recipes": {"fashion-mnist/resnet20": "config/recipes/fmnist-resnet20.yaml"},
+            "compute_matched": {"like": "icp-adam", "cost_ratio": {"preact_resnet18": 2.0}},
+            "studies": {"main": [{"datasets": ["fashion-mnist"], "models": ["resnet20"], "methods": ["ce"],
+                                  "controls": ["compute_matched"]}]}}
+    with pytest.raises(ConfigError, match=r"no cost_ratio for model 'resnet20' \(has: preact_resnet18\); measure"):
+        grid.expand(spec, "g.yaml", check_recipes=False)
