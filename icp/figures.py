@@ -85,11 +85,14 @@ def _complete(runs: pd.DataFrame, study: Optional[str]) -> pd.DataFrame:
 def _label_n(df: pd.DataFrame, by: str = "variant", at: Optional[Sequence[str] | str] = None) -> dict[str, str]:
     """value of ``by`` -> 'value (n=K)', K the number of distinct seeds of that value in ``df``; with ``at``, the
     seeds behind each point (each value of ``at``), written 'n=2–3' where points differ."""
+    from icp.grid import variant_label  # the controls say what they are
+
     out = {}
     for v, g in df.groupby(by, sort=True):
         ns = [g.seed.nunique()] if at is None else g.groupby(at).seed.nunique().tolist()
         lo, hi = min(ns), max(ns)
-        out[v] = f"{v} (n={lo})" if lo == hi else f"{v} (n={lo}–{hi})"
+        name = variant_label(str(v))
+        out[v] = f"{name} (n={lo})" if lo == hi else f"{name} (n={lo}–{hi})"
     return out
 
 
@@ -272,18 +275,23 @@ def _option(runs: pd.DataFrame, name: str, default=None) -> pd.Series:
 @figure("steps", "steps")
 def steps(runs, epochs, ctx):
     from icp.aggregate import variant_of
+    from icp.grid import variant_label
 
     st = _complete(runs, "steps").copy()
-    title = ("Study steps: ICP refinement steps K (mean ± sd over seeds; n = seeds per K; K = 0 is the "
-             "no-refinement control)")
+    title = ("Study steps: ICP refinement steps K (mean ± sd over seeds; n = seeds per K; K = 0 is the α-only "
+             "control, one run shared by every line)")
     if st.empty:
         return _empty(title, "no complete run of study steps yet")
     st["K (refinement steps)"] = _option(st, "steps")
     st["test top-1 (%)"] = st.top1.astype(float) * 100
     st["training images/s"] = st.images_per_s.astype(float)
     # the line: the method with its options other than K (K is the x-axis)
-    st["method"] = [variant_of(m, {k: v for k, v in json.loads(o or "{}").items() if k != "steps"})
+    st["method"] = [variant_label(variant_of(m, {k: v for k, v in json.loads(o or "{}").items() if k != "steps"}))
                     for m, o in zip(st.method, st.method_options)]
+    # K = 0 is one run whatever the input optimizer (the α-only control, icp+steps=0): the first point of every line
+    zero = (st["K (refinement steps)"] == 0) & (st.method.str.split(" ").str[0] == "icp")
+    lines = st[~zero].method.unique()
+    st = pd.concat([st[~zero], *(st[zero].assign(method=line) for line in lines)], ignore_index=True)
     colours = _colours(st.method)
 
     def draw(part, y, ylabel):

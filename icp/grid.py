@@ -192,6 +192,8 @@ def variant_label(name: str) -> str:
     m = re.search(r"\+budget=([^+]+)", name)
     if m:
         return f"{name} (compute-matched: the training compute of {m[1]})"
+    if name == "icp-sgd":  # the input barely moves: each image's step is divided by the batch size
+        return "icp-sgd (as published: η = 0.002 on the batch-mean loss)"
     return name
 
 

@@ -251,3 +251,17 @@ def test_perturbation_step_per_image_is_trainings():
     assert torch.allclose(shown, per_sample, atol=1e-6)
     alone = refine(model, x[:3], y[:3], opts)  # the old figure: the shown images as their own batch
     assert not torch.allclose(shown, alone, atol=1e-4)
+
+
+def test_steps_puts_the_shared_alpha_only_run_at_k_zero_of_every_line():
+    runs, epochs = frames({("fashion-mnist", "resnet20"): (2, 4, 3)})
+    runs = runs[~((runs.studies == "steps") & (runs.method_options == json.dumps({"steps": 0})))]
+    extra = [_row("steps", "fashion-mnist", "resnet20", "clean", "icp", s, 4, {"steps": 0}) for s in range(2)]
+    extra += [_row("steps", "fashion-mnist", "resnet20", "clean", "icp-sgd", s, 4, {"steps": k, "reduction": "sum"})
+              for s in range(2) for k in (1, 3)]
+    fig = figures.FIGURES["steps"][1](pd.concat([runs, pd.DataFrame(extra)], ignore_index=True), epochs, None)
+    (acc,) = [ax for ax in fig.axes if "accuracy" in ax.get_title()]
+    drawn = [line for line in acc.lines if len(line.get_xdata()) > 1]
+    assert len(drawn) == 2 and all(min(line.get_xdata()) == 0 for line in drawn)  # icp-adam and icp-sgd from K = 0
+    assert not any("icp+steps=0" in label for label in _legend(acc))  # no line of its own
+    figures._libs()[0].close(fig)
