@@ -107,6 +107,9 @@ class TrainConfig:
     # FIDs every this many epochs and at the last (the others record null): Inception features cost about 0.3 s
     # an image on one CPU thread, three passes per test image
     fid_every: int = 1
+    # test (and validation) metrics every this many epochs and at the last; the others record null. For runs of
+    # thousands of short epochs (few-shot at a fixed step budget); null: every epoch
+    eval_every: Optional[int] = None
 
 
 @dataclass
@@ -130,7 +133,7 @@ class Config:
 # Keys that change how a run is shown or where it runs, not what it computes: a run may be resumed with other values.
 RESULT_NEUTRAL_KEYS = frozenset({"progress", "fid_every"})
 # Keys added after runs existed: left out of the digest while null, so those runs keep their digests.
-OMIT_WHEN_NULL = frozenset({"fid_features"})
+OMIT_WHEN_NULL = frozenset({"fid_features", "eval_every"})
 # Keys in which the seeds of one cell of a table differ (AI-KD's teacher is the ce run of the same seed), or that only
 # say where the data lives or how it is loaded: left out of cell_digest.
 CELL_NEUTRAL_KEYS = ("train.seed", "scenario.seed", "method.options.teacher", "data.root", "data.download",
@@ -185,6 +188,7 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "train.seed": (lambda v: v >= 0, "an integer >= 0"),
     "train.grad_clip": (lambda v: v is None or v > 0, "a number > 0 or null"),
     "train.fid_every": (lambda v: v >= 1, "an integer >= 1"),
+    "train.eval_every": (lambda v: v is None or v >= 1, "an integer >= 1 or null"),
 }
 
 

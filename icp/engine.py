@@ -350,15 +350,18 @@ class Trainer:
                 t0 = time.perf_counter()
                 entry = {"epoch": epoch + 1, **self.train_epoch(epoch),
                          "lr": self.optimizer.param_groups[0]["lr"]}
+                final = epoch + 1 == tr.epochs
                 if self.generative:  # FIDs every train.fid_every epochs and at the last
-                    self.metrics.fid_on = (epoch + 1) % tr.fid_every == 0 or epoch + 1 == tr.epochs
-                entry["test"] = self.evaluate(self.test_loader)
-                entry["val"] = self.evaluate(self.val_loader) if self.val_loader is not None else None
+                    self.metrics.fid_on = (epoch + 1) % tr.fid_every == 0 or final
+                evaluated = final or (epoch + 1) % (tr.eval_every or 1) == 0  # train.eval_every: the others null
+                entry["test"] = self.evaluate(self.test_loader) if evaluated else None
+                entry["val"] = self.evaluate(self.val_loader) if evaluated and self.val_loader is not None else None
                 record["epochs"].append(entry)
                 record["wall_time_s"] += time.perf_counter() - t0
                 record["images_per_s"] = records.throughput(record["epochs"])
-                record["last"] = {"epoch": epoch + 1, "test": entry["test"], "val": entry["val"]}
-                metric = tr.best_metric if tr.best_metric in entry["test"] else "elbo"  # a VAE: elbo
+                if evaluated:
+                    record["last"] = {"epoch": epoch + 1, "test": entry["test"], "val": entry["val"]}
+                metric = tr.best_metric if tr.best_metric in (entry["test"] or {}) else "elbo"  # a VAE: elbo
                 if entry["val"] is not None and entry["val"][metric] is not None and _better(
                         metric, entry["val"][metric], best and best["value"]):
                     best = {"epoch": epoch + 1, "value": entry["val"][metric]}
@@ -367,13 +370,14 @@ class Trainer:
                     checkpoint.atomic_save({"epoch": epoch + 1, "model": self.method.eval_model().state_dict(),
                                             "config": self.cfg.to_dict(), "record_best": record["best"]},
                                            self.run_dir / "best.pt")
-                if epoch + 1 == tr.epochs:
+                if final:
                     record["status"] = "complete"
                 records.stamp_compute(record, time.perf_counter() - attempt_start)
                 self._save(epoch + 1, record, best)
                 save(record)
-                name, value = headline(entry["test"])
-                bar.set_postfix({f"test_{name}": f"{value:.4f}", "loss": f"{entry['train']['loss']:.3f}"})
+                if evaluated:
+                    name, value = headline(entry["test"])
+                    bar.set_postfix({f"test_{name}": f"{value:.4f}", "loss": f"{entry['train']['loss']:.3f}"})
         except Diverged as exc:
             record["status"], record["error"] = "diverged", f"Diverged: {exc}"
             save(record)

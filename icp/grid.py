@@ -19,6 +19,7 @@ A grid file (``config/paper.yaml``; schema ``workflow/schemas/grid.schema.yaml``
           seeds: [0, 1, 2]           # optional, default: the top-level seeds
           controls: [alpha_only, compute_matched]   # optional: the control runs below
           recipe: {name: authors, file: config/recipes/cifar100-resnet20-authors.yaml}   # optional
+          optimizer_steps: {cifar100: 12956}   # optional: few-shot runs train this many steps, whatever the shots
     compute_matched: {like: icp-adam, cost_ratio: {resnet20: 1.27}}   # for the compute_matched controls
 
 Every method of a study trains with the recipe of its dataset and model: no method gets another budget than its
@@ -300,9 +301,10 @@ def expand(grid: dict, source: Optional[str] = None, check_recipes: bool = True)
     checked: set = set()
 
     def add(study: str, dataset, model, scenario, method, options: dict, seed: int, recipe: Optional[dict] = None,
-            budget: Optional[tuple[str, float]] = None) -> str:
+            budget: Optional[tuple[str, float]] = None, steps: Optional[int] = None) -> str:
         """Add one run (and the runs it depends on); ``recipe``: the block's own ({name, file}); ``budget``: (the
-        method whose training compute a compute-matched run gets, its cost ratio)."""
+        method whose training compute a compute-matched run gets, its cost ratio); ``steps``: a few-shot run's
+        budget of optimizer steps."""
         key = f"{dataset}/{model}"
         recipe_file = recipe["file"] if recipe else recipes.get(key)
         if recipe_file is None:
@@ -329,6 +331,8 @@ def expand(grid: dict, source: Optional[str] = None, check_recipes: bool = True)
                          *parse_scenario(scenario), f"method.name={method}",
                          *(f"method.options.{k}={_yaml_value(v)}" for k, v in opts), *extra,
                          f"train.seed={seed}", *common]
+            if steps is not None:
+                overrides += _step_budget(recipe_file, overrides, steps)
             if budget:
                 overrides += _stretched(recipe_file, overrides, budget[1])
             runs[rid] = Run(rid, f"{runs_dir}/{rid}", dataset, model, canonical_scenario(scenario), method, opts,
@@ -346,18 +350,23 @@ def expand(grid: dict, source: Optional[str] = None, check_recipes: bool = True)
             names = list(block.get("options", {}))
             values = [block["options"][k] for k in names]
             recipe = block.get("recipe")
+            budgets = block.get("optimizer_steps", {})
             conditions = list(itertools.product(block["datasets"], block["models"], block.get("scenarios", ["clean"]),
                                                 block.get("seeds", grid.get("seeds", [0]))))
+            steps = lambda dataset, scenario: _few_shot_steps(budgets, dataset, scenario,  # noqa: E731
+                                                               f"{where}: study '{study}'")
             for (dataset, model, scenario, seed), method, combo in itertools.product(
                     conditions, block["methods"], list(itertools.product(*values))):
-                add(study, dataset, model, scenario, method, dict(zip(names, combo)), seed, recipe)
+                add(study, dataset, model, scenario, method, dict(zip(names, combo)), seed, recipe,
+                    steps=steps(dataset, scenario))
             controls = block.get("controls", [])
             for dataset, model, scenario, seed in conditions:
                 if "alpha_only" in controls:  # ICP's α schedule re-weighting CE, nothing refined or distilled
-                    add(study, dataset, model, scenario, "icp", {"steps": 0}, seed, recipe)
+                    add(study, dataset, model, scenario, "icp", {"steps": 0}, seed, recipe,
+                        steps=steps(dataset, scenario))
                 if "compute_matched" in controls:  # ce trained as long as ICP's compute allows
                     budget = _budget(grid, model, f"{where}: study '{study}'")
-                    add(study, dataset, model, scenario, "ce", {}, seed, recipe, budget)
+                    add(study, dataset, model, scenario, "ce", {}, seed, recipe, budget, steps(dataset, scenario))
 
     membership: dict[str, list[str]] = {}
     for study, ids in studies.items():
@@ -366,6 +375,29 @@ def expand(grid: dict, source: Optional[str] = None, check_recipes: bool = True)
     runs = {rid: dataclasses.replace(r, studies=tuple(membership[rid])) for rid, r in runs.items()}
     return Grid(runs, studies, runs_dir, source, str(grid.get("results_dir", "results")).rstrip("/"),
                 str(grid.get("figures_dir", "figures")).rstrip("/"))
+
+
+def _few_shot_steps(budgets: dict, dataset: str, scenario: str, where: str) -> Optional[int]:
+    """A block's ``optimizer_steps`` for a few-shot run of ``dataset`` (None: the recipe's epochs)."""
+    if not budgets or not str(scenario).endswith("shot"):
+        return None
+    if dataset not in budgets:
+        raise ConfigError(f"{where}: optimizer_steps has no budget for dataset '{dataset}' (has: "
+                          f"{', '.join(sorted(budgets))})")
+    return int(budgets[dataset])
+
+
+def _step_budget(recipe: str, overrides: list[str], steps: int) -> list[str]:
+    """``--set`` items that train a few-shot run for ``steps`` optimizer steps: epochs = ceil(steps / steps per
+    epoch), with shots × classes training images; test metrics about 50 times a run (``train.eval_every``), since
+    a 5-shot run's epochs are a few steps each. Every method of a cell gets the same number of steps."""
+    from icp import config, data
+
+    cfg = config.resolve(_recipe_tree(recipe), overrides)
+    images = cfg.scenario.shots * data.INFO[cfg.data.dataset].num_classes
+    per_epoch = images // cfg.train.batch_size if cfg.data.drop_last else -(-images // cfg.train.batch_size)
+    epochs = -(-steps // max(1, per_epoch))
+    return [f"train.epochs={epochs}", f"train.eval_every={max(1, epochs // 50)}"]
 
 
 def _budget(grid: dict, model: str, where: str) -> tuple[str, float]:

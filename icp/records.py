@@ -40,8 +40,8 @@ Written atomically at the start of a run, after every epoch, and at the end. Sch
                      "diagnostics": null, or the method's per-sample epoch means (ICP: "alpha" (alpha_e),
                      "input_shift" (mean |x_K - x| in normalised input units), "feature_mse.<layer>" (unweighted
                      MSE between the clean and the refined input's features)),
-                     "test": metrics, "val": metrics or null}
-    last            {"epoch", "test", "val"} of the final epoch
+                     "test": metrics, "val": metrics or null; both null on the epochs that train.eval_every skips}
+    last            {"epoch", "test", "val"} of the final epoch (while training: of the last evaluated one)
     best            {"epoch", "metric", "test", "val"} of the best validation epoch, or null without a val split
     fid_features    generative models only: FID's feature network ("resnet20 penultimate layer of <run dir>"), or
                     null when FID is not computed; the test metrics are then elbo, recon, kl, ssim, fid_recon and

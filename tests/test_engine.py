@@ -160,3 +160,13 @@ def test_optimizers(tiny_cfg):
     adamw = engine.build_optimizer(config.resolve({}, ["optim.name=adamw", "optim.lr=1e-3"]), m.parameters(),
                                    torch.device("cpu"))
     assert isinstance(adamw, torch.optim.AdamW) and math.isclose(adamw.defaults["lr"], 1e-3)
+
+
+def test_eval_every_evaluates_every_nth_epoch_and_the_last_and_trains_the_same(tiny_cfg, tmp_path):
+    sets = ("train.epochs=3", "data.train_subset=200", "data.test_subset=100")
+    every = engine.Trainer(tiny_cfg(*sets, "train.eval_every=2"), tmp_path / "every").run()
+    full = engine.Trainer(tiny_cfg(*sets), tmp_path / "full").run()
+    assert [e["test"] is not None for e in every["epochs"]] == [False, True, True]  # epoch 2, and the last
+    assert every["last"] == full["last"] and every["status"] == "complete"  # evaluation changes no training
+    assert [e["train"] for e in every["epochs"]] == [e["train"] for e in full["epochs"]]
+    assert tiny_cfg(*sets).digest() == tiny_cfg(*sets, "train.eval_every=null").digest()  # runs before the key

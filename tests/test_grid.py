@@ -96,7 +96,9 @@ def test_each_run_config_resolves_to_its_factors(paper):
         assert all(cfg.method.options[k] == v for k, v in r.options)
         assert cfg.train.grad_clip == 5  # the grid's `set`, the same for every method
         recipe = yaml.safe_load((REPO / r.recipe).read_text())
-        assert cfg.train.epochs == recipe["train"]["epochs"] and cfg.optim.lr == recipe["optim"]["lr"]
+        assert cfg.optim.lr == recipe["optim"]["lr"]
+        if "budget=" not in r.variant and not r.scenario.endswith("shot"):  # those: tests below
+            assert cfg.train.epochs == recipe["train"]["epochs"]
 
 
 @pytest.mark.parametrize("tag", ["clean", "sym0.2", "asy0.4", "25shot"])
@@ -207,3 +209,23 @@ def test_a_compute_matched_control_without_a_measured_ratio_is_one_line(tmp_path
                                   "controls": ["compute_matched"]}]}}
     with pytest.raises(ConfigError, match=r"no cost_ratio for model 'resnet20' \(has: preact_resnet18\); measure"):
         grid.expand(spec, "g.yaml", check_recipes=False)
+
+
+def test_few_shot_runs_get_the_same_optimizer_steps_whatever_the_shots(paper):
+    from icp import data
+
+    budget = grid.load(PAPER)["studies"]["fewshot"][0]["optimizer_steps"]
+    seen = {}
+    for r in paper.select("fewshot"):
+        if r.seed != 0 or r.method not in ("ce", "icp-adam", "icp"):
+            continue
+        cfg = config.load(REPO / r.recipe, list(r.overrides))
+        per_epoch = -(-cfg.scenario.shots * data.INFO[r.dataset].num_classes // cfg.train.batch_size)
+        steps = cfg.train.epochs * per_epoch
+        if "budget=" in r.variant:  # the compute-matched ce: the ICP budget times the cost ratio
+            continue
+        assert budget[r.dataset] <= steps < budget[r.dataset] + per_epoch, (r.run_id, steps)
+        assert cfg.train.eval_every == max(1, cfg.train.epochs // 50)
+        seen.setdefault((r.dataset, r.scenario), set()).add(cfg.train.epochs)
+    assert len(seen) == 10 and all(len(e) == 1 for e in seen.values())  # one length per cell, for every method
+    assert seen["cifar100", "5shot"] == {3239} and seen["cifar100", "100shot"] == {164}
