@@ -65,7 +65,8 @@ def test_laptop_dvc_repro_metrics_plots_params_and_push_pull(repo):
     metrics = json.loads(sh(["dvc", "metrics", "show", "--json"], repo).stdout)
     tree = next(iter(metrics.values()))["data"]["results/laptop/metrics.json"]["data"]  # the workspace
     main = tree["main"]["fashion-mnist/resnet20/clean"]
-    assert set(main) == {"ce", "ls", "icp-adam"} and all(v["n"] == 1 for v in main.values())
+    assert set(main) == {"ce", "ls", "icp-adam", "icp+steps=0", "ce+budget=icp-adam"}  # with ICP's two controls
+    assert all(v["n"] == 1 for v in main.values())
     assert 0 <= main["ce"]["top1"] <= 1 and tree["runs"] == {"complete": n_runs}
     assert set(tree["generative"]["fashion-mnist/vae/clean"]) == {"vae", "icp-adam"}
     plots = json.loads(sh(["dvc", "plots", "show", "--json"], repo).stdout)["data"]
