@@ -403,8 +403,14 @@ def perturbation_run(runs: pd.DataFrame) -> Optional[pd.Series]:
     """The run whose checkpoint the perturbation figure uses: the first complete ICP run of study main on clean
     data (seed 0 where there is one)."""
     done = _complete(runs, "main")
-    done = done[done.method.isin(ICP_METHODS[:4]) & (done.scenario == "clean")]
+    refines = [_refines(m, json.loads(o or "{}")) for m, o in zip(done.method, done.method_options)]
+    done = done[pd.Series(refines, index=done.index, dtype=bool) & (done.scenario == "clean")]
     return None if done.empty else done.sort_values(["seed"], kind="stable").iloc[0]
+
+
+def _refines(method: str, options: dict) -> bool:
+    """A constructive ICP run that refines its input (not i-FGSM, not the α-only control with K = 0)."""
+    return method in ICP_METHODS[:4] and options.get("steps") != 0
 
 
 def refine_as_training(model, x, y, opts, batch_size: int, n_images: int, bounds=None):
@@ -619,7 +625,7 @@ def checkpoint_runs(name: str, grid) -> list:
     runs of the lowest seed per dataset and variant for reconstructions and samples."""
     if name == "perturbation":
         for run in grid.select("main") if "main" in grid.studies else []:
-            if run.method in ICP_METHODS[:4] and run.scenario == "clean":
+            if _refines(run.method, dict(run.options)) and run.scenario == "clean":
                 return [run]
         return []
     if name in ("reconstructions", "samples") and "generative" in grid.studies:

@@ -265,3 +265,10 @@ def test_steps_puts_the_shared_alpha_only_run_at_k_zero_of_every_line():
     assert len(drawn) == 2 and all(min(line.get_xdata()) == 0 for line in drawn)  # icp-adam and icp-sgd from K = 0
     assert not any("icp+steps=0" in label for label in _legend(acc))  # no line of its own
     figures._libs()[0].close(fig)
+
+
+def test_the_perturbation_figure_never_draws_the_alpha_only_control():
+    control = _row("main", "fashion-mnist", "resnet20", "clean", "icp", 0, 4, {"steps": 0})
+    adam = _row("main", "fashion-mnist", "resnet20", "clean", "icp-adam", 0, 4)
+    assert figures.perturbation_run(pd.DataFrame([control, adam])).variant == "icp-adam"
+    assert figures.perturbation_run(pd.DataFrame([control])) is None
