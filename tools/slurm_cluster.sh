@@ -93,9 +93,11 @@ start_munge() {
 start_dbd() {
   mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld
   if ! mysqladmin ping >/dev/null 2>&1; then
+    # its pid file in its own run folder: mariadbd runs as mysql and cannot write into root's $SLURM_DIR
     setsid /usr/sbin/mariadbd --user=mysql --bind-address=127.0.0.1 --socket=/run/mysqld/mysqld.sock \
-      --pid-file="$SLURM_DIR/run/mariadb.pid" >"$SLURM_DIR/log/mariadb.log" 2>&1 </dev/null &
-    wait_for 60 mysqladmin ping
+      --pid-file=/run/mysqld/mysqld.pid >"$SLURM_DIR/log/mariadb.log" 2>&1 </dev/null &
+    echo $! >"$SLURM_DIR/run/mariadb.pid"  # for `down`, written before the wait so a failed start is stopped too
+    wait_for 60 mysqladmin ping || { tail -n 3 "$SLURM_DIR/log/mariadb.log" >&2; return 1; }
   fi
   mysql -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;
     CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurmpw';
@@ -124,6 +126,8 @@ up() {
   fi
   install
   rm -rf "$SLURM_DIR"; mkdir -p "$SLURM_DIR"/{state,spool,log,run}
+  # a failed start stops the daemons it had started (by their PID files) instead of leaving them running
+  trap 'echo "slurm_cluster: up failed; stopping what it started" >&2; down >&2' ERR
   write_conf
   start_munge
   [ "$WITH_DBD" = 1 ] && start_dbd
@@ -134,6 +138,7 @@ up() {
   if [ "$WITH_DBD" = 1 ]; then  # the cluster is registered in slurmdbd: sacct answers
     wait_for 60 bash -c 'sacctmgr -n list cluster format=cluster | grep -qw icp'
   fi
+  trap - ERR
   echo "slurm_cluster: up: $(sinfo -h -o '%P %D %T %N')"
 }
 
