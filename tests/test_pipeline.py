@@ -187,16 +187,17 @@ def test_requeued_run_resumes_and_matches_the_uninterrupted_run(slurm, fmnist_ro
 
 def test_a_run_longer_than_its_time_limit_is_requeued_by_submitit_and_completes(slurm, fmnist_root, tmp_path):
     # a 1-minute limit (SLURM's least), warned 30 s before it: about 30 s per attempt, of which start-up takes
-    # 5-10 s. The run needs about 25 s of training on an idle 2-core machine (short epochs, each checkpointed), so
-    # that it outlasts one attempt and every attempt makes progress; twice that on a loaded one is a few attempts.
-    epochs = 20
+    # 5-10 s. The run needs about 50 s of training on an idle 2-core machine (short epochs, each checkpointed), so
+    # that it outlasts one attempt even there (20 epochs once finished inside the first) and every attempt makes
+    # progress; on a loaded machine it takes a few attempts more, each about 40 s.
+    epochs = 40
     path = tiny_grid(tmp_path, fmnist_root, ["ce"], f"train.epochs={epochs}")
     (run,) = grid.load_expand(path).runs.values()
     record = Path(run.record)
     proc = subprocess.Popen([*LAUNCH, "--timeout-min", "1", "--signal-delay-s", "30", "--max-requeues", "12", "--",
                              *run.train_args()], cwd=REPO, stderr=subprocess.PIPE, text=True)
     try:
-        seen = wait_releasing_requeued(proc, record, timeout=480)
+        seen = wait_releasing_requeued(proc, record, timeout=600)
     finally:
         if proc.poll() is None:
             proc.terminate()
