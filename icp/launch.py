@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -155,6 +156,19 @@ def _submit_pack(args, run: dict) -> tuple[object, Path]:
     return cls(folder / "submitit", info["job_id"]), folder
 
 
+def _queued(job, executor: str) -> bool:
+    """Whether SLURM still holds ``job`` in its queue. Accounting (sacct) reports a job that submitit requeued as
+    ended (CANCELLED) while its next attempt waits in the queue: only a job that has left the queue is over."""
+    if executor != "slurm":
+        return False
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", str(job.job_id), "-o", "%T"], capture_output=True, text=True,
+                             timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return bool(out.strip())
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser().parse_args(argv)
     train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
@@ -197,7 +211,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # the result file ends the wait at once; job.done() alone waits for the scheduler's accounting (sacct),
         # and a LocalJob rebuilt from its id (a joined pack) knows nothing but its result file
         check_done = own_job or args.executor == "slurm"
-        while args.executor != "debug" and not (job.paths.result_pickle.exists() or (check_done and job.done())):
+        while args.executor != "debug" and not (job.paths.result_pickle.exists() or (
+                check_done and job.done() and not _queued(job, args.executor))):
             time.sleep(args.poll_s)
         result = job.result()[run_id]
     except Exception as exc:  # the job raised, or was killed without a result

@@ -1,5 +1,6 @@
 """The Snakemake pipeline: profiles, lint, the paper grid's dry run, and real runs on a real SLURM cluster
 (tools/slurm_cluster.sh brings up a single-node cluster on loopback; every Snakemake call has a hard timeout)."""
+import os
 import re
 import subprocess
 import sys
@@ -63,11 +64,23 @@ def slurm():
     if subprocess.run([*script, "status"], capture_output=True).returncode == 0:
         yield
         return
+    # with accounting (MariaDB + slurmdbd), as real clusters have it: sacct answers, submitit reads job states
     up = subprocess.run(["bash", str(REPO / "tools/slurm_cluster.sh"), "up"], capture_output=True, text=True,
-                        timeout=600)
+                        timeout=600, env={**os.environ, "WITH_DBD": "1"})
     assert up.returncode == 0, up.stderr
     yield
     subprocess.run(["bash", str(REPO / "tools/slurm_cluster.sh"), "down"], capture_output=True, timeout=120)
+
+
+def test_the_test_cluster_keeps_accounting(slurm):
+    job = subprocess.run(["sbatch", "--parsable", "--wrap", "true", "-o", "/dev/null"], capture_output=True,
+                         text=True, timeout=30, check=True).stdout.strip().split(";")[0]
+    deadline, state = time.monotonic() + 60, ""
+    while state != "COMPLETED" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        state = subprocess.run(["sacct", "-n", "-X", "-j", job, "-o", "State"], capture_output=True, text=True,
+                               timeout=30).stdout.strip()
+    assert state == "COMPLETED", f"sacct says {state!r} for job {job}"
 
 
 def tiny_grid(tmp_path, fmnist_root, methods, *extra):
