@@ -5,10 +5,14 @@
 # The runs come from one place, icp.grid.expand over the grid file: config/paper.yaml, or another with
 # --config grid=FILE (config/laptop.yaml, a test grid). Cluster settings (partition, account, GPUs, time limit, memory, CPUs, jobs at once) live in the
 # profiles (profiles/*/config.yaml), not here.
+import os
+import sys
+
 from snakemake.utils import min_version, validate
 
 from icp import figures as icp_figures
 from icp import grid as icp_grid
+from icp import records as icp_records
 
 min_version("9.0")
 
@@ -21,6 +25,12 @@ if "fid_features" in config:
 validate(GRID_CONFIG, "workflow/schemas/grid.schema.yaml")
 GRID = icp_grid.expand(icp_grid.with_params(GRID_CONFIG, GRID_FILE), GRID_FILE)
 FIGURES = icp_figures.available(GRID.studies)
+# a record.json that cannot be parsed is not a finished run: set it aside (one line each) so the run is rebuilt
+for _run in GRID.runs.values():
+    if os.path.exists(_run.record) and (
+        _line := icp_records.set_aside_corrupt(_run.run_dir)
+    ):
+        print(f"warning: {_line}", file=sys.stderr)
 
 
 include: "workflow/rules/common.smk"

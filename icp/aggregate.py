@@ -45,7 +45,7 @@ import pandas as pd
 
 from icp import config as config_mod
 from icp import grid as grid_mod
-from icp import jsonfile, stats
+from icp import jsonfile, records, stats
 
 METRICS = ("top1", "macro_f1", "ece", "nll", "ssim", "fid_recon", "fid_prior", "elbo", "recon", "kl")
 LOWER_IS_BETTER = ("ece", "nll", "fid_recon", "fid_prior", "recon")
@@ -113,13 +113,15 @@ def _refinement(rec: dict) -> dict:
     return {k: v for k, v in diag.items() if k == "input_shift" or k.startswith("feature_mse.")}
 
 
-def run_row(rec: Optional[dict], run=None, path: Optional[str] = None) -> dict:
-    """The summary row of one run: from its record, or (``rec`` None) the grid's factors with status missing."""
+def run_row(rec: Optional[dict], run=None, path: Optional[str] = None, problem: str = "") -> dict:
+    """The summary row of one run: from its record, or (``rec`` None) the grid's factors with status missing, or
+    corrupt (``problem``: a record.json that cannot be parsed, :func:`icp.records.load`)."""
     if rec is None:
         return {"run_id": run.run_id, "studies": ";".join(run.studies), "dataset": run.dataset, "model": run.model,
                 "scenario": run.scenario, "method": run.method,
                 "variant": run.variant,
-                "seed": run.seed, "status": "missing", "path": run.run_dir}
+                "seed": run.seed, "status": "corrupt" if problem else "missing", "path": run.run_dir,
+                **({"error": problem} if problem else {})}
     cfg = rec["config"]
     last = (rec.get("last") or {}).get("test") or {}
     best, best_epoch, best_by = _best(rec)
@@ -167,7 +169,8 @@ def runs_frame(grid=None, paths: Optional[Iterable[str | Path]] = None, runs_dir
     if grid is not None:
         for run in grid.runs.values():
             path = Path(runs_dir, run.run_id) if runs_dir else Path(run.run_dir)
-            rows.append(run_row(jsonfile.read(path / "record.json"), run, str(path)))
+            found = records.load(path)  # record.json, or a stopped run's record set aside
+            rows.append(run_row(found.record, run, str(path), found.problem))
     for path in find_records(paths or []):
         rec = jsonfile.read(path)
         if rec is not None:
@@ -181,8 +184,8 @@ def epochs_frame(runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     keep = ["run_id", "studies", "dataset", "model", "scenario", "method", "variant", "seed", "status",
             "method_options"]
-    for _, run in runs[runs.status != "missing"].iterrows():
-        rec = jsonfile.read(Path(run.path) / "record.json")
+    for _, run in runs[~runs.status.isin(["missing", "corrupt"])].iterrows():
+        rec = records.load(run.path).record
         for e in (rec or {}).get("epochs") or []:
             test = e.get("test") or {}
             rows.append({**{k: run[k] for k in keep if k in run}, "epoch": e["epoch"],
@@ -216,7 +219,9 @@ def curves(epochs: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Learning curves for DVC's plots: per condition and variant (file name ``dataset_model_scenario_variant``),
     test top-1 per epoch, mean and std over the complete runs, with n."""
     out = {}
-    done = epochs[epochs.status == "complete"] if not epochs.empty else epochs
+    if epochs.empty:  # no run has a readable record yet
+        return out
+    done = epochs[epochs.status == "complete"]
     for key, g in done.groupby([*CONDITION, "variant"], sort=False):
         name = "_".join(str(k) for k in key).replace("/", "-")
         out[name] = g.groupby("epoch").agg(test_top1=("test_top1", "mean"), test_top1_std=("test_top1", "std"),
@@ -260,7 +265,7 @@ def _atomic_text(text: str, path: Path) -> None:
 RECORD_COLUMNS = ("config_key", "setting_key", "train_images", "train_time_s", "hours", "gpu_hours", "attempts",
                   "teacher", "device_name", "best_by", "epochs", "fid_features")
 # what a cell may leave out, counted per status in its text: "(2/3, 1 diverged)"
-LEFT_OUT = ("diverged", "failed", "interrupted", "missing", "requeued", "running")
+LEFT_OUT = ("corrupt", "diverged", "failed", "interrupted", "missing", "requeued", "running")
 COMPARISON = ("delta", "ci_low", "ci_high", "t_stat", "p_value", "p_holm", "pairs", "speed_vs_baseline")
 
 

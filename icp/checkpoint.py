@@ -22,6 +22,7 @@ checkpoint from an untrusted source.
 """
 from __future__ import annotations
 
+import io
 import os
 import random
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
+
+from icp import jsonfile
 
 CHECKPOINT_FORMAT = 1
 
@@ -49,9 +52,11 @@ def atomic_save(obj: Any, path: str | Path, keep_previous: bool = False) -> None
     :func:`previous` (``path`` is missing for an instant only after the new file is complete on disk)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    buffer = io.BytesIO()  # serialised first: a failed write then raises the OSError (ENOSPC, EDQUOT) that says why,
+    torch.save(obj, buffer)  # where torch's own writer reports "unexpected pos" without a cause
     try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
+        with jsonfile.naming_path(path), open(tmp, "wb") as fh:
+            fh.write(buffer.getbuffer())
             fh.flush()
             os.fsync(fh.fileno())
         if keep_previous and path.exists():

@@ -294,9 +294,8 @@ class Trainer:
     def _earlier_attempts(self, record_path: Path, jobs: list) -> list:
         """The ``jobs`` of the earlier attempts: those of ``record.json`` where it is this config's run and knows at
         least the checkpoint's attempts (it has their final seconds), else ``jobs`` (the checkpoint's)."""
-        try:
-            disk = records.read(record_path)
-        except (OSError, ValueError):
+        disk = records.load(record_path.parent).record  # record.json, else a stopped run's record set aside
+        if disk is None:
             return list(jobs)
         if disk.get("config_digest") != self.cfg.digest() or len(disk.get("jobs") or []) < len(jobs):
             return list(jobs)
@@ -307,8 +306,9 @@ class Trainer:
         ckpt = self._existing()
         if ckpt is not None and ckpt["record"]["status"] in records.TERMINAL:
             record = ckpt["record"]
-            if not record_path.exists() or records.read(record_path).get("status") != record["status"]:
+            if (records.load(self.run_dir).record or {}).get("status") != record["status"]:
                 records.write(record, record_path)  # Snakemake removes a job's output before it runs the job
+            (self.run_dir / records.STOPPED).unlink(missing_ok=True)
             return record
         attempt_start = time.perf_counter()
 
@@ -343,6 +343,7 @@ class Trainer:
         record["status"], record["error"] = "running", None
         save(record)
         stop = tr.epochs if max_epochs is None else min(tr.epochs, start_epoch + max_epochs)
+        saved = _as_saved(record)  # what last.pt holds: the record never runs ahead of its checkpoint
         try:
             bar = tqdm(range(start_epoch, stop), initial=start_epoch, total=tr.epochs, desc=record["run_id"],
                        disable=self.progress_disabled)
@@ -374,7 +375,9 @@ class Trainer:
                     record["status"] = "complete"
                 records.stamp_compute(record, time.perf_counter() - attempt_start)
                 self._save(epoch + 1, record, best)
+                saved = _as_saved(record)
                 save(record)
+                (self.run_dir / records.STOPPED).unlink(missing_ok=True)
                 if evaluated:
                     name, value = headline(entry["test"])
                     bar.set_postfix({f"test_{name}": f"{value:.4f}", "loss": f"{entry['train']['loss']:.3f}"})
@@ -390,9 +393,23 @@ class Trainer:
             else:
                 record["status"] = "failed"
             record["error"] = f"{type(exc).__name__}: {exc}"
+            _back_to_checkpoint(record, saved)
             save(record)
             raise
         return record
+
+
+def _as_saved(record: dict) -> dict:
+    """The record's epoch-dependent fields as the checkpoint about to hold them (:func:`_back_to_checkpoint`)."""
+    return {"n": len(record["epochs"]), **{k: record[k] for k in ("wall_time_s", "images_per_s", "last", "best")}}
+
+
+def _back_to_checkpoint(record: dict, saved: dict) -> None:
+    """Drop the epochs that ``last.pt`` does not hold (an epoch trained but whose checkpoint failed to save, e.g. on
+    a full disk): a resumed run trains them again, so the record must not claim them. Their seconds stay in
+    ``jobs`` (the attempt's compute)."""
+    del record["epochs"][saved["n"]:]
+    record.update({k: v for k, v in saved.items() if k != "n"})
 
 
 def _yaml(tree: dict) -> str:

@@ -4,10 +4,23 @@ the old file or the new one, never half of one; a reader treats a file that is a
 process may be about to create it) as ``None``."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
+
+
+@contextlib.contextmanager
+def naming_path(path: str | Path) -> Iterator[None]:
+    """Re-raise an OSError without a file name (a failed ``write`` on a full disk) as one that names ``path``:
+    ``[Errno 28] No space left on device: 'runs/x/last.pt'``."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from exc
+        raise
 
 
 def write(obj: Any, path: str | Path, indent: int = 1) -> None:
@@ -15,7 +28,8 @@ def write(obj: Any, path: str | Path, indent: int = 1) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        tmp.write_text(json.dumps(obj, indent=indent) + "\n")
+        with naming_path(path):
+            tmp.write_text(json.dumps(obj, indent=indent) + "\n")
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

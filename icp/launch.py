@@ -18,6 +18,7 @@ reports), else 1 with one line naming the run and the error text. Ctrl-C or SIGT
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -28,7 +29,7 @@ from typing import Optional, Sequence
 
 import submitit
 
-from icp import pack
+from icp import faults, pack, records
 
 FINAL_OK = pack.FINAL
 
@@ -91,6 +92,14 @@ def _error_line(text: str) -> str:
 
     found = [ln.strip() for ln in text.splitlines() if re.match(r"^\s*[\w.]*(Error|Exception|Interrupt)\b", ln)]
     return found[-1] if found else ""
+
+
+# the profile's resources of the train rule -> the launcher's options (its flags: --timeout-min etc.); the Snakefile
+# passes them to icp.launch, and --executor submitit (icp.executor) reads them from the job
+RESOURCES = {"submitit_executor": "executor", "runtime": "timeout_min", "slurm_partition": "partition",
+             "slurm_account": "account", "gpus": "gpus", "cpus_per_task": "cpus", "mem_mb": "mem_mb",
+             "max_requeues": "max_requeues", "signal_delay_s": "signal_delay_s", "poll_s": "poll_s",
+             "runs_per_gpu": "runs_per_gpu"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -156,17 +165,14 @@ def _submit_pack(args, run: dict) -> tuple[object, Path]:
     return cls(folder / "submitit", info["job_id"]), folder
 
 
-def _queued(job, executor: str) -> bool:
-    """Whether SLURM still holds ``job`` in its queue. Accounting (sacct) reports a job that submitit requeued as
-    ended (CANCELLED) while its next attempt waits in the queue: only a job that has left the queue is over."""
-    if executor != "slurm":
-        return False
-    try:
-        out = subprocess.run(["squeue", "-h", "-j", str(job.job_id), "-o", "%T"], capture_output=True, text=True,
-                             timeout=60).stdout
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return bool(out.strip())
+def _state(job, executor: str) -> str:
+    """The job's scheduler state, asked directly each poll (submitit's own watcher caches ``sacct`` for up to a
+    minute): SLURM's (``squeue`` while queued, then ``sacct``: :func:`icp.faults.slurm_states`), else RUNNING until
+    submitit's local job is done. Accounting reports a job that submitit requeued as ended (CANCELLED) while its next
+    attempt waits in the queue: only a job that has left the queue is over."""
+    if executor == "slurm":
+        return faults.slurm_states([job.job_id])[str(job.job_id)]
+    return "COMPLETED" if job.done() else "RUNNING"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -207,27 +213,49 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     signal.signal(signal.SIGTERM, cancel)
     signal.signal(signal.SIGINT, cancel)
+    state = "RUNNING"
     try:
-        # the result file ends the wait at once; job.done() alone waits for the scheduler's accounting (sacct),
-        # and a LocalJob rebuilt from its id (a joined pack) knows nothing but its result file
-        check_done = own_job or args.executor == "slurm"
-        while args.executor != "debug" and not (job.paths.result_pickle.exists() or (
-                check_done and job.done() and not _queued(job, args.executor))):
+        # the result file ends the wait at once; else the job's state, asked every poll: a job that ended without
+        # a result (cancelled, out of memory, node lost) is noticed within one poll. A LocalJob rebuilt from its id
+        # (a joined pack) knows nothing but its result file
+        check_state = own_job or args.executor == "slurm"
+        while args.executor != "debug" and not job.paths.result_pickle.exists():
+            state = _state(job, args.executor) if check_state else "RUNNING"
+            if state not in faults.ACTIVE:
+                break
             time.sleep(args.poll_s)
         result = job.result()[run_id]
     except Exception as exc:  # the job raised, or was killed without a result
-        record = pack.read_json(run_dir / "record.json")
-        error = record.get("error") or _error_line(str(exc)) or repr(exc)
-        print(f"icp.launch: error: {run_id} {record.get('status', 'failed')}: {error} (job {job.job_id}; "
-              f"log {folder})", file=sys.stderr)
-        return 1
+        return _stopped(run_id, run_dir, job, folder, state, _error_line(str(exc)) or repr(exc), args.max_requeues)
     if result["status"] not in FINAL_OK:
-        print(f"icp.launch: error: {run_id} ended {result['status']}: {result['error']}", file=sys.stderr)
-        return 1
+        return _stopped(run_id, run_dir, job, folder, state, result["error"] or result["status"], args.max_requeues)
     if result["status"] == "diverged":
         print(f"icp.launch: warning: {run_id} diverged: {result['error']}", file=sys.stderr)
     print(f"{run_id}: {result['status']} (job {job.job_id})", file=sys.stderr)
     return 0
+
+
+def record_stop(run_dir: Path, job, folder: Path, state: str, fallback: str, requeues: int) -> str:
+    """A run whose job ended without a final record: the one line naming the cause (:func:`icp.faults.describe`),
+    written into its record (``status`` failed unless the run said otherwise, ``error`` the cause), and the record
+    set aside (:func:`icp.records.set_aside`) so that running the workflow again resumes the run."""
+    record = records.load(run_dir).record
+    logs = sorted(Path(folder).glob(f"{job.job_id}_*")) + sorted((run_dir / "submitit").glob(f"{job.job_id}_*"))
+    cause = faults.describe(state, record or {"error": fallback}, logs, requeues if state == "TIMEOUT" else None)
+    if record is not None and record.get("status") not in FINAL_OK:
+        if record["status"] in ("running", "requeued"):  # nothing is in flight any more
+            record["status"] = "failed"
+        record["error"] = cause
+        with contextlib.suppress(OSError):  # a full disk may refuse even this; the line still names it
+            records.write(record, run_dir / records.NAME)
+        records.set_aside(run_dir)
+    return cause
+
+
+def _stopped(run_id: str, run_dir: Path, job, folder: Path, state: str, fallback: str, requeues: int) -> int:
+    cause = record_stop(run_dir, job, folder, state, fallback, requeues)
+    print(f"icp.launch: error: {run_id}: {cause} (job {job.job_id}; log {folder})", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -63,9 +63,7 @@ import platform
 import socket
 import subprocess
 from pathlib import Path
-from typing import Optional
-
-import torch
+from typing import NamedTuple, Optional
 
 from icp import jsonfile
 
@@ -114,10 +112,12 @@ def gpu_driver() -> Optional[str]:
     return out[0] if out else None
 
 
-def environment(device: torch.device) -> dict:
+def environment(device) -> dict:
     """Where the run computed, enough to trace a difference between machines: the device's model (GPU, else the
     CPU model), the CPU model, torch's thread count and vector instruction set (float results depend on both),
     the GPU driver, and the library versions."""
+    import torch
+
     try:
         import torchvision
 
@@ -175,7 +175,7 @@ def run_id(cfg) -> str:
             f"{cfg.digest()}")
 
 
-def new_record(cfg, scenario: dict, device: torch.device, model_params: int, rid: Optional[str] = None) -> dict:
+def new_record(cfg, scenario: dict, device, model_params: int, rid: Optional[str] = None) -> dict:
     stamp = now()
     return {
         "schema": SCHEMA_VERSION, "run_id": rid or run_id(cfg), "status": "running", "error": None,
@@ -201,3 +201,66 @@ def throughput(epochs: list) -> Optional[float]:
 
 def read(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+NAME = "record.json"
+STOPPED = "record.stopped.json"  # a stopped run's record, set aside so that the workflow resumes the run
+CORRUPT = "record.corrupt.json"  # a record that could not be parsed, kept for a look
+
+
+class Found(NamedTuple):
+    """What a run directory holds: its record (or None), where it was read, and what is wrong with it ("" = fine)."""
+    record: Optional[dict]
+    path: Path
+    problem: str
+
+
+def load(run_dir: str | Path) -> Found:
+    """The run's record: ``record.json``, else the record of a stopped run set aside (:func:`set_aside`). A record that
+    exists but cannot be parsed (truncated, corrupted) comes back as ``problem`` ("corrupt record.json: <why>"), never
+    as if the run had not started."""
+    run_dir = Path(run_dir)
+    for name in (NAME, STOPPED):
+        path = run_dir / name
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            return Found(None, path, f"unreadable {name}: {exc.strerror or exc}")
+        try:
+            record = json.loads(text)
+            if not isinstance(record, dict) or "status" not in record:
+                raise ValueError("not a run record")
+        except ValueError as exc:
+            return Found(None, path, f"corrupt {name} ({len(text.encode())} bytes): {str(exc).splitlines()[0]}")
+        return Found(record, path, "")
+    return Found(None, run_dir / NAME, "")
+
+
+def set_aside_corrupt(run_dir: str | Path) -> Optional[str]:
+    """Move a ``record.json`` that cannot be parsed to ``record.corrupt.json`` and say so in one line; None when the
+    record is fine or absent. Snakemake would count the corrupt file as the run's finished output: set aside, the run
+    is trained again, which rebuilds the record from ``last.pt`` (a complete run: no training) or resumes it."""
+    found = load(run_dir)
+    if not found.problem or found.path.name != NAME:
+        return None
+    os.replace(found.path, Path(run_dir) / CORRUPT)
+    return f"{found.path}: {found.problem}; set aside as {CORRUPT}, the run is rebuilt from its last.pt"
+
+
+def set_aside(run_dir: str | Path) -> Optional[Path]:
+    """Move a stopped (not final) run's ``record.json`` to ``record.stopped.json`` and return where it went.
+
+    Snakemake counts a job's output that exists as done, and removes the output of a job that fails: a run stopped
+    by a fault keeps its record (its error and the compute of its attempts) beside, and running the workflow again
+    resumes the run from ``last.pt`` (:meth:`icp.engine.Trainer.run` reads the attempts back). A final record
+    (complete, diverged) is left where it is."""
+    run_dir = Path(run_dir)
+    found = load(run_dir)
+    if found.path.name != NAME or not found.path.exists():
+        return None
+    if found.record is not None and found.record.get("status") in TERMINAL:
+        return None
+    os.replace(found.path, run_dir / STOPPED)
+    return run_dir / STOPPED

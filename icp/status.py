@@ -8,7 +8,6 @@ ended: a cancelled sweep, a node that died) is marked ``lost``: its record could
 """
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -17,25 +16,26 @@ from typing import Optional
 
 import pandas as pd
 
-from icp import grid
+from icp import grid, records
 from icp.metrics import headline
 
 LABEL = {"top1": "top-1", "ssim": "SSIM", "elbo": "ELBO"}  # the metric an in-flight run shows
 
-COLUMNS = ("complete", "diverged", "running", "requeued", "lost", "interrupted", "failed", "not started")
+COLUMNS = ("complete", "diverged", "running", "requeued", "lost", "interrupted", "failed", "corrupt", "not started")
 
 
-def read_records(g: grid.Grid, runs_dir: Optional[str] = None) -> dict[str, dict]:
-    """run id -> its record (runs without a readable record.json are absent)."""
+def read_records(g: grid.Grid, runs_dir: Optional[str] = None) -> tuple[dict[str, dict], dict[str, str]]:
+    """(run id -> its record, run id -> what is wrong with a record that cannot be read); runs without a record are
+    in neither. A stopped run's record set aside (record.stopped.json) counts as its record (:func:`records.load`)."""
     base = Path(runs_dir) if runs_dir else None
-    out = {}
+    found, corrupt = {}, {}
     for rid, run in g.runs.items():
-        path = (base / rid / "record.json") if base else Path(run.record)
-        try:
-            out[rid] = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-    return out
+        got = records.load((base / rid) if base else run.run_dir)
+        if got.record is not None:
+            found[rid] = got.record
+        elif got.problem:
+            corrupt[rid] = f"{got.path}: {got.problem}"
+    return found, corrupt
 
 
 def table(g: grid.Grid, states: dict[str, str], study: Optional[str] = None) -> pd.DataFrame:
@@ -76,11 +76,13 @@ def job_alive(job: dict, queue: Optional[set[str]]) -> Optional[bool]:
 def render(grid_path: str, runs_dir: Optional[str] = None, study: Optional[str] = None) -> str:
     g = grid.expand(grid.load(grid_path), grid_path, check_recipes=False)
     wanted = {r.run_id for r in g.select(study)}
-    recs = {rid: rec for rid, rec in read_records(g, runs_dir).items() if rid in wanted}
+    found, corrupt = read_records(g, runs_dir)
+    recs = {rid: rec for rid, rec in found.items() if rid in wanted}
     last_job = {rid: (rec.get("jobs") or [{}])[-1] for rid, rec in recs.items()}
     in_flight = [rid for rid, rec in recs.items() if rec["status"] in ("running", "requeued")]
     queue = slurm_queue() if any(last_job[rid].get("executor") == "slurm" for rid in in_flight) else None
     states = {rid: rec["status"] for rid, rec in recs.items()}
+    states.update({rid: "corrupt" for rid in corrupt if rid in wanted})
     states.update({rid: "lost" for rid in in_flight if job_alive(last_job[rid], queue) is False})
     lines = [table(g, states, study).to_string(index=False)]
     for rid, rec in recs.items():
@@ -93,4 +95,6 @@ def render(grid_path: str, runs_dir: Optional[str] = None, study: Optional[str] 
                          f"  test {LABEL.get(name, name)} {shown}  job {job.get('job_id')}{lost}")
         elif rec["status"] in ("failed", "interrupted", "diverged"):
             lines.append(f"{rec['status']:9s} {rid}  job {job.get('job_id')}: {rec.get('error')}")
+    lines += [f"corrupt   {rid}  {problem} (snakemake again sets it aside and rebuilds the run from last.pt)"
+              for rid, problem in corrupt.items() if rid in wanted]
     return "\n".join(lines)

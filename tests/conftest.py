@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,18 @@ def same_state(a, b) -> bool:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return len(a) == len(b) and all(same_state(x, y) for x, y in zip(a, b))
     return a == b
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A real SLURM cluster for the tests that need one: started once (and stopped after) unless one already answers."""
+    script = ["bash", str(REPO / "tools/slurm_cluster.sh")]
+    if subprocess.run([*script, "status"], capture_output=True).returncode == 0:
+        yield
+        return
+    # with accounting (MariaDB + slurmdbd), as real clusters have it: sacct answers, submitit reads job states
+    up = subprocess.run(["bash", str(REPO / "tools/slurm_cluster.sh"), "up"], capture_output=True, text=True,
+                        timeout=600, env={**os.environ, "WITH_DBD": "1"})
+    assert up.returncode == 0, up.stderr
+    yield
+    subprocess.run(["bash", str(REPO / "tools/slurm_cluster.sh"), "down"], capture_output=True, timeout=120)

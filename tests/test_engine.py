@@ -1,5 +1,7 @@
 import json
 import math
+import os
+import time
 
 import pytest
 import torch
@@ -54,8 +56,12 @@ def test_compute_counts_every_attempt_and_a_shared_device_by_its_share(tiny_cfg,
     assert engine.Trainer(cfg, tmp_path / "run").run(max_epochs=1)["status"] == "running"
     real_epoch = engine.Trainer.train_epoch
 
+    spent = []
+
     def epoch_then_disk_full(self, epoch):
+        t0 = time.perf_counter()
         real_epoch(self, epoch)  # the epoch's work is done, then lost: no checkpoint follows
+        spent.append(time.perf_counter() - t0)
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(engine.Trainer, "train_epoch", epoch_then_disk_full)
@@ -63,7 +69,8 @@ def test_compute_counts_every_attempt_and_a_shared_device_by_its_share(tiny_cfg,
         engine.Trainer(cfg, tmp_path / "run").run()
     failed = records.read(tmp_path / "run" / "record.json")
     lost = failed["jobs"][1]["seconds"]
-    assert failed["status"] == "failed" and lost > failed["epochs"][0]["time_s"] / 2  # it trained a whole epoch
+    assert failed["status"] == "failed" and lost >= spent[0]  # it trained a whole epoch
+    assert len(failed["epochs"]) == 1  # the lost epoch is not claimed: last.pt does not hold it
     monkeypatch.undo()
     monkeypatch.setenv("ICP_DEVICE_SHARED_BY", "2")  # the last attempt shares its device with another run
     rec = engine.Trainer(cfg, tmp_path / "run").run()
@@ -127,6 +134,29 @@ def test_interrupted_checkpoint_write_keeps_previous(tiny_cfg, tmp_path, monkeyp
     assert rec["status"] == "failed" and rec["error"] == "OSError: disk full"
     # and the run resumes from the intact checkpoint
     assert engine.Trainer(cfg, tmp_path / "run").run()["status"] == "complete"
+
+
+def test_a_full_disk_names_the_path_and_the_record_never_runs_ahead_of_its_checkpoint(tiny_cfg, tmp_path,
+                                                                                      monkeypatch):
+    cfg = tiny_cfg("train.epochs=3")
+    real_fsync, calls = os.fsync, []
+
+    def full_at_second_checkpoint(fd):  # a write that the disk refuses, as a full disk does: errno, no file name
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(checkpoint.os, "fsync", full_at_second_checkpoint)
+    with pytest.raises(OSError, match="No space left on device"):
+        engine.Trainer(cfg, tmp_path / "run").run()
+    monkeypatch.undo()
+    rec = records.read(tmp_path / "run" / "record.json")
+    assert rec["error"] == f"OSError: [Errno 28] No space left on device: '{tmp_path / 'run' / 'last.pt'}'"
+    assert checkpoint.load(tmp_path / "run" / "last.pt")["epoch"] == len(rec["epochs"]) == 1
+    assert rec["last"]["epoch"] == 1 and rec["wall_time_s"] > 0
+    resumed = engine.Trainer(cfg, tmp_path / "run").run()
+    assert resumed["status"] == "complete" and [e["epoch"] for e in resumed["epochs"]] == [1, 2, 3]
 
 
 def test_bad_config_or_missing_data_writes_nothing(tiny_cfg, tmp_path):

@@ -57,21 +57,6 @@ def test_workflow_is_lint_clean_and_snakefmt_formatted():
 
 
 # ------------------------------------------------------------------------------------------ real SLURM
-@pytest.fixture(scope="module")
-def slurm():
-    """A cluster for this module: started here (and stopped after) unless one already answers."""
-    script = ["bash", str(REPO / "tools/slurm_cluster.sh")]
-    if subprocess.run([*script, "status"], capture_output=True).returncode == 0:
-        yield
-        return
-    # with accounting (MariaDB + slurmdbd), as real clusters have it: sacct answers, submitit reads job states
-    up = subprocess.run(["bash", str(REPO / "tools/slurm_cluster.sh"), "up"], capture_output=True, text=True,
-                        timeout=600, env={**os.environ, "WITH_DBD": "1"})
-    assert up.returncode == 0, up.stderr
-    yield
-    subprocess.run(["bash", str(REPO / "tools/slurm_cluster.sh"), "down"], capture_output=True, timeout=120)
-
-
 def test_the_test_cluster_keeps_accounting(slurm):
     job = subprocess.run(["sbatch", "--parsable", "--wrap", "true", "-o", "/dev/null"], capture_output=True,
                          text=True, timeout=30, check=True).stdout.strip().split(";")[0]
@@ -125,8 +110,8 @@ def test_a_run_that_raises_fails_snakemake_naming_run_and_error(slurm, fmnist_ro
     proc = snakemake("--profile", "profiles/slurm-ci", "--config", f"grid={path}", timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "icp.launch: error: fashion-mnist/resnet20/clean/ce/s0" in out
-    line = next(ln for ln in out.splitlines() if "icp.launch: error:" in ln)
+    assert "icp: error: fashion-mnist/resnet20/clean/ce/s0: " in out
+    line = next(ln for ln in out.splitlines() if "icp: error:" in ln)
     assert "DataError" in line and "cifar" in line.lower()
     assert not (tmp_path / "runs/fashion-mnist/resnet20/clean/ce/s0/record.json").exists()  # data fails first
 

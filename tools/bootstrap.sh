@@ -14,3 +14,6 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[test]"
+# Snakemake's `--executor submitit` (icp/executor.py): Snakemake finds executor plugins only among installed,
+# non-editable packages, so its small shim package is installed as one
+.venv/bin/python -m pip install -q ./workflow/executor

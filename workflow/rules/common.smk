@@ -3,6 +3,8 @@ import os
 import sys
 from shlex import quote
 
+from icp import launch as icp_launch
+
 PYTHON = sys.executable
 # --config partial=true: aggregate the records that exist instead of waiting for (and training) every run
 PARTIAL = str(config.get("partial", "false")).lower() in ("1", "true", "yes")
@@ -22,24 +24,11 @@ def figure_checkpoint(wildcards):
 
 def launcher_args(wildcards, resources):
     """The launcher's cluster options, from the resources that the profile sets (unset ones keep the defaults)."""
-    names = {
-        "submitit_executor": "--executor",
-        "runtime": "--timeout-min",
-        "slurm_partition": "--partition",
-        "slurm_account": "--account",
-        "gpus": "--gpus",
-        "cpus_per_task": "--cpus",
-        "mem_mb": "--mem-mb",
-        "max_requeues": "--max-requeues",
-        "signal_delay_s": "--signal-delay-s",
-        "poll_s": "--poll-s",
-        "runs_per_gpu": "--runs-per-gpu",
-    }
     args = []
-    for name, flag in names.items():
+    for name, option in icp_launch.RESOURCES.items():
         value = getattr(resources, name, "")
         if str(value) != "":
-            args += [flag, quote(str(value))]
+            args += ["--" + option.replace("_", "-"), quote(str(value))]
     # where the launchers of packed runs meet (icp.pack)
     args += ["--pack-dir", quote(f"{GRID.runs_dir}/.packs")]
     return " ".join(args)

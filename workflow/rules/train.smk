@@ -1,6 +1,12 @@
-# Training: one job per run of the grid. The job is a light local process (icp.launch) that submits the run
-# through submitit (SLURM, local or debug: the profile's `submitit_executor` resource) and waits for it; its
-# output is the run's record.json, written by the training itself. The launcher's own lines go to the log.
+# Training: one job per run of the grid; its output is the run's record.json, written by the training itself.
+# On a cluster (profiles/slurm: `--executor submitit`, icp/executor.py) Snakemake submits the run through submitit
+# from its own process, with the profile's resources as cluster options and params.train as the run. Elsewhere
+# (profiles/local) the shell below runs: a light local process (icp.launch) that submits the run as a submitit
+# local job and waits for it, its own lines in the log.
+# A run that stops before it is final (cancelled, out of memory, disk full, node lost, time limit) fails its job
+# with one line naming the cause (icp.faults); its record is set aside as record.stopped.json (the output of a
+# failed job is not kept), so running the same command again resumes it from last.pt. Complete and diverged
+# runs are final and left alone.
 
 
 wildcard_constraints:
@@ -15,7 +21,6 @@ rule train:
         f"{GRID.runs_dir}/{{run}}/record.json",
     log:
         f"{GRID.runs_dir}/{{run}}/launch.log",
-    localrule: True
     conda:
         "../../environment.yml"
     params:

@@ -1,0 +1,193 @@
+"""Snakemake's ``--executor submitit``: the sweep's training jobs submitted through submitit from the Snakemake
+process itself, and watched with one batched scheduler query per poll.
+
+``snakemake --profile slurm all`` loads this (through the small ``snakemake-executor-plugin-submitit`` package in
+``workflow/executor/``, which ``tools/bootstrap.sh`` installs: Snakemake finds executor plugins only among
+installed, non-editable packages). The login node then holds one process whatever the number of runs in flight:
+
+* ``run_job``: a ``train`` job becomes :class:`icp.launch.TrainJob` (or, with the ``runs_per_gpu`` resource above 1,
+  one :class:`icp.pack.PackJob` for that many ready runs of the same resources), submitted with submitit inside
+  ``clean_env()``: its Checkpointable requeue on SLURM's time-limit or preemption warning is kept. The cluster
+  options come from the rule's resources (:data:`icp.launch.RESOURCES`, set in the profile).
+* ``check_active_jobs`` (every ``seconds-between-status-checks``): one ``squeue`` for every job in flight, and one
+  ``sacct`` for those that left the queue (:func:`icp.faults.slurm_states`); a job with a result file is read, one
+  that ended without (cancelled, out of memory, node failure, time limit with its requeues used up) is reported
+  within that poll in one line naming the cause (:func:`icp.faults.describe`), which its record keeps; the record
+  is set aside (:func:`icp.records.set_aside`) so that running the same command again resumes the run.
+* Runs are packed here, in the process that sees every ready job, rather than with Snakemake's ``group``: a group
+  fuses dependent runs (an AI-KD student and its teacher) into one sequential job, and ``--group-components`` is
+  counted per group id.
+
+Nothing here imports torch.
+"""
+import contextlib
+import os
+import shlex
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import AsyncGenerator, Optional
+
+import submitit
+from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
+from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
+from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
+from snakemake_interface_executor_plugins.settings import CommonSettings, ExecutorSettingsBase
+
+from icp import faults, launch, pack, records
+
+
+@dataclass
+class ExecutorSettings(ExecutorSettingsBase):
+    pack_wait_s: float = field(default=10.0, metadata={
+        "help": "with runs_per_gpu > 1: how long a ready run waits for others before it goes in a smaller pack"})
+
+
+common_settings = CommonSettings(
+    non_local_exec=True,
+    implies_no_shared_fs=False,
+    job_deploy_sources=False,
+    pass_default_storage_provider_args=True,
+    pass_default_resources_args=True,
+    pass_envvar_declarations_to_cmd=False,
+    auto_deploy_default_storage_provider=False,
+    init_seconds_before_status_checks=1,
+)
+
+
+def _options(job: JobExecutorInterface) -> SimpleNamespace:
+    """The launcher's options (:func:`icp.launch.parser`'s defaults) overridden by the job's resources."""
+    opts = vars(launch.parser().parse_args(["--timeout-min", "0"]))
+    for resource, option in launch.RESOURCES.items():
+        value = job.resources.get(resource) if hasattr(job.resources, "get") else getattr(job.resources, resource, None)
+        if value is not None and str(value) != "":
+            opts[option] = type(opts[option])(value) if opts[option] is not None else value
+    return SimpleNamespace(**opts)
+
+
+def _run(job: JobExecutorInterface) -> dict:
+    """A train job's run: id, directory and ``icp train`` arguments (the rule's ``params.train``)."""
+    args = shlex.split(job.format_wildcards("{params.train}"))
+    out = launch._train_option(args, "--out")
+    return {"run_id": launch._train_option(args, "--run-id") or out, "run_dir": out, "train_args": args}
+
+
+class Executor(RemoteExecutor):
+    def __post_init__(self):
+        self.waiting: list[tuple[float, SubmittedJobInfo]] = []  # ready runs not yet in a pack
+        self.requests_per_poll: list[int] = []  # scheduler commands each poll ran (a test reads them)
+
+    # ---------------------------------------------------------------------------------------------- submit
+    def run_job(self, job: JobExecutorInterface):
+        if job.is_group() or job.name != "train":
+            raise ValueError(f"--executor submitit runs the train rule only, not {job.name} (mark it localrule)")
+        info = SubmittedJobInfo(job, aux={"runs": [_run(job)], "opts": _options(job)})
+        self.report_job_submission(info)
+        if info.aux["opts"].runs_per_gpu > 1:
+            self.waiting.append((time.monotonic(), info))
+            self._submit_packs(force=False)
+        else:
+            self._submit([info])
+
+    def _submit(self, infos: list[SubmittedJobInfo]) -> None:
+        opts = infos[0].aux["opts"]
+        runs = [r for i in infos for r in i.aux["runs"]]
+        folder = Path(runs[0]["run_dir"]) / "submitit"
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"icp:{runs[0]['run_id']}" if len(runs) == 1 else f"icp:pack-of-{len(runs)}"
+        executor = launch.make_executor(opts, folder, name)
+        callable_ = (launch.TrainJob(runs[0]["train_args"], os.getcwd(), opts.executor, cpus=opts.cpus)
+                     if opts.runs_per_gpu <= 1 else pack.PackJob(runs, os.getcwd(), opts.executor, opts.cpus))
+        try:
+            with submitit.helpers.clean_env():
+                sjob = executor.submit(callable_)
+        except Exception as exc:  # sbatch refused it: say why, for each run
+            for info in infos:
+                self.report_job_error(info, msg=f"{info.aux['runs'][0]['run_id']}: not submitted: {exc}\n")
+            return
+        for info in infos:
+            info.external_jobid = str(sjob.job_id)
+            info.aux["job"] = sjob
+            info.aux["folder"] = folder
+        self.logger.info(f"{', '.join(r['run_id'] for r in runs)}: submitted {opts.executor} job {sjob.job_id}; "
+                         f"logs in {folder}")
+
+    def _submit_packs(self, force: bool) -> None:
+        """Submit the waiting runs in packs of ``runs_per_gpu`` (runs of the same options only); with ``force``, also
+        the smaller packs of runs that have waited ``pack_wait_s``."""
+        wait_s = getattr(self.workflow.executor_settings, "pack_wait_s", 10.0)
+        by_opts: dict[str, list[tuple[float, SubmittedJobInfo]]] = {}
+        for item in self.waiting:
+            by_opts.setdefault(repr(sorted(vars(item[1].aux["opts"]).items())), []).append(item)
+        self.waiting = []
+        now = time.monotonic()
+        for items in by_opts.values():
+            k = items[0][1].aux["opts"].runs_per_gpu
+            while len(items) >= k or (items and force and now - items[0][0] >= wait_s):
+                chunk, items = items[:k], items[k:]
+                self._submit([info for _, info in chunk])
+            self.waiting += items
+
+    # ---------------------------------------------------------------------------------------------- watch
+    async def check_active_jobs(self, active_jobs: list[SubmittedJobInfo]) -> AsyncGenerator[SubmittedJobInfo, None]:
+        self._submit_packs(force=True)
+        submitted = [j for j in active_jobs if "job" in j.aux]
+        slurm = sorted({j.external_jobid for j in submitted if j.aux["opts"].executor == "slurm"})
+        states: dict[str, str] = {}
+        if slurm:
+            async with self.status_rate_limiter:
+                states = faults.slurm_states(slurm)  # one squeue (+ one sacct) for the whole sweep
+            self.requests_per_poll.append(1)
+        for info in active_jobs:
+            if "job" not in info.aux:  # waiting for its pack
+                yield info
+                continue
+            sjob = info.aux["job"]
+            if sjob.paths.result_pickle.exists():
+                self._finish(info, "COMPLETED")
+                continue
+            if info.aux["opts"].executor == "slurm":
+                state = states.get(info.external_jobid, faults.UNKNOWN)
+                if state == faults.UNKNOWN and time.monotonic() - info.aux.setdefault("unknown_since", time.monotonic()) < 60:
+                    yield info  # accounting may lag a job that just left the queue
+                    continue
+            else:
+                state = "COMPLETED" if sjob.done() else "RUNNING"
+            if state in faults.ACTIVE:
+                yield info
+            else:
+                self._finish(info, state)
+
+    def _finish(self, info: SubmittedJobInfo, state: str) -> None:
+        """The job is over: success when its run's record is final, else one line naming the cause."""
+        run = info.aux["runs"][0]
+        sjob = info.aux["job"]
+        result: dict = {}
+        if sjob.paths.result_pickle.exists():
+            try:
+                result = sjob.result().get(run["run_id"]) or {}
+            except Exception as exc:  # the job raised: its text names the error
+                result = {"status": "failed", "error": launch._error_line(str(exc)) or repr(exc)}
+        if result.get("status") in pack.FINAL:
+            if result["status"] == "diverged":
+                self.logger.warning(f"{run['run_id']} diverged: {result['error']}")
+            self.report_job_success(info)
+            return
+        cause = launch.record_stop(Path(run["run_dir"]), sjob, info.aux["folder"], state,
+                                   result.get("error") or result.get("status") or "",
+                                   info.aux["opts"].max_requeues)
+        line = f"icp: error: {run['run_id']}: {cause} (job {sjob.job_id}; log {info.aux['folder']})"
+        for log in info.job.log:  # the rule's log, which show-failed-logs prints
+            with contextlib.suppress(OSError):
+                Path(log).write_text(line + "\n")
+        self.report_job_error(info, msg=line + "\n")
+
+    def cancel_jobs(self, active_jobs: list[SubmittedJobInfo]):
+        slurm = [j.external_jobid for j in active_jobs if "job" in j.aux and j.aux["opts"].executor == "slurm"]
+        if slurm:
+            subprocess.run(["scancel", *slurm], capture_output=True, timeout=60)
+        for info in active_jobs:
+            if "job" in info.aux and info.aux["opts"].executor != "slurm":
+                info.aux["job"].cancel(check=False)

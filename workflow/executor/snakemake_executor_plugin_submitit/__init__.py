@@ -1,0 +1,4 @@
+"""Snakemake's ``--executor submitit``: this project's training jobs through submitit, one batched status query per
+poll. The executor lives in the project (:mod:`icp.executor`); this package only makes Snakemake find it (it looks
+for installed ``snakemake_executor_plugin_*`` packages and does not see editable installs)."""
+from icp.executor import Executor, ExecutorSettings, common_settings  # noqa: F401
