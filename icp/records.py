@@ -65,8 +65,6 @@ import subprocess
 from pathlib import Path
 from typing import Optional
 
-import torch
-
 from icp import jsonfile
 
 SCHEMA_VERSION = 1
@@ -114,10 +112,12 @@ def gpu_driver() -> Optional[str]:
     return out[0] if out else None
 
 
-def environment(device: torch.device) -> dict:
+def environment(device) -> dict:
     """Where the run computed, enough to trace a difference between machines: the device's model (GPU, else the
     CPU model), the CPU model, torch's thread count and vector instruction set (float results depend on both),
     the GPU driver, and the library versions."""
+    import torch
+
     try:
         import torchvision
 
@@ -175,7 +175,7 @@ def run_id(cfg) -> str:
             f"{cfg.digest()}")
 
 
-def new_record(cfg, scenario: dict, device: torch.device, model_params: int, rid: Optional[str] = None) -> dict:
+def new_record(cfg, scenario: dict, device, model_params: int, rid: Optional[str] = None) -> dict:
     stamp = now()
     return {
         "schema": SCHEMA_VERSION, "run_id": rid or run_id(cfg), "status": "running", "error": None,
