@@ -45,7 +45,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-ICP_METHODS = ("icp", "icp-sgd", "icp-adam", "icp-ademamix", "ifgsm")
+from icp.methods.options import ICP_FAMILY as ICP_METHODS  # ICP and its presets (ifgsm: the destructive one)
+
 FIGURES: dict[str, tuple[str, Callable]] = {}  # name -> (study it needs, function)
 # what makes two runs comparable: a figure draws each combination in its own panel, never averaging across them
 CONDITION = ("dataset", "model", "scenario", "epochs")
@@ -410,7 +411,7 @@ def perturbation_run(runs: pd.DataFrame) -> Optional[pd.Series]:
 
 def _refines(method: str, options: dict) -> bool:
     """A constructive ICP run that refines its input (not i-FGSM, not the α-only control with K = 0)."""
-    return method in ICP_METHODS[:4] and options.get("steps") != 0
+    return method in ICP_METHODS and method != "ifgsm" and options.get("steps") != 0
 
 
 def refine_as_training(model, x, y, opts, batch_size: int, n_images: int, bounds=None):

@@ -60,11 +60,13 @@ from typing import Any, Iterable, Optional
 import yaml
 
 from icp.config import ConfigError, read_yaml
+from icp.methods import options_of, validate_options
+from icp.methods.options import ICP_FAMILY
+from icp.model_registry import GENERATIVE
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = REPO / "workflow" / "schemas" / "grid.schema.yaml"
 STUDIES = ("main", "noisy", "fewshot", "steps", "ablations", "generative", "authors")
-ICP_FAMILY = ("icp", "icp-sgd", "icp-adam", "icp-ademamix", "ifgsm")
 # With steps 0 an ICP variant refines nothing and distils nothing (the α-only control): only these options act
 ALPHA_ONLY_OPTIONS = ("steps", "warmup", "label_smoothing")
 CONTROLS = ("alpha_only", "compute_matched")
@@ -75,9 +77,9 @@ FID_FEATURE_RUN = ("resnet20", "clean", "ce", 0)
 
 
 def _generative(model: str) -> bool:
-    from icp.models import GENERATIVE  # imports torch: only the expansion needs it
-
     return model in GENERATIVE
+
+
 _SCENARIO = re.compile(r"^(?:(?P<clean>clean)|(?P<type>sym|asy)(?P<rate>0?\.\d+)|(?P<shots>[1-9]\d*)shot)$")
 _SAFE = re.compile(r"^[A-Za-z0-9._+=-]+$")
 
@@ -217,10 +219,8 @@ def run_id(dataset: str, model: str, scenario: str, method: str, options: Iterab
 
 @functools.lru_cache(maxsize=None)
 def _option_defaults(method: str) -> dict[str, Any]:
-    from icp.methods import get  # imports torch: only the grid's expansion needs it, not the launcher
-
     out = {}
-    for f in dataclasses.fields(get(method).Options):
+    for f in dataclasses.fields(options_of(method)):
         if f.default is not dataclasses.MISSING:
             out[f.name] = f.default
         elif f.default_factory is not dataclasses.MISSING:
@@ -235,8 +235,6 @@ def _normalise_options(method: str, options: dict) -> tuple[tuple[str, Any], ...
 
 @functools.lru_cache(maxsize=None)
 def _normalise_cached(method: str, options_json: str) -> tuple[tuple[str, Any], ...]:
-    from icp.methods import validate_options
-
     options = json.loads(options_json)
     probe = dict(options)
     if method in TEACHER_METHODS:

@@ -1,4 +1,5 @@
-"""Backbones for the self-distillation benchmark, behind one registry.
+"""Backbones for the self-distillation benchmark, behind one registry (:mod:`icp.model_registry`: names, kinds,
+options and their checks, without torch; re-exported here).
 
 Models (constructor signature ``(num_classes, in_channels=3, **options)``):
 
@@ -40,62 +41,16 @@ the linear classifier keeps PyTorch's default init.
 """
 from __future__ import annotations
 
-import difflib
-import inspect
-from typing import Callable, Dict, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from icp.model_registry import (GENERATIVE, MODELS, build_model, check_dropout, check_options,  # noqa: F401
+                                check_shortcut, check_vae, list_models, register)
+
 __all__ = ["MODELS", "register", "list_models", "build_model", "ClassifierNet"]
-
-MODELS: Dict[str, Callable[..., "ClassifierNet"]] = {}
-
-
-GENERATIVE: set = set()  # names of generative models (a VAE: no classifier head, its own objective)
-
-
-def register(name: str, generative: bool = False):
-    """Decorator adding a model constructor to ``MODELS`` under ``name``."""
-    def deco(fn):
-        if name in MODELS:
-            raise ValueError(f"model '{name}' is already registered")
-        MODELS[name] = fn
-        if generative:
-            GENERATIVE.add(name)
-        return fn
-    return deco
-
-
-def list_models(kind: str | None = None) -> list:
-    """Registered model names: all, or only ``classifier`` or ``generative`` ones."""
-    return sorted(n for n in MODELS if kind is None or (n in GENERATIVE) == (kind == "generative"))
-
-
-def check_options(name: str, options: dict) -> dict:
-    """Validate a model name and its options; return the options with the constructor's defaults filled in."""
-    if name not in MODELS:
-        lower = {k.lower(): k for k in MODELS}
-        close = difflib.get_close_matches(str(name).lower(), lower, n=1)
-        hint = f"; did you mean '{lower[close[0]]}'?" if close else ""
-        raise ValueError(f"unknown model '{name}'{hint} (known: {', '.join(list_models())})")
-    params = {k: p for k, p in inspect.signature(MODELS[name]).parameters.items()
-              if k not in ("num_classes", "in_channels")}
-    bad = sorted(set(options) - set(params))
-    if bad:
-        raise ValueError(f"unknown option(s) {bad} for model '{name}' (valid options: {list(params) or 'none'})")
-    return {k: options.get(k, p.default) for k, p in params.items()}
-
-
-def build_model(name: str, num_classes: int, in_channels: int = 3, input_size: int | None = None,
-                **options) -> "ClassifierNet":
-    """Build a registered model; unknown names and options raise ``ValueError``. ``input_size`` (the data's
-    height) fills ``image_size`` for models that need it (the VAE) unless the options set it."""
-    if input_size is not None and "image_size" in inspect.signature(MODELS.get(name, build_model)).parameters:
-        options = {"image_size": input_size, **options}
-    options = check_options(name, options)
-    return MODELS[name](num_classes=num_classes, in_channels=in_channels, **options)
 
 
 def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -185,8 +140,7 @@ class BasicBlock(nn.Module):
 class CifarResNet(ClassifierNet):
     def __init__(self, depth: int, num_classes: int, in_channels: int = 3, shortcut: str = "A"):
         _check_in_channels(in_channels)
-        if shortcut not in ("A", "B"):
-            raise ValueError(f"shortcut must be 'A' or 'B', got {shortcut!r}")
+        check_shortcut(shortcut)
         if (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
         n, widths, cin, stages = (depth - 2) // 6, (16, 32, 64), 16, []
@@ -198,21 +152,6 @@ class CifarResNet(ClassifierNet):
             stages.append(nn.Sequential(*blocks))
         stem = nn.Sequential(_conv3x3(in_channels, 16), nn.BatchNorm2d(16), nn.ReLU(inplace=True))
         super().__init__(stem, stages, widths, num_classes)
-
-
-@register("resnet20")
-def resnet20(num_classes: int, in_channels: int = 3, shortcut: str = "A") -> CifarResNet:
-    return CifarResNet(20, num_classes, in_channels, shortcut)
-
-
-@register("resnet32")
-def resnet32(num_classes: int, in_channels: int = 3, shortcut: str = "A") -> CifarResNet:
-    return CifarResNet(32, num_classes, in_channels, shortcut)
-
-
-@register("resnet56")
-def resnet56(num_classes: int, in_channels: int = 3, shortcut: str = "A") -> CifarResNet:
-    return CifarResNet(56, num_classes, in_channels, shortcut)
 
 
 # ------------------------------------------------- pre-activation blocks (PreAct / WRN)
@@ -261,29 +200,18 @@ class PreActResNet(ClassifierNet):
         super().__init__(_conv3x3(in_channels, 64), stages, widths, num_classes, final=_bn_relu(512))
 
 
-@register("preact_resnet18")
-def preact_resnet18(num_classes: int, in_channels: int = 3) -> PreActResNet:
-    return PreActResNet(num_classes, in_channels, (2, 2, 2, 2))
-
-
 class WideResNet(ClassifierNet):
     def __init__(self, depth: int, widen: int, num_classes: int, in_channels: int = 3,
                  dropout: float = 0.0):
         _check_in_channels(in_channels)
         if (depth - 4) % 6:
             raise ValueError(f"WRN depth must be 6n+4, got {depth}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        check_dropout(dropout)
         n = (depth - 4) // 6
         widths = (16 * widen, 32 * widen, 64 * widen)
         stages = _preact_stages(16, widths, (1, 2, 2), (n, n, n), dropout)
         super().__init__(_conv3x3(in_channels, 16), stages, widths, num_classes,
                          final=_bn_relu(widths[-1]))
-
-
-@register("wrn16_4")
-def wrn16_4(num_classes: int, in_channels: int = 3, dropout: float = 0.0) -> WideResNet:
-    return WideResNet(16, 4, num_classes, in_channels, dropout)
 
 
 # ---------------------------------------------------------------- VAE (the ICP paper's generative experiment)
@@ -332,10 +260,7 @@ class ConvVAE(nn.Module):
                  width: int = 32, beta: float = 1.0):
         super().__init__()
         _check_in_channels(in_channels)
-        if image_size % 4 or image_size < 8:
-            raise ValueError(f"image_size must be a multiple of 4 and >= 8, got {image_size}")
-        if latent < 1 or width < 1 or not beta >= 0:
-            raise ValueError(f"latent and width must be >= 1 and beta >= 0, got {latent}, {width}, {beta}")
+        check_vae(image_size, latent, width, beta)
         self.in_channels, self.image_size, self.latent, self.beta = in_channels, image_size, latent, float(beta)
         self.num_classes = int(num_classes)
         widths = (width, 2 * width, 4 * width)
@@ -395,9 +320,3 @@ class ConvVAE(nn.Module):
         device = self.to_mu.weight.device
         z = torch.randn(n, self.latent, generator=generator).to(device)
         return self.decode(z)
-
-
-@register("vae", generative=True)
-def vae(num_classes: int = 0, in_channels: int = 1, image_size: int = 28, latent: int = 32, width: int = 32,
-        beta: float = 1.0) -> ConvVAE:
-    return ConvVAE(num_classes, in_channels, image_size, latent, width, beta)

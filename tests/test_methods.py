@@ -26,6 +26,15 @@ def test_registry_lists_builtins():
         methods.get("cee")
 
 
+def test_the_torch_free_registry_names_every_method_with_its_options():
+    """icp.methods.options (read by the grid and the config without torch) and the methods agree."""
+    for name in methods.list_methods():
+        assert methods.get(name).Options is methods.options_of(name), name
+    assert sorted(methods.METHODS) == methods.list_methods()
+    with pytest.raises(TypeError, match="must be in icp.methods.options.OPTIONS"):
+        methods.register(type("Unlisted", (methods.Method,), {"name": "unlisted"}))
+
+
 def test_label_smoothing_equals_hand_computation():
     logits = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 3.0]])
     y = torch.tensor([0, 1])

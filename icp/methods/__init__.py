@@ -1,23 +1,38 @@
 """The one method registry: ``@register`` a :class:`Method` subclass and it is trainable by name.
 
-Adding a method = one new file in this package defining a ``Method`` subclass with ``name``, an ``Options``
-dataclass (documented fields with defaults) and ``forward_train``; import it in ``_BUILTIN`` below.
+Adding a method = one new file in this package defining a ``Method`` subclass with ``name`` and
+``forward_train``, imported in ``_BUILTIN`` below, and its name and ``Options`` dataclass (documented fields with
+defaults) in :data:`icp.methods.options.OPTIONS`, which knows every method's name and options without torch.
+
+This module imports no torch: the grid's expansion and config validation (:func:`validate_options`,
+:func:`options_of`, :func:`list_methods`) read only :mod:`icp.methods.options`; :func:`get` imports the methods.
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib
 
-from icp.methods.base import Batch, Method, MethodContext, NoOptions, TrainOutput
+from icp.methods.options import OPTIONS, NoOptions
 
 METHODS: dict[str, type[Method]] = {}
 
 _BUILTIN = ("ce", "ls", "icp", "pskd", "aikd", "cskd", "tfkd", "byot", "vae")
+_BASE = ("Batch", "Method", "MethodContext", "TrainOutput")  # from icp.methods.base (torch), on first use
+
+
+def __getattr__(name: str):
+    if name in _BASE:
+        from icp.methods import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def register(cls: type[Method]) -> type[Method]:
     if not cls.name:
         raise TypeError(f"{cls.__name__} has no name")
+    if OPTIONS.get(cls.name) is not cls.Options:
+        raise TypeError(f"method '{cls.name}': its name and Options must be in icp.methods.options.OPTIONS")
     if cls.name in METHODS and METHODS[cls.name] is not cls:
         raise TypeError(f"method '{cls.name}' registered twice")
     METHODS[cls.name] = cls
@@ -29,25 +44,30 @@ def _load_builtin() -> None:
         importlib.import_module(f"icp.methods.{mod}")
 
 
-def get(name: str) -> type[Method]:
-    _load_builtin()
-    if name not in METHODS:
+def options_of(name: str) -> type:
+    """A method's ``Options`` dataclass, without importing the method (nor torch)."""
+    if name not in OPTIONS:
         from icp.config import ConfigError, did_you_mean
 
-        raise ConfigError(f"method.name: unknown method '{name}'{did_you_mean(name, METHODS)}")
+        raise ConfigError(f"method.name: unknown method '{name}'{did_you_mean(name, OPTIONS)}")
+    return OPTIONS[name]
+
+
+def get(name: str) -> type[Method]:
+    options_of(name)  # an unknown name: the one-line error
+    _load_builtin()
     return METHODS[name]
 
 
 def list_methods() -> list[str]:
-    _load_builtin()
-    return sorted(METHODS)
+    return sorted(OPTIONS)
 
 
 def validate_options(name: str, options: dict) -> dict:
     """Validate ``method.options`` against the method's Options dataclass; return it with defaults filled in."""
     from icp.config import dataclass_from_options
 
-    return dataclasses.asdict(dataclass_from_options(get(name).Options, options, "method.options."))
+    return dataclasses.asdict(dataclass_from_options(options_of(name), options, "method.options."))
 
 
 def build_method(name: str, model, options: dict, ctx: MethodContext) -> Method:
@@ -62,5 +82,5 @@ def build_method(name: str, model, options: dict, ctx: MethodContext) -> Method:
     return cls(model, dataclass_from_options(cls.Options, options, "method.options."), ctx)
 
 
-__all__ = ["Batch", "Method", "MethodContext", "NoOptions", "TrainOutput", "METHODS", "register", "get",
-           "list_methods", "validate_options", "build_method"]
+__all__ = ["Batch", "Method", "MethodContext", "NoOptions", "TrainOutput", "METHODS", "OPTIONS",
+           "register", "get", "options_of", "list_methods", "validate_options", "build_method"]

@@ -34,6 +34,8 @@ from typing import ClassVar, Iterable, Iterator, Optional
 import torch
 from torch import nn
 
+from icp.methods.options import NoOptions
+
 
 @dataclass
 class Batch:
@@ -68,11 +70,6 @@ class MethodContext:
     input_range: Optional[tuple[tuple[float, ...], tuple[float, ...]]] = None
     model_name: str = ""  # config model.name ("" = unknown), e.g. to check a pre-trained model's checkpoint
     dataset: str = ""  # config data.dataset ("" = unknown)
-
-
-@dataclass
-class NoOptions:
-    """This method takes no options."""
 
 
 class Method(nn.Module):

@@ -31,7 +31,6 @@ batch 128): ``config/cskd-cifar100.yaml``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterator
 
 import torch
@@ -39,20 +38,7 @@ import torch.nn.functional as F
 
 from icp.methods import register
 from icp.methods.base import Batch, Method, TrainOutput
-
-
-@dataclass
-class CSKDOptions:
-    temperature: float = 4.0  # T (paper and official default 4)
-    lam: float = 1.0  # λ, weight of the class-wise KD term (1; the paper uses 3 on fine-grained sets)
-
-    def __post_init__(self):
-        from icp.config import ConfigError
-
-        if not self.temperature > 0:
-            raise ConfigError(f"method.options.temperature: expected a number > 0, got {self.temperature!r}")
-        if not self.lam >= 0:
-            raise ConfigError(f"method.options.lam: expected a number >= 0, got {self.lam!r}")
+from icp.methods.options import CSKDOptions
 
 
 def same_class_partners(labels: torch.Tensor, anchors: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -94,63 +94,14 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass, field
-from typing import Callable, Literal, Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
 from icp.methods import register
 from icp.methods.base import Batch, Method, MethodContext, TrainOutput
-
-INPUT_OPTIMIZERS = ("sgd", "adam", "ademamix", "ifgsm")
-
-
-@dataclass
-class ICPOptions:
-    optimizer: Literal["sgd", "adam", "ademamix", "ifgsm"] = "sgd"  # input update rule u_k (ifgsm ascends)
-    steps: int = 5  # K refinement steps [paper]
-    step_size: float = 0.002  # η (paper's ε = 0.002); the authors' code uses 3e-4
-    warmup: float = 0.25  # W = floor(warmup·E) epochs of plain CE [paper/authors]
-    layer_weights: Literal["cosine", "uniform"] = "cosine"
-    layers: list = field(default_factory=list)  # feature taps to distil; [] = every stage output
-    target_mode: Literal["train", "eval"] = "train"  # model mode of the target pass [authors: train]
-    clamp: bool = False  # keep x_k inside the normalised [0, 1] image range [ours]
-    reduction: Literal["mean", "sum"] = "mean"  # CE reduction inside the refinement [authors: mean]
-    label_smoothing: float = 0.0  # task loss CE(z, y) label smoothing (0 = plain CE)
-    beta1: float = 0.9  # adam / ademamix
-    beta2: float = 0.999  # adam / ademamix
-    beta3: float = 0.9999  # ademamix slow EMA
-    ademamix_alpha: float = 5.0  # ademamix mixing coefficient α
-    eps: float = 1e-8  # adam / ademamix
-    reuse_clean_grad: bool = False  # deviation: g_0 from the clean pass's backward ("free AT")
-    warm_start: bool = False  # deviation: start from each sample's previous perturbation
-    cuda_graph: bool = True  # on CUDA, replay the refinement loop as one captured graph
-
-    def __post_init__(self):
-        from icp.config import ConfigError
-
-        def bad(key, expected, value):
-            return ConfigError(f"method.options.{key}: expected {expected}, got {value!r}")
-
-        if self.steps < 0:
-            raise bad("steps", "an integer >= 0", self.steps)
-        if not self.step_size >= 0:
-            raise bad("step_size", "a number >= 0", self.step_size)
-        if not 0.0 <= self.warmup <= 1.0:
-            raise bad("warmup", "a fraction of the epochs in [0, 1]", self.warmup)
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise bad("label_smoothing", "a number in [0, 1)", self.label_smoothing)
-        for key in ("beta1", "beta2", "beta3"):
-            if not 0.0 <= getattr(self, key) < 1.0:
-                raise bad(key, "a number in [0, 1)", getattr(self, key))
-        if not self.eps > 0:
-            raise bad("eps", "a number > 0", self.eps)
-        if self.reuse_clean_grad and self.warm_start:
-            raise bad("reuse_clean_grad", "false with warm_start (the clean pass's gradient is taken at x, "
-                      "not at the warm-started x + δ)", self.reuse_clean_grad)
-        if not all(isinstance(name, str) for name in self.layers):
-            raise bad("layers", "a list of feature tap names", self.layers)
+from icp.methods.options import ICP_PRESETS, OPTIONS, ICPOptions
 
 
 def task_weight(epoch: int, warmup_epochs: int, epochs: int) -> float:
@@ -416,15 +367,13 @@ class ICP(Method):
         return TrainOutput(None if self.generative else logits, losses, stats=stats)
 
 
-def _preset(method_name: str, input_optimizer: str, doc: str) -> type[ICP]:
-    options = dataclass(type(f"{method_name.title().replace('-', '')}Options", (ICPOptions,),
-                             {"__annotations__": {"optimizer": ICPOptions.__annotations__["optimizer"]},
-                              "optimizer": input_optimizer}))
-    return register(type(f"ICP_{input_optimizer}", (ICP,), {"name": method_name, "Options": options,
-                                                            "__doc__": doc}))
+def _preset(method_name: str, doc: str) -> type[ICP]:
+    """ICP under a preset's name (:data:`icp.methods.options.ICP_PRESETS`), with that preset's Options."""
+    return register(type(f"ICP_{ICP_PRESETS[method_name]}", (ICP,), {"name": method_name,
+                                                                     "Options": OPTIONS[method_name], "__doc__": doc}))
 
 
-ICPSGD = _preset("icp-sgd", "sgd", "ICP with raw input-gradient steps (``optimizer: sgd``).")
-ICPAdam = _preset("icp-adam", "adam", "ICP with Adam input steps (``optimizer: adam``).")
-ICPAdEMAMix = _preset("icp-ademamix", "ademamix", "ICP with AdEMAMix input steps (``optimizer: ademamix``).")
-IFGSM = _preset("ifgsm", "ifgsm", "Destructive contrast (paper Fig. 1): ascending sign steps, same distillation.")
+ICPSGD = _preset("icp-sgd", "ICP with raw input-gradient steps (``optimizer: sgd``).")
+ICPAdam = _preset("icp-adam", "ICP with Adam input steps (``optimizer: adam``).")
+ICPAdEMAMix = _preset("icp-ademamix", "ICP with AdEMAMix input steps (``optimizer: ademamix``).")
+IFGSM = _preset("ifgsm", "Destructive contrast (paper Fig. 1): ascending sign steps, same distillation.")

@@ -6,23 +6,11 @@ K classes, the true one included), and the loss is the cross-entropy H(q', softm
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch.nn.functional as F
 
 from icp.methods import register
 from icp.methods.base import Batch, Method, TrainOutput
-
-
-@dataclass
-class LSOptions:
-    epsilon: float = 0.1  # smoothing mass ε (the paper's 0.1)
-
-    def __post_init__(self):
-        if not 0.0 <= self.epsilon < 1.0:
-            from icp.config import ConfigError
-
-            raise ConfigError(f"method.options.epsilon: expected a number in [0, 1), got {self.epsilon!r}")
+from icp.methods.options import LSOptions
 
 
 @register

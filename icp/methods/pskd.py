@@ -32,7 +32,6 @@ Our choices:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +39,7 @@ from torch import nn
 
 from icp.methods import register
 from icp.methods.base import Batch, Method, MethodContext, TrainOutput
+from icp.methods.options import PSKDOptions
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -73,17 +73,6 @@ class ProgressiveTargets(nn.Module):
     def record(self, index: torch.Tensor, logits: torch.Tensor) -> None:
         """Store softmax(logits) as the samples' latest prediction."""
         self.memory[index] = logits.detach().float().softmax(1)
-
-
-@dataclass
-class PSKDOptions:
-    alpha_T: float = 0.8  # α_T, the weight of the past predictions at the last epoch (paper: 0.8 on CIFAR-100)
-
-    def __post_init__(self):
-        if not 0.0 <= self.alpha_T <= 1.0:
-            from icp.config import ConfigError
-
-            raise ConfigError(f"method.options.alpha_T: expected a number in [0, 1], got {self.alpha_T!r}")
 
 
 @register
