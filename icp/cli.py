@@ -62,6 +62,15 @@ def _train(args) -> int:
 def _grid(args) -> int:
     from icp import grid
 
+    if not args.cost and (args.gpu or args.runs_per_gpu or args.detail):
+        raise ConfigError("--gpu, --runs-per-gpu and --detail go with --cost")
+    if args.cost and args.paths:
+        raise ConfigError("--cost and --paths: give one of them")
+    if args.cost:
+        from icp import cost
+
+        print(cost.report(args.grid, args.gpu or "h100", args.runs_per_gpu, args.study, args.detail))
+        return 0
     g = grid.load_expand(args.grid)
     runs = g.select(args.study)
     if args.paths:
@@ -211,6 +220,12 @@ def parser() -> argparse.ArgumentParser:
     g = sub.add_parser("grid", parents=[on_grid], help="the runs of a grid file (every study, or one)")
     g.add_argument("--study", default=None, help="only this study's runs")
     g.add_argument("--paths", action="store_true", help="print each run's record path (Snakemake targets)")
+    g.add_argument("--cost", action="store_true", help="per study: runs, training images and estimated GPU-hours "
+                   "(images / the GPU's bench images/s, results/reference/<gpu>/throughput.csv), and the total")
+    g.add_argument("--gpu", default=None, metavar="NAME", help="with --cost: the bench table (default h100)")
+    g.add_argument("--runs-per-gpu", type=int, default=None, metavar="K",
+                   help="with --cost: runs packed per GPU (default: runs_per_gpu of profiles/slurm/config.yaml)")
+    g.add_argument("--detail", action="store_true", help="with --cost: also the images/s used and their basis")
     g.set_defaults(func=_grid)
     st = sub.add_parser("status", parents=[on_grid], help="progress of a grid's runs: counts per study, and each running run")
     st.add_argument("runs_dir", nargs="?", default=None, help="runs directory (default: the grid's runs_dir)")

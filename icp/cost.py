@@ -1,0 +1,501 @@
+"""``icp grid --cost``: the GPU-hours a grid will take, before it is launched.
+
+For every run of the grid: GPU-hours = training images ÷ images/s ÷ 3600 ÷ the packing speed-up, where
+
+* **images** = training images per epoch × epochs, as the engine feeds them. Both come from the run's resolved
+  config (its recipe and the grid's ``--set`` items, so the few-shot ``optimizer_steps`` budget and the
+  compute-matched control's stretched epochs are those the grid gives it): the training split of the dataset
+  (:data:`TRAIN_IMAGES`), or ``data.train_subset``, less ``data.val_fraction``; a few-shot run's shots × classes;
+  ``data.drop_last`` drops the partial batch. ICP's warm-up epochs (``int(warmup · epochs)``, plain CE) are
+  counted at the baseline's speed. Not counted: evaluation passes, FID, start-up, requeues, and data loading
+  beyond what the bench rows include (the authors' study's RandAugment is per-image CPU work).
+* **images/s** come from a committed bench table of the GPU, ``results/reference/<gpu>/throughput.csv``
+  (:func:`build_table` writes it from the ``icp bench`` outputs listed in :data:`SOURCES`; ``python -m icp.cost``
+  rewrites it; numbers are never typed by hand). A run uses the row of its model, method (with the options that
+  change a step's cost, :data:`COST_OPTIONS`), configuration (``eager``: ``train.compile=none``, fp32, as the paper
+  grid trains; or ``compile=<mode>``) and image size. Where the table has no such row, the estimate follows these
+  rules, and the output counts the GPU-hours that rest on them as *estimated*:
+
+  1. **Another batch or image size.** A step costs the measured step time, or more in proportion to batch ×
+     image area (H·W) when the run's batch holds more pixels: a GPU step of these small models is launch-bound, so
+     a smaller batch or image is not assumed to be faster per step (the authors' batch 32 trains at a quarter of
+     the images/s of batch 128, and an epoch's last, partial batch costs a full step).
+  2. **Another method than the baseline** (``ce``; ``vae`` for the VAE): the baseline's images/s at the run's size
+     ÷ the method's step-time ratio to the baseline, measured on the same model in one bench process. ICP at
+     another K than measured: its extra cost over the baseline scaled by (2K + 1)/(2K' + 1), the FLOP count of K
+     refinement steps (``icp/methods/icp.py``: (2K + 4)/3 ce steps); K = 0 (the α-only control) costs a ce step.
+  3. **A model without rows for the method:** ICP variants cost their FLOP ratio (2K + 4)/3 (a compute-bound model;
+     what the paper grid's ``compute_matched.cost_ratio`` assumes for PreAct ResNet-18); other methods the
+     step-time ratio measured on the reference model (:data:`REFERENCE_MODEL`).
+  4. **A model without a baseline row** (the VAE): the reference model's ``ce`` images/s. A model measured only in
+     another configuration (PreAct ResNet-18 compiled) gets a baseline row in the table scaled by the reference
+     model's eager/compiled ratio from the same file (``estimated`` in the csv).
+  5. **A configuration without rows:** the ``eager`` rows.
+
+* **Packing** (``runs_per_gpu`` of ``profiles/slurm/config.yaml``, or ``--runs-per-gpu``): k runs share a GPU, and
+  each run's GPU-hours are divided by min(k, C). C is the reference model's baseline images/s compiled with
+  ``train.compile=reduce-overhead`` (CUDA graphs, no launch gaps) ÷ eager, from one bench file: packed eager runs
+  fill each other's launch gaps, but together they cannot outrun one launch-free run. No packed run has been
+  measured; C is 1 (no gain) on a table without compiled rows, and for runs that are compiled already.
+
+Nothing here imports torch at module level (resolving a run's config does).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from icp.config import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+REFERENCE = REPO / "results" / "reference"
+TABLE = "throughput.csv"
+PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
+COLUMNS = ("gpu", "model", "method", "data", "config", "batch", "img_per_s", "estimated", "source")
+BENCH_COLUMNS = ("model", "method", "data", "device", "batch", "step_ms", "img_per_s", "ratio")  # header-less files
+EAGER = "eager"  # train.compile=none, fp32: how the paper grid trains
+REFERENCE_MODEL = "resnet20"
+# Method options that change what a step costs (others, e.g. step_size, reduction, target_mode, do not)
+COST_OPTIONS = ("steps", "reuse_clean_grad", "cuda_graph", "warm_start")
+# (bench output under results/reference, its section or None for the whole file, configuration), first wins when
+# two give the same model, method, data and configuration. Left out: bench_fp32.txt, bench_compile_ro.txt and
+# bench_compile_ro_fmnist.txt (single-round predecessors of bench_rounds.txt and icp_bench_compile_ro.txt), and
+# the bf16 / channels_last / compile=default tables (no grid trains so).
+SOURCES: dict[str, list[tuple[str, Optional[str], str]]] = {
+    "h100": [
+        ("h100/bench_all_methods_fp32.txt", None, EAGER),
+        ("h100/bench_rounds.txt", "train.compile=none", EAGER),
+        ("h100/bench_rounds.txt", "train.compile=reduce-overhead", "compile=reduce-overhead"),
+        ("h100/bench_rounds.txt", "--models resnet56 preact_resnet18 --steps 100, train.compile=reduce-overhead",
+         "compile=reduce-overhead"),
+        ("h100/icp_bench_compile_ro.txt", None, "compile=reduce-overhead"),
+    ],
+    "cpu": [("cpu_bench_all_methods.txt", None, EAGER)],
+}
+# Training-split sizes (the official splits; CUB-200-2011's as icp.data.prepare_cub links them)
+TRAIN_IMAGES = {"fashion-mnist": 60000, "cifar10": 50000, "cifar100": 50000, "cub": 5994}
+CLASSES = {"cub": 200}  # the others: icp.data.INFO
+DATA_AREA = {"fashion-mnist": 28 * 28, "cifar10": 32 * 32, "cifar100": 32 * 32}  # bench rows' image area (H·W)
+
+
+# ------------------------------------------------------------------------------------------ bench tables
+def parse_bench(text: str) -> list[tuple[Optional[str], list[dict]]]:
+    """An ``icp bench`` output (or several, as ``== title`` sections) as [(section title or None, rows)]. A table
+    without its header line is read with :data:`BENCH_COLUMNS`; ``#`` lines are comments."""
+    sections: list[tuple[Optional[str], list[dict]]] = [(None, [])]
+    columns = BENCH_COLUMNS
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        if line.startswith("=="):
+            sections.append((line.strip("= ").strip(), []))
+            columns = BENCH_COLUMNS
+            continue
+        tokens = line.split()
+        if tokens[0] == "model":
+            columns = tuple("ratio" if t == "ratio_to_ce" else t for t in tokens)
+            continue
+        if len(tokens) == len(columns):
+            sections[-1][1].append(dict(zip(columns, tokens)))
+    return [(title, rows) for title, rows in sections if rows]
+
+
+def build_table(gpu: str) -> list[dict]:
+    """The rows of ``results/reference/<gpu>/throughput.csv`` from the bench outputs of :data:`SOURCES`, plus a
+    baseline row (``estimated``) for each model measured only in another configuration (rule 4)."""
+    out: list[dict] = []
+    seen = set()
+    for path, section, cfg in SOURCES[gpu]:
+        found = [rows for title, rows in parse_bench((REFERENCE / path).read_text()) if title == section]
+        if not found:
+            raise ValueError(f"{path}: no section {section!r}")
+        for r in found[0]:
+            key = (r["model"], r["method"], r["data"], cfg)
+            if key not in seen:
+                seen.add(key)
+                out.append({"gpu": gpu, "model": r["model"], "method": r["method"], "data": r["data"], "config": cfg,
+                            "batch": int(r["batch"]), "img_per_s": float(r["img_per_s"]), "estimated": 0,
+                            "source": path + (f" [{section}]" if section else "")})
+    for r in list(out):
+        if r["config"] == EAGER or r["method"] != "ce" or (r["model"], "ce", r["data"], EAGER) in seen:
+            continue
+        file = r["source"].split(" [")[0]
+        ref = {c: x for x in out for c in (EAGER, r["config"]) if x["config"] == c and x["model"] == REFERENCE_MODEL
+               and x["method"] == "ce" and x["data"] == r["data"] and x["source"].split(" [")[0] == file}
+        if len(ref) == 2:
+            factor = ref[EAGER]["img_per_s"] / ref[r["config"]]["img_per_s"]
+            seen.add((r["model"], "ce", r["data"], EAGER))
+            out.append({**r, "config": EAGER, "img_per_s": round(r["img_per_s"] * factor, 1), "estimated": 1,
+                        "source": f"{r['source']} x {REFERENCE_MODEL} ce {EAGER}/{r['config']} "
+                                  f"({ref[EAGER]['img_per_s']:g}/{ref[r['config']]['img_per_s']:g})"})
+    return out
+
+
+def table_text(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, COLUMNS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def write_tables() -> list[Path]:
+    paths = []
+    for gpu in SOURCES:
+        path = REFERENCE / gpu / TABLE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(table_text(build_table(gpu)))
+        paths.append(path)
+    return paths
+
+
+def available(reference: Path = REFERENCE) -> list[str]:
+    return sorted(p.parent.name for p in reference.glob(f"*/{TABLE}"))
+
+
+def read_table(gpu: str, reference: Path = REFERENCE) -> list[dict]:
+    path = reference / gpu / TABLE
+    if not path.is_file():
+        shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+        raise ConfigError(f"--gpu {gpu}: no bench table {shown}; tables: {', '.join(available(reference)) or 'none'}")
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r.update(batch=int(r["batch"]), img_per_s=float(r["img_per_s"]), estimated=bool(int(r["estimated"])))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ runs
+def default_runs_per_gpu(profile: Path = PROFILE) -> int:
+    try:
+        return int(yaml.safe_load(profile.read_text())["default-resources"].get("runs_per_gpu", 1))
+    except (OSError, KeyError, TypeError, ValueError):
+        return 1
+
+
+def _area(data_name: str) -> Optional[int]:
+    """A bench row's image area (H·W): the dataset's, or that of ``synthetic-CxHxW``."""
+    if data_name in DATA_AREA:
+        return DATA_AREA[data_name]
+    if data_name.startswith("synthetic-"):
+        _, h, w = data_name.removeprefix("synthetic-").split("x")
+        return int(h) * int(w)
+    return None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run trains: images per epoch, epochs (of which warm-up epochs at the baseline's cost), and what sets
+    its speed."""
+
+    model: str
+    method: str
+    cost_options: tuple  # ((key, value), ...) of COST_OPTIONS
+    config: str
+    batch: int
+    area: int
+    per_epoch: int  # images
+    steps_per_epoch: int
+    epochs: int
+    warmup_epochs: int = 0
+
+    @property
+    def images(self) -> int:
+        return self.per_epoch * self.epochs
+
+
+_PLANS: dict = {}
+
+
+def plan(run) -> Plan:
+    """A grid run's :class:`Plan`, from its resolved config (cached across seeds)."""
+    from icp import config, data, grid
+
+    key = (run.recipe, tuple(o for o in run.overrides
+                             if not o.startswith(("train.seed=", "method.options.teacher=", "train.fid_features="))))
+    if key not in _PLANS:
+        cfg = config.resolve(grid._recipe_tree(run.recipe), list(run.overrides))
+        d = cfg.data
+        if d.dataset not in TRAIN_IMAGES:
+            raise ConfigError(f"run {run.run_id}: the cost needs the training-set size of '{d.dataset}' "
+                              f"(known: {', '.join(TRAIN_IMAGES)})")
+        n = min(TRAIN_IMAGES[d.dataset], d.train_subset or TRAIN_IMAGES[d.dataset])
+        n -= round(d.val_fraction * n)
+        if cfg.scenario.kind == "fewshot":
+            n = cfg.scenario.shots * (CLASSES.get(d.dataset) or data.INFO[d.dataset].num_classes)
+        b = cfg.train.batch_size
+        steps = n // b if d.drop_last else -(-n // b)
+        per_epoch = min(n, steps * b)
+        opts = cfg.method.options
+        k = opts.get("steps") if cfg.method.name in grid.ICP_FAMILY else None
+        warmup = int(opts.get("warmup", 0) * cfg.train.epochs) if k else 0
+        _PLANS[key] = Plan(cfg.model.name, cfg.method.name, tuple((o, opts[o]) for o in COST_OPTIONS if o in opts),
+                           EAGER if cfg.train.compile == "none" else f"compile={cfg.train.compile}", b,
+                           data.input_size(d.dataset, d.image_size) ** 2, per_epoch, steps, cfg.train.epochs, warmup)
+    return _PLANS[key]
+
+
+# ------------------------------------------------------------------------------------------ images/s
+def _method_options(spec: str) -> tuple[str, dict]:
+    """A bench row's method, ``NAME[:key=value,...]`` (icp.bench.parse_variant), as (name, options)."""
+    name, _, rest = spec.partition(":")
+    options = {}
+    for item in filter(None, rest.split(",")):
+        k, _, v = item.partition("=")
+        options[k] = yaml.safe_load(v)
+    return name, options
+
+
+def _label(r: dict) -> str:
+    """A table row as ``--detail`` names it: its bench file, ``(est.)`` for a row of rule 4."""
+    file = r["source"].split(" [")[0].split(" x ")[0]
+    return f"{r['model']} {r['method']} {file}{' (est. row, rule 4)' if r['estimated'] else ''}"
+
+
+def _generative(model: str) -> bool:
+    from icp import grid
+
+    return grid._generative(model)
+
+
+def _baseline(model: str) -> str:
+    return "vae" if _generative(model) else "ce"
+
+
+@dataclass
+class Speed:
+    img_per_s: float
+    basis: str
+    estimated: bool
+
+
+@dataclass
+class Throughput:
+    """Images/s of a run's step on one GPU, from its bench table and the rules of the module's docstring."""
+
+    rows: list[dict]
+    _cache: dict = field(default_factory=dict)
+
+    def _effective(self, method: str, options: dict) -> tuple:
+        from icp import grid
+
+        full = {**grid._option_defaults(method), **options}
+        return tuple((k, full[k]) for k in COST_OPTIONS if k in full)
+
+    def _rows(self, model: str, config: str) -> list[dict]:
+        out = [r for r in self.rows if r["model"] == model and r["config"] == config]
+        for r in out:
+            r.setdefault("_name", _method_options(r["method"]))
+        return out
+
+    def speed(self, p: Plan, baseline_only: bool = False) -> Speed:
+        key = (p.model, p.method, p.cost_options, p.config, p.batch, p.area, baseline_only)
+        if key not in self._cache:
+            self._cache[key] = self._speed(p, baseline_only)
+        return self._cache[key]
+
+    def _speed(self, p: Plan, baseline_only: bool) -> Speed:
+        config = p.config if any(r["config"] == p.config for r in self.rows) else EAGER  # rule 5
+        note = [] if config == p.config else [f"{p.config} not measured: {EAGER} rows"]
+        method = _baseline(p.model) if baseline_only else p.method
+        cost = dict(p.cost_options) if not baseline_only else {}
+        rows = self._rows(p.model, config)
+        want = self._effective(method, cost)
+        for r in rows:  # a measured row of this method at this image size
+            name, opts = r["_name"]
+            if name == method and _area(r["data"]) == p.area and self._effective(name, opts) == want:
+                v, scaled = self._scaled(r, p)
+                return Speed(v, "; ".join([_label(r), *note, *(["rule 1"] if scaled else [])]),
+                             r["estimated"] or scaled or bool(note))
+        base = [r for r in rows if r["_name"] == (_baseline(p.model), {})]
+        if not base:  # rule 4
+            base = [r for r in self._rows(REFERENCE_MODEL, config) if r["_name"] == ("ce", {})]
+            note.append(f"{REFERENCE_MODEL} ce (rule 4)")
+        if not base:
+            raise ConfigError(f"bench table: no {REFERENCE_MODEL} ce row for {config} to estimate {p.model}")
+        r = min(base, key=lambda r: (abs(math.log(_area(r["data"]) / p.area)), -_area(r["data"])))
+        v, scaled = self._scaled(r, p)
+        note = [_label(r), *note, *(["rule 1"] if scaled else [])]
+        ratio, how = (1.0, None) if method == _baseline(p.model) else self._ratio(p.model, method, cost, config)
+        return Speed(v / ratio, "; ".join(note + ([how] if how else [])), True)
+
+    def _scaled(self, r: dict, p: Plan) -> tuple[float, bool]:
+        """Rule 1: the row's images/s at the run's batch and image size."""
+        step = r["batch"] / r["img_per_s"] * max(1.0, p.batch * p.area / (r["batch"] * _area(r["data"])))
+        return p.batch / step, (p.batch, p.area) != (r["batch"], _area(r["data"]))
+
+    def _groups(self, model: str, config: str) -> list[tuple[float, list[dict]]]:
+        """Rows of one bench process (source, data, batch) with the model's baseline: (baseline img/s, rows)."""
+        by: dict = {}
+        for r in self._rows(model, config):
+            by.setdefault((r["source"], r["data"], r["batch"]), []).append(r)
+        out = []
+        for rows in by.values():
+            base = [r for r in rows if r["_name"] == (_baseline(model), {})]
+            if base:
+                out.append((base[0]["img_per_s"], rows))
+        return out
+
+    def _ratio(self, model: str, method: str, cost: dict, config: str) -> tuple[float, str]:
+        """Rules 2 and 3: the method's step-time ratio to the baseline, and what it rests on."""
+        from icp import grid
+
+        want = self._effective(method, cost)
+        icp = method in grid.ICP_FAMILY
+        k = dict(want).get("steps", 0) if icp else None
+        if icp and k == 0:
+            return 1.0, "K = 0: a ce step"
+        for m in ([model] if icp else [model, REFERENCE_MODEL]):
+            for base, rows in self._groups(m, config):
+                for r in rows:
+                    name, opts = r["_name"]
+                    if name == method and self._effective(name, opts) == want:
+                        rule = "rule 2" if m == model else "rule 3"
+                        return base / r["img_per_s"], f"ratio {base / r['img_per_s']:.2f} ({rule}, {_label(r)})"
+            if icp:  # rule 2: ICP at another K
+                best = None
+                for base, rows in self._groups(m, config):
+                    for r in rows:
+                        name, opts = r["_name"]
+                        eff = dict(self._effective(name, opts))
+                        other = {**eff, "steps": k}
+                        if name == method and tuple(other.items()) == want and eff.get("steps"):
+                            if best is None or abs(eff["steps"] - k) < abs(best[0] - k):
+                                best = (eff["steps"], base / r["img_per_s"], _label(r))
+                if best:
+                    kk, ratio, src = best
+                    scaled = 1 + (ratio - 1) * (2 * k + 1) / (2 * kk + 1)
+                    return scaled, f"ratio {scaled:.2f}: K = {kk}'s {ratio:.2f} scaled to K = {k} (rule 2, {src})"
+        if icp:  # rule 3
+            return (2 * k + 4) / 3, f"ratio {(2 * k + 4) / 3:.2f}: FLOPs (2K + 4)/3 (rule 3)"
+        return 1.0, f"{method} unmeasured: as ce"
+
+    def pack_cap(self) -> tuple[float, str]:
+        """C of the packing rule: the reference model's compiled ÷ eager baseline images/s from one file."""
+        ref = [r for r in self.rows if r["model"] == REFERENCE_MODEL and r["method"] == "ce" and not r["estimated"]]
+        for e in (r for r in ref if r["config"] == EAGER):
+            for c in ref:
+                if c["config"] != EAGER and c["data"] == e["data"] and \
+                        c["source"].split(" [")[0] == e["source"].split(" [")[0]:
+                    return c["img_per_s"] / e["img_per_s"], (f"{REFERENCE_MODEL} ce {c['config']}/{EAGER} "
+                                                             f"{c['img_per_s']:g}/{e['img_per_s']:g}, "
+                                                             f"{e['source'].split(' [')[0]}")
+        return 1.0, "no compiled row: no gain assumed"
+
+
+# ------------------------------------------------------------------------------------------ the estimate
+@dataclass
+class RunCost:
+    run_id: str
+    studies: tuple
+    images: int
+    gpu_hours: float
+    estimated: bool
+    speed: Speed
+    plan: Plan
+
+
+@dataclass
+class Estimate:
+    gpu: str
+    table: str
+    runs_per_gpu: int
+    cap: float
+    cap_basis: str
+    runs: list[RunCost]
+    studies: dict  # study -> run ids (of the runs estimated)
+
+
+def estimate(g, gpu: str = "h100", runs_per_gpu: Optional[int] = None, study: Optional[str] = None,
+             reference: Path = REFERENCE) -> Estimate:
+    """The cost of the runs of a :class:`icp.grid.Grid` (one study's, or all) on ``gpu``."""
+    if runs_per_gpu is None:
+        runs_per_gpu = default_runs_per_gpu()
+    if runs_per_gpu < 1:
+        raise ConfigError(f"--runs-per-gpu: expected an integer >= 1, got {runs_per_gpu}")
+    tp = Throughput(read_table(gpu, reference))
+    cap, cap_basis = tp.pack_cap()
+    out = []
+    for run in g.select(study):
+        p = plan(run)
+        s = tp.speed(p)
+        # a step costs batch / img_per_s, full or the epoch's last partial batch alike (rule 1)
+        seconds = (p.epochs - p.warmup_epochs) * p.steps_per_epoch * p.batch / s.img_per_s
+        estimated = s.estimated
+        if p.warmup_epochs:
+            b = tp.speed(p, baseline_only=True)
+            seconds += p.warmup_epochs * p.steps_per_epoch * p.batch / b.img_per_s
+            estimated = estimated or b.estimated
+        speedup = min(runs_per_gpu, cap) if p.config == EAGER else 1.0
+        out.append(RunCost(run.run_id, run.studies, p.images, seconds / 3600 / speedup, estimated, s, p))
+    studies = {s: ids for s, ids in g.studies.items() if study in (None, s)}
+    return Estimate(gpu, str(reference / gpu / TABLE), runs_per_gpu, cap, cap_basis, out, studies)
+
+
+def render(est: Estimate, source: str = "grid", detail: bool = False) -> str:
+    unit = "CPU-hours" if est.gpu == "cpu" else "GPU-hours"
+    by_id = {r.run_id: r for r in est.runs}
+    table = est.table.removeprefix(str(REPO) + "/")
+    lines = [f"Estimated cost of {source} on {est.gpu} (images/s from {table}), {est.runs_per_gpu} run(s) per GPU",
+             f"{'study':12s} {'runs':>6s} {'images':>10s} {unit:>10s} {'estimated':>10s}"]
+
+    def row(name: str, runs: list[RunCost]) -> str:
+        hours = sum(r.gpu_hours for r in runs)
+        est_h = sum(r.gpu_hours for r in runs if r.estimated)
+        share = f"{100 * est_h / hours:.0f} %" if hours else "-"
+        return f"{name:12s} {len(runs):6d} {sum(r.images for r in runs) / 1e9:9.2f}G {hours:10.1f} {share:>10s}"
+
+    for s, ids in est.studies.items():
+        lines.append(row(s, [by_id[i] for i in ids if i in by_id]))
+    lines.append(row("total", est.runs) + "   (distinct runs: a run in several studies counted once)")
+    if est.runs:
+        longest = max(est.runs, key=lambda r: r.gpu_hours)
+        lines.append(f"longest run: {longest.gpu_hours:.1f} {unit} ({longest.run_id})")
+    speedup = min(est.runs_per_gpu, est.cap)
+    lines += [
+        "images: training images per epoch x epochs as the engine feeds them (few-shot: shots x classes; the grid's "
+        "optimizer_steps and compute-matched epochs; ICP's warm-up epochs at ce speed); evaluation, FID and "
+        "start-up not counted",
+        f"{unit} per run: images / the table's images/s for the run's model, method, configuration and size; "
+        "'estimated': the share resting on rules for what the table does not measure (icp/cost.py; --detail "
+        "lists the images/s used)",
+        f"packing: k = {est.runs_per_gpu} run(s) per GPU, each run's {unit} / min(k, C) = {speedup:.2f}; C = "
+        f"{est.cap:.2f} ({est.cap_basis}): assumed, no packed run is measured",
+    ]
+    if detail:
+        used: dict = {}
+        for r in est.runs:
+            p = r.plan
+            key = (p.model, p.area, p.batch, p.config, p.method, p.cost_options)
+            u = used.setdefault(key, [r.speed, 0, 0.0])
+            u[1] += 1
+            u[2] += r.gpu_hours
+        lines.append(f"{'model':16s} {'HxW':>5s} {'batch':>5s} {'method':28s} {'img/s':>9s} {'runs':>5s} "
+                     f"{unit:>9s}  basis")
+        for (model, area, batch, config, method, opts), (s, n, h) in sorted(used.items(), key=lambda kv: -kv[1][2]):
+            shown = method + "".join(f":{k}={v}" for k, v in opts if k == "steps")
+            side = int(round(math.sqrt(area)))
+            lines.append(f"{model:16s} {side:5d} {batch:5d} {shown:28s} {s.img_per_s:9.0f} {n:5d} {h:9.1f}  "
+                         f"{'(est.) ' if s.estimated else ''}{s.basis}{'' if config == EAGER else ' ' + config}")
+    return "\n".join(lines)
+
+
+def report(grid_file: str, gpu: str = "h100", runs_per_gpu: Optional[int] = None, study: Optional[str] = None,
+           detail: bool = False) -> str:
+    """``icp grid --cost``: the rendered estimate of a grid file (an unknown GPU fails before the expansion)."""
+    from icp import grid
+
+    read_table(gpu)
+    return render(estimate(grid.load_expand(grid_file), gpu, runs_per_gpu, study), grid_file, detail)
+
+
+if __name__ == "__main__":  # rewrite the committed tables from the bench outputs
+    for path in write_tables():
+        print(path.relative_to(REPO), file=sys.stderr)

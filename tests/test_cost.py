@@ -1,0 +1,117 @@
+"""``icp grid --cost``: a grid's GPU-hours from a committed bench table (icp/cost.py)."""
+import re
+
+import pytest
+import yaml
+
+from icp import cli, cost, grid
+from tests.conftest import REPO
+
+HEADER = "gpu,model,method,data,config,batch,img_per_s,estimated,source\n"
+
+
+def _table(ref, gpu, rows):
+    (ref / gpu).mkdir(parents=True)
+    (ref / gpu / cost.TABLE).write_text(HEADER + "".join(f"{gpu},{r}\n" for r in rows))
+    return ref
+
+
+def _tiny_grid(tmp_path, epochs=3, batch=100, **block):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"optim": {"name": "sgd", "lr": 0.1}, "schedule": {"name": "cosine"},
+                                      "train": {"epochs": epochs, "batch_size": batch}}))
+    g = {"runs_dir": str(tmp_path / "runs"), "seeds": [0, 1],
+         "recipes": {"fashion-mnist/resnet20": str(recipe)},
+         "studies": {"main": [{"datasets": ["fashion-mnist"], "models": ["resnet20"], "methods": ["ce", "ls"]}],
+                     "fewshot": [{"datasets": ["fashion-mnist"], "models": ["resnet20"], "methods": ["ce"],
+                                  "scenarios": ["10shot"], "optimizer_steps": {"fashion-mnist": 20}, **block}]}}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(g))
+    return path
+
+
+def test_committed_tables_are_the_bench_outputs():
+    """results/reference/<gpu>/throughput.csv is what build_table makes of the committed bench txt files."""
+    for gpu in cost.SOURCES:
+        assert (cost.REFERENCE / gpu / cost.TABLE).read_text() == cost.table_text(cost.build_table(gpu))
+    h100 = {(r["model"], r["method"], r["data"], r["config"]): r for r in cost.read_table("h100")}
+    assert h100["resnet20", "ce", "fashion-mnist", "eager"]["img_per_s"] == 13251.6  # bench_all_methods_fp32.txt
+    pre = h100["preact_resnet18", "ce", "synthetic-3x32x32", "eager"]  # compiled x resnet20's eager/compiled
+    assert pre["estimated"] and pre["img_per_s"] == pytest.approx(26689.2 * 15751.9 / 40215.2, abs=0.1)
+    assert set(cost.available()) >= {"h100", "cpu"}
+
+
+def test_parse_bench_reads_sections_and_headerless_tables():
+    text = ("# comment\nresnet20 ce fashion-mnist cuda 128 9.66 13251.6 1.00\n== compile=x\n"
+            "   model method data device  batch  step_ms  img_per_s  ratio_to_ce\n"
+            "resnet20 icp-sgd:steps=1 synthetic-3x32x32 cuda 128 3.1 40000.0 1.0\n")
+    (t0, r0), (t1, r1) = cost.parse_bench(text)
+    assert t0 is None and r0[0]["img_per_s"] == "13251.6" and r0[0]["method"] == "ce"
+    assert t1 == "compile=x" and r1[0]["method"] == "icp-sgd:steps=1" and r1[0]["ratio"] == "1.0"
+
+
+def test_tiny_grid_has_known_gpu_hours(tmp_path):
+    ref = _table(tmp_path / "ref", "testgpu", ["resnet20,ce,fashion-mnist,eager,100,1000.0,0,t.txt",
+                                               "resnet20,ls,fashion-mnist,eager,100,500.0,0,t.txt"])
+    g = grid.load_expand(_tiny_grid(tmp_path))
+    est = cost.estimate(g, "testgpu", runs_per_gpu=1, reference=ref)
+    by = {r.run_id: r for r in est.runs}
+    # main: 60,000 images x 3 epochs at 1000 (ce) and 500 (ls) img/s, two seeds each
+    assert by["fashion-mnist/resnet20/clean/ce/s0"].gpu_hours == pytest.approx(60000 * 3 / 1000 / 3600)
+    assert by["fashion-mnist/resnet20/clean/ls/s1"].gpu_hours == pytest.approx(60000 * 3 / 500 / 3600)
+    # few-shot: 10 shots x 10 classes = 100 images = one step of 100 per epoch; 20 optimizer steps = 20 epochs
+    few = by["fashion-mnist/resnet20/10shot/ce/s0"]
+    assert few.images == 100 * 20 and few.gpu_hours == pytest.approx(100 * 20 / 1000 / 3600)
+    assert not any(r.estimated for r in est.runs)
+    expected = 2 * (60000 * 3 / 1000 + 60000 * 3 / 500 + 2000 / 1000) / 3600
+    assert sum(r.gpu_hours for r in est.runs) == pytest.approx(expected)
+    text = cost.render(est, "tiny")
+    total = next(line for line in text.splitlines() if line.startswith("total"))
+    assert total.split()[1] == "6" and float(total.split()[3]) == pytest.approx(expected, abs=0.05)
+
+
+def test_rules_for_what_the_table_does_not_measure(tmp_path):
+    ref = _table(tmp_path / "ref", "testgpu", ["resnet20,ce,fashion-mnist,eager,100,1000.0,0,t.txt",
+                                               "resnet20,icp-adam,fashion-mnist,eager,100,500.0,0,t.txt",
+                                               "resnet20,ce,fashion-mnist,compile=reduce-overhead,100,3000.0,0,t.txt"])
+    # batch 50 (rule 1: a step costs the measured step), icp-adam at K = 10 (rule 2) with 25 % warm-up epochs
+    g = grid.load_expand(_tiny_grid(tmp_path, epochs=4, batch=50, methods=["icp-adam"], options={"steps": [10]}))
+    est = cost.estimate(g, "testgpu", runs_per_gpu=1, reference=ref)
+    by = {r.run_id: r for r in est.runs}
+    step = 100 / 1000  # seconds per step of ce at the table's batch; batch 50 costs the same
+    ce = by["fashion-mnist/resnet20/clean/ce/s0"]
+    assert ce.estimated and ce.gpu_hours == pytest.approx(4 * 60000 / 50 * step / 3600)
+    icp = by["fashion-mnist/resnet20/10shot/icp-adam+steps=10/s0"]  # 100 images: 2 steps of 50 per epoch
+    ratio = 1 + (2 - 1) * (2 * 10 + 1) / (2 * 5 + 1)  # K = 5's extra cost scaled by the FLOPs of K = 10
+    epochs = -(-20 // 2)
+    warm = int(0.25 * epochs)
+    assert icp.estimated and icp.gpu_hours == pytest.approx(((epochs - warm) * ratio + warm) * 2 * step / 3600)
+    # packing: C = compiled / eager = 3; k = 4 -> each run's GPU-hours / 3
+    packed = cost.estimate(g, "testgpu", runs_per_gpu=4, reference=ref)
+    assert [r.gpu_hours * 3 for r in packed.runs] == pytest.approx([r.gpu_hours for r in est.runs])
+
+
+def test_unknown_gpu_is_a_one_line_error(tmp_path, capsys):
+    assert cli.main(["grid", "--grid", str(_tiny_grid(tmp_path)), "--cost", "--gpu", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("icp: error: --gpu nope: no bench table") and err.count("\n") == 1
+    assert "h100" in err and "cpu" in err
+    assert cli.main(["grid", "--grid", str(_tiny_grid(tmp_path)), "--gpu", "h100"]) == 2  # --gpu needs --cost
+
+
+def test_cost_on_the_command_line(tmp_path, capsys):
+    assert cli.main(["grid", "--grid", str(_tiny_grid(tmp_path)), "--cost", "--gpu", "h100", "--detail"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^total\s+6\s", out, re.M) and "packing: k = 1 run(s) per GPU" in out
+    assert "resnet20 ls h100/bench_all_methods_fp32.txt" in out  # --detail: the row each run's img/s comes from
+
+
+def test_paper_grid_cost_counts_every_run():
+    g = grid.load_expand(REPO / "config" / "paper.yaml")
+    out = cost.render(cost.estimate(g, "h100"), "config/paper.yaml")
+    rows = {m[1]: (int(m[2]), float(m[3])) for m in
+            re.finditer(r"^(\w+)\s+(\d+)\s+[\d.]+G\s+([\d.]+)", out, re.M)}
+    assert rows["total"][0] == len(g.runs) and rows["total"][1] > 0
+    for study, ids in g.studies.items():
+        assert rows[study][0] == len(ids) and rows[study][1] > 0
+    assert rows["total"][1] <= sum(h for s, (_, h) in rows.items() if s != "total") + 0.5  # shared runs once
