@@ -2,6 +2,7 @@
 `snakemake --profile ... runs` command a user runs: each is one line naming its cause, the record says the same and
 never runs ahead of its checkpoint, and running the same command again resumes the run. Also: a corrupt record is
 reported and rebuilt, and the login side's scheduler queries do not grow with the runs in flight."""
+import importlib.util
 import os
 import subprocess
 import time
@@ -13,6 +14,10 @@ import yaml
 from icp import faults, grid, records, status
 from tests.conftest import REPO
 from tests.test_pipeline import LAUNCH, SNAKEMAKE, strip_timing, tiny_grid
+
+_spec = importlib.util.spec_from_file_location("login_bench", REPO / "tools" / "login_bench.py")
+login_bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(login_bench)
 
 
 def start(path, *extra, env=None) -> subprocess.Popen:
@@ -37,23 +42,6 @@ def wait_for_epochs(record: Path, n: int, proc: subprocess.Popen, timeout: float
         assert proc.poll() is None, proc.stdout.read()
         assert time.monotonic() < deadline, f"no epoch {n} within {timeout} s"
         time.sleep(0.2)
-
-
-def process_tree_rss(root: int) -> list[int]:
-    """RSS (KiB) of ``root`` and every process below it."""
-    table = [ln.split() for ln in subprocess.run(["ps", "-e", "-o", "pid=,ppid=,rss="], capture_output=True,
-                                                  text=True).stdout.splitlines()]
-    children: dict[int, list] = {}
-    for pid, ppid, rss in table:
-        children.setdefault(int(ppid), []).append((int(pid), int(rss)))
-    out, todo = [], [root]
-    rss_of = {int(pid): int(rss) for pid, _, rss in table}
-    while todo:
-        pid = todo.pop()
-        if pid in rss_of:
-            out.append(rss_of[pid])
-        todo += [c for c, _ in children.get(pid, [])]
-    return out
 
 
 # ------------------------------------------------------------------------------------------------- unit
@@ -179,37 +167,20 @@ def test_a_full_disk_is_named_with_its_path_nothing_is_corrupt_and_rerunning_res
 def test_status_queries_per_sweep_are_bounded_by_polls_not_by_runs(slurm, fmnist_root, tmp_path):
     """20 runs in flight (2 train at a time on the 2-CPU test node, the rest wait in SLURM's queue): the login side is
     one Snakemake process whose squeue/sacct calls follow its status checks (one per second here), not the runs."""
-    seeds = list(range(10))
     path = tiny_grid(tmp_path, fmnist_root, ["ce", "ls"], "train.epochs=1")
     g = yaml.safe_load(path.read_text())
-    path.write_text(yaml.safe_dump({**g, "seeds": seeds}))
-    wrappers = tmp_path / "bin"
-    wrappers.mkdir()
-    calls = tmp_path / "calls.log"
-    for name in ("squeue", "sacct"):
-        real = subprocess.run(["which", name], capture_output=True, text=True, check=True).stdout.strip()
-        (wrappers / name).write_text(f'#!/bin/sh\necho "{name} $(date +%s.%N) $*" >> {calls}\nexec {real} "$@"\n')
-        (wrappers / name).chmod(0o755)
-    env = {**os.environ, "PATH": f"{wrappers}:{os.environ['PATH']}"}
-    started = time.monotonic()
-    proc = start(path, "--jobs", "20", env=env)
-    peak_rss, procs = 0, 0
-    while proc.poll() is None:
-        tree = process_tree_rss(proc.pid)
-        peak_rss, procs = max(peak_rss, sum(tree)), max(procs, len(tree))
-        time.sleep(0.5)
-    out = proc.stdout.read()
-    wall = time.monotonic() - started
-    assert proc.returncode == 0, out[-3000:]
+    path.write_text(yaml.safe_dump({**g, "seeds": list(range(10))}))
+    m = login_bench.measure(["timeout", "-s", "KILL", "600", SNAKEMAKE, "runs", "--profile", "profiles/slurm-ci",
+                             "--jobs", "20", "--config", f"grid={path}"], REPO, tmp_path / "bench")
+    assert m["returncode"] == 0, m["output"][-3000:]
     runs = grid.load_expand(path).runs
     assert len(runs) == 20 and all(records.read(r.record)["status"] == "complete" for r in runs.values())
-    lines = calls.read_text().splitlines()
-    ids_per_call = [len(ln.split(" -j ")[1].split()[0].split(",")) for ln in lines if " -j " in ln]
-    print(f"20 runs: {wall:.0f} s, {len(lines)} squeue/sacct calls ({60 * len(lines) / wall:.0f} per minute), "
-          f"up to {max(ids_per_call)} job ids per call; login side: {procs} processes (the timeout wrapper, Snakemake "
-          f"and what it runs), peak RSS {peak_rss / 1024:.0f} MB")
-    assert max(ids_per_call) >= 10  # batched: one call asks about many jobs
+    print(f"20 runs: {m['wall_s']:.0f} s, {m['status_calls']} squeue/sacct calls ({m['calls_per_min']:.0f} per "
+          f"minute), up to {m['max_ids_per_call']} job ids per call; login side: {m['processes']} processes (the "
+          f"timeout wrapper, Snakemake and its momentary squeue/sacct), peak RSS {m['peak_rss_mb']:.0f} MB")
+    assert m["max_ids_per_call"] >= 10  # batched: one call asks about many jobs
     # one squeue (+ at most one sacct) per status check, one check a second: bounded by the time, not the 20 runs
-    assert len(lines) <= 2 * (wall + 5)
-    squeues = [float(ln.split()[1]) for ln in lines if ln.startswith("squeue")]
+    assert m["status_calls"] <= 2 * (m["wall_s"] + 5)
+    squeues = [c["t"] for c in m["calls"] if c["command"] == "squeue"]
     assert all(b - a >= 0.5 for a, b in zip(squeues, squeues[1:]))  # never a burst of one call per run
+    assert m["processes"] <= 4  # no process per run on the login side
