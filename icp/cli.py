@@ -1,18 +1,20 @@
 """Command line: ``icp train | grid | status | summarize | tables | figures | methods | models | data prepare | bench |
 report``.
 
+Nothing heavy is imported until a command needs it (``icp --help`` and ``icp grid`` load no torch).
+
 Configuration and data problems end the command with one line, ``icp: error: ...``, exit status 2, and
 nothing written.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from icp.checkpoint import CheckpointError
 from icp.config import ConfigError
 from icp.data import DataError
 
@@ -197,7 +199,11 @@ def _bench(args) -> int:
 
 def _report(args) -> int:
     from icp import report
+    from icp.config import existing_dir
 
+    for path in args.paths:
+        if not Path(path).is_file():
+            existing_dir(path, "run directory or record.json")
     table = report.summary(args.paths, include_incomplete=args.all)
     print(report.markdown(table))
     if args.csv:
@@ -206,7 +212,10 @@ def _report(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="icp", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="icp", description="The ICP self-distillation benchmark: train one run, read a grid of runs and its "
+        "progress, aggregate records into tables and figures. A bad config or a missing dataset ends a command with "
+        "one line, exit status 2, nothing written.")
     sub = p.add_subparsers(dest="command", required=True)
     on_grid = argparse.ArgumentParser(add_help=False)  # the commands that read a grid file
     on_grid.add_argument("--grid", default="config/paper.yaml", help="grid file (default config/paper.yaml)")
@@ -289,12 +298,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args.methods = list_methods()
     try:
         return args.func(args)
-    except (ConfigError, DataError, CheckpointError) as exc:
-        print(f"icp: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("icp: interrupted (the run resumes from last.pt when started again)", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `icp grid | head`: the reader has gone; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as exc:
+        if not _user_error(exc):
+            raise
+        print(f"icp: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _user_error(exc: BaseException) -> bool:
+    """A config, data or checkpoint problem, told to the user in one line (a CheckpointError can only come from
+    icp.checkpoint once it is imported: the CLI does not import torch for commands that do not need it)."""
+    kinds = [ConfigError, DataError]
+    if "icp.checkpoint" in sys.modules:
+        kinds.append(sys.modules["icp.checkpoint"].CheckpointError)
+    return isinstance(exc, tuple(kinds))
 
 
 if __name__ == "__main__":

@@ -245,6 +245,19 @@ def did_you_mean(word: str, valid: typing.Iterable[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else f"; valid: {', '.join(valid)}"
 
 
+def existing_dir(path: str | Path, what: str) -> Path:
+    """``path`` if it is a directory, else a one-line error naming it (and the nearest sibling that exists)."""
+    path = Path(path)
+    if path.is_dir():
+        return path
+    parent = next((p for p in path.parents if p.is_dir()), Path("."))
+    rest = path.relative_to(parent).parts[0] if path != parent else ""
+    siblings = [c.name for c in parent.iterdir() if c.is_dir()] if parent.is_dir() else []
+    close = difflib.get_close_matches(rest, siblings, n=1, cutoff=0.6)
+    hint = f"; did you mean {parent / close[0]}?" if close else ""
+    raise ConfigError(f"{path}: no such {what}{hint}")
+
+
 def unknown_key_error(key: str, valid: typing.Iterable[str]) -> ConfigError:
     return ConfigError(f"unknown key '{key}'{did_you_mean(key.rsplit('.', 1)[-1], valid)}")
 

@@ -17,6 +17,7 @@ from typing import Optional
 import pandas as pd
 
 from icp import grid, records
+from icp.config import ConfigError, did_you_mean, existing_dir
 from icp.metrics import headline
 
 LABEL = {"top1": "top-1", "ssim": "SSIM", "elbo": "ELBO"}  # the metric an in-flight run shows
@@ -73,10 +74,37 @@ def job_alive(job: dict, queue: Optional[set[str]]) -> Optional[bool]:
     return None
 
 
+def foreign_records(g: grid.Grid, base: Path) -> int:
+    """How many run records under ``base`` are not runs of ``g`` (the runs of another grid file)."""
+    if not base.is_dir():
+        return 0
+    ids = {str(p.parent.relative_to(base)) for name in (records.NAME, records.STOPPED) for p in base.rglob(name)}
+    return len(ids - set(g.runs))
+
+
+def _digest(run: grid.Run) -> str:
+    """The config digest that this grid's run has (a record under its id with another is another grid's run)."""
+    from icp import config
+
+    return config.load(run.recipe, list(run.overrides)).digest()
+
+
 def render(grid_path: str, runs_dir: Optional[str] = None, study: Optional[str] = None) -> str:
+    """The status of ``grid_path``'s runs (under ``runs_dir``, default the grid's own), headed by what was read."""
     g = grid.expand(grid.load(grid_path), grid_path, check_recipes=False)
+    if study is not None and study not in g.studies:
+        raise ConfigError(f"{grid_path}: no study '{study}'{did_you_mean(study, g.studies)}")
+    base = existing_dir(runs_dir, "runs directory") if runs_dir is not None else Path(g.runs_dir)
     wanted = {r.run_id for r in g.select(study)}
     found, corrupt = read_records(g, runs_dir)
+    other = {rid for rid, rec in found.items() if rid in wanted and rec.get("config_digest") != _digest(g[rid])}
+    found = {rid: rec for rid, rec in found.items() if rid not in other}
+    head = [f"grid {grid_path}: {len(wanted)} runs{f' of study {study}' if study else ''}; records read under "
+            f"{base}{'' if base.is_dir() else ' (no such directory yet: nothing has run)'}"]
+    foreign = foreign_records(g, base) + len(other)
+    if foreign:
+        head.append(f"note: {foreign} records under {base} are runs of another grid (not counted here); "
+                    "name their grid file with --grid")
     recs = {rid: rec for rid, rec in found.items() if rid in wanted}
     last_job = {rid: (rec.get("jobs") or [{}])[-1] for rid, rec in recs.items()}
     in_flight = [rid for rid, rec in recs.items() if rec["status"] in ("running", "requeued")]
@@ -84,7 +112,7 @@ def render(grid_path: str, runs_dir: Optional[str] = None, study: Optional[str] 
     states = {rid: rec["status"] for rid, rec in recs.items()}
     states.update({rid: "corrupt" for rid in corrupt if rid in wanted})
     states.update({rid: "lost" for rid in in_flight if job_alive(last_job[rid], queue) is False})
-    lines = [table(g, states, study).to_string(index=False)]
+    lines = [*head, table(g, states, study).to_string(index=False)]
     for rid, rec in recs.items():
         job = last_job[rid]
         if rid in in_flight:
