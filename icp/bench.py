@@ -23,6 +23,7 @@ not extra samples, see ``Trainer.train_step``); ``ratio`` compares step times at
 from __future__ import annotations
 
 import dataclasses
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -124,7 +125,9 @@ def run(models: Sequence[str], methods: Sequence[str], device: str, batch_size: 
         if skipped:
             print(f"  {model}: skipping {', '.join(skipped)} (they do not train {kind} models)", flush=True)
         for_model = [baseline] + [m for m in asked if m not in skipped]
-        for method in for_model:
+        for i, method in enumerate(for_model):
+            print(f"  {model}: setting up {method} ({i + 1}/{len(for_model)}) and {warmup} warm-up steps", file=sys.stderr,
+                  flush=True)
             sets = [f"model.name={model}", f"train.device={device}",
                     f"train.batch_size={batch_size}", "train.epochs=1", "train.progress=false",
                     "data.train_subset=8192", "data.test_subset=1000", *overrides, *parse_variant(method)[1]]
@@ -137,7 +140,9 @@ def run(models: Sequence[str], methods: Sequence[str], device: str, batch_size: 
                 timed[method] = _Timed(config.resolve({}, sets), splits)
             timed[method].steps(warmup)
         per_image = {m: [] for m in for_model}
-        for _ in range(rounds):
+        for r in range(rounds):
+            print(f"  {model}: timing round {r + 1}/{rounds} ({len(for_model)} methods x {steps} steps)",
+                  file=sys.stderr, flush=True)
             for method in for_model:
                 seen, seconds = timed[method].steps(steps)
                 per_image[method].append((seconds / steps, seen / seconds))

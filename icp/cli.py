@@ -172,11 +172,12 @@ def _methods(args) -> int:
 
 
 def _models(args) -> int:
-    from icp.models import build_model, list_models
+    from icp.models import GENERATIVE, build_model, list_models
 
     for name in list_models():
         n = sum(p.numel() for p in build_model(name, 10, 3).parameters())
-        print(f"{name:18s} {n / 1e6:6.2f}M params (10 classes)")
+        what = "generative, no classes: trained with its own objective" if name in GENERATIVE else "classifier, 10 classes"
+        print(f"{name:18s} {n / 1e6:6.2f}M params ({what})")
     return 0
 
 
@@ -268,7 +269,8 @@ def parser() -> argparse.ArgumentParser:
     dp.add_argument("--root", default="data")
     dp.add_argument("--download", action="store_true", help="download if not found (needs internet)")
     dp.set_defaults(func=_prepare)
-    b = sub.add_parser("bench", help="training images/s per method and model, and step-time ratio to the baseline (ce; vae for the VAE)")
+    b = sub.add_parser("bench", help="training images/s per method and model, and step-time ratio to the baseline (ce; vae for the VAE)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     b.add_argument("--models", nargs="+", default=["resnet20"])
     b.add_argument("--methods", nargs="+", default=None, help="default: every registered method")

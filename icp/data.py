@@ -64,9 +64,10 @@ INFO = {
 class ImageArrays:
     images: np.ndarray  # uint8 (N, H, W, C)
     labels: np.ndarray  # int64 (N,)
+    source: str = ""  # the folder the files were read from (the run record says it: data.root may fall back)
 
     def take(self, idx: np.ndarray) -> "ImageArrays":
-        return ImageArrays(self.images[idx], self.labels[idx])
+        return ImageArrays(self.images[idx], self.labels[idx], self.source)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -124,7 +125,7 @@ def _load_fashion_mnist(root: Path, train: bool, download: bool) -> ImageArrays:
     img_name, lbl_name = FASHION_MNIST_FILES[train]
     images = _read_idx(_idx_path(folder, img_name))[..., None]  # (N, 28, 28, 1)
     labels = _read_idx(_idx_path(folder, lbl_name)).astype(np.int64)
-    return ImageArrays(np.ascontiguousarray(images), labels)
+    return ImageArrays(np.ascontiguousarray(images), labels, str(folder))
 
 
 def _load_cifar(name: str, root: Path, train: bool, download: bool) -> ImageArrays:
@@ -136,7 +137,7 @@ def _load_cifar(name: str, root: Path, train: bool, download: bool) -> ImageArra
     except RuntimeError as exc:
         raise DataError(f"{name} not found under {root} ({str(exc).splitlines()[0]}): run `icp data prepare "
                         f"--dataset {name} --root {root} --download` on a machine with internet") from None
-    return ImageArrays(np.ascontiguousarray(ds.data), np.asarray(ds.targets, dtype=np.int64))
+    return ImageArrays(np.ascontiguousarray(ds.data), np.asarray(ds.targets, dtype=np.int64), str(root))
 
 
 def _load_imagefolder(root: Path, train: bool, image_size: int) -> tuple[ImageArrays, tuple[str, ...]]:
@@ -153,7 +154,7 @@ def _load_imagefolder(root: Path, train: bool, image_size: int) -> tuple[ImageAr
     for i, (path, _) in enumerate(files):
         with Image.open(path) as im:
             images[i] = np.asarray(im.convert("RGB").resize((image_size, image_size), Image.BILINEAR))
-    return ImageArrays(images, np.array([c for _, c in files], dtype=np.int64)), classes
+    return ImageArrays(images, np.array([c for _, c in files], dtype=np.int64), str(split)), classes
 
 
 CUB_URL = "https://data.caltech.edu/records/65de6-vzc33 (CUB_200_2011.tgz)"
@@ -287,8 +288,9 @@ def build_splits(cfg) -> Splits:
     kind_args = {"noisy": {"noise_type": sc.noise_type, "noise_rate": sc.noise_rate},
                  "fewshot": {"shots": sc.shots}}.get(sc.kind, {})
     res = scenarios.apply_scenario(pool.labels, info.num_classes, sc.kind, seed, dataset=d.dataset, **kind_args)
-    train = ImageArrays(pool.images[res.indices], res.labels.astype(np.int64))
+    train = ImageArrays(pool.images[res.indices], res.labels.astype(np.int64), pool.source)
     if d.test_subset is not None and d.test_subset < len(test):
         test = test.take(scenarios.stratified_subset(test.labels, d.test_subset, seed))
-    summary.update(res.summary, seed=seed, val_size=len(val) if val is not None else 0, test_size=len(test))
+    summary.update(res.summary, seed=seed, val_size=len(val) if val is not None else 0, test_size=len(test),
+                   data_source=pool.source or str(d.root))
     return Splits(info, train, res.clean_labels.astype(np.int64), test, val, summary)

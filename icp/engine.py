@@ -107,8 +107,11 @@ class Trainer:
         if ckpt is None:
             return None
         if ckpt["config_digest"] != self.cfg.digest():
-            raise ConfigError(f"{self.run_dir} holds a run of another config (digest {ckpt['config_digest']} "
-                              f"!= {self.cfg.digest()}); use a new --out directory")
+            diff = _differences(ckpt.get("config") or {}, self.cfg.to_dict())
+            shown = ", ".join(f"{k}: {a!r} there, {b!r} here" for k, a, b in diff[:4]) + (
+                f" and {len(diff) - 4} more" if len(diff) > 4 else "")
+            raise ConfigError(f"{self.run_dir} holds a run of another config ({shown or 'digest differs'}); "
+                              "use a new --out directory")
         return ckpt
 
     def setup(self, splits: Optional[data.Splits] = None) -> None:
@@ -286,7 +289,10 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         try:
             with runlock.hold(self.run_dir, lock_wait_s):
-                return self._run(max_epochs)
+                record = self._run(max_epochs)
+            if record["status"] in records.TERMINAL:  # a final run is never trained again: no lock to keep
+                (self.run_dir / runlock.LOCK_NAME).unlink(missing_ok=True)
+            return record
         finally:
             if created and [p.name for p in self.run_dir.iterdir()] == [runlock.LOCK_NAME]:
                 shutil.rmtree(self.run_dir, ignore_errors=True)
@@ -381,6 +387,9 @@ class Trainer:
                 if evaluated:
                     name, value = headline(entry["test"])
                     bar.set_postfix({f"test_{name}": f"{value:.4f}", "loss": f"{entry['train']['loss']:.3f}"})
+                if bar.disable and tr.progress is None:  # no terminal (a job's log, a pipe): one line per epoch
+                    print(_epoch_line(record, entry, tr.epochs, time.perf_counter() - attempt_start,
+                                      epoch + 1 - start_epoch), file=sys.stderr, flush=True)
         except Diverged as exc:
             record["status"], record["error"] = "diverged", f"Diverged: {exc}"
             save(record)
@@ -397,6 +406,35 @@ class Trainer:
             save(record)
             raise
         return record
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(dotted key, value in a, value in b) for every leaf where two config trees differ."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += _differences(x, y, f"{prefix}{key}.")
+        elif x != y:
+            out.append((f"{prefix}{key}", x, y))
+    return out
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _epoch_line(record: dict, entry: dict, total: int, elapsed: float, done_here: int) -> str:
+    """The line an epoch prints where no progress bar is shown: epoch of total, training loss, the test headline
+    metric (when evaluated), images/s, time since this attempt started and the estimated time to the end."""
+    test = ""
+    if entry.get("test"):
+        name, value = headline(entry["test"])
+        test = f"  test {name} {value:.2f}" if name == "elbo" else f"  test {name} {100 * value:.2f}%"
+    eta = elapsed / done_here * (total - entry["epoch"])
+    return (f"{record['run_id']}  epoch {entry['epoch']}/{total}  loss {entry['train']['loss']:.4f}{test}  "
+            f"{entry.get('images_per_s') or 0:.0f} img/s  elapsed {_clock(elapsed)}  eta {_clock(eta)}")
 
 
 def _as_saved(record: dict) -> dict:

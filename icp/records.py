@@ -25,7 +25,9 @@ Written atomically at the start of a run, after every epoch, and at the end. Sch
     model           model name; model_params: number of parameters of the evaluated classifier
     dataset         dataset name
     scenario        {"kind", "noise_type", "noise_rate", "noise_rate_measured", "noisy_count", "shots",
-                     "train_size", "val_size", "test_size", "pool_size", "seed", "class_counts", ...}
+                     "train_size", "val_size", "test_size", "pool_size", "seed", "class_counts", "data_source"
+                     (the folder the dataset was read from: Fashion-MNIST falls back from data.root to Debian's
+                     copy), ...}
     seed            training seed (train.seed)
     config          the full resolved config (every key, defaults included); config_digest: its hash
     code            {"version": package version, "git_commit": sha or null, "git_dirty": bool or null}

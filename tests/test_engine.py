@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from icp import checkpoint, config, engine, records
+from icp import checkpoint, config, data, engine, records
 from icp.config import ConfigError
 from icp.metrics import CLASSIFICATION
 
@@ -109,7 +109,7 @@ def test_completed_run_is_not_trained_again(tiny_cfg, tmp_path):
 
 def test_other_config_in_run_dir_is_refused(tiny_cfg, tmp_path):
     engine.Trainer(tiny_cfg("train.epochs=1"), tmp_path / "run").run()
-    with pytest.raises(ConfigError, match="holds a run of another config"):
+    with pytest.raises(ConfigError, match=r"holds a run of another config \(train.seed: 0 there, 9 here\)"):
         engine.Trainer(tiny_cfg("train.epochs=1", "train.seed=9"), tmp_path / "run").run()
 
 
@@ -157,6 +157,19 @@ def test_a_full_disk_names_the_path_and_the_record_never_runs_ahead_of_its_check
     assert rec["last"]["epoch"] == 1 and rec["wall_time_s"] > 0
     resumed = engine.Trainer(cfg, tmp_path / "run").run()
     assert resumed["status"] == "complete" and [e["epoch"] for e in resumed["epochs"]] == [1, 2, 3]
+
+
+def test_the_record_names_the_folder_the_data_was_read_from(tiny_cfg, tmp_path, fmnist_root):
+    # the tests' data root holds no copy: Fashion-MNIST is read from Debian's package, and the record says so
+    rec = engine.Trainer(tiny_cfg("train.epochs=1"), tmp_path / "run").run(max_epochs=1)
+    assert rec["config"]["data"]["root"] == str(fmnist_root)
+    assert rec["scenario"]["data_source"] == str(data._find_fashion_mnist(fmnist_root)) != str(fmnist_root)
+    own = tmp_path / "root" / "FashionMNIST" / "raw"  # a root with its own copy is read from there
+    own.parent.mkdir(parents=True)
+    own.symlink_to(data._find_fashion_mnist(fmnist_root))
+    rec = engine.Trainer(tiny_cfg("train.epochs=1", f"data.root={tmp_path / 'root'}"), tmp_path / "r2").run(
+        max_epochs=1)
+    assert rec["scenario"]["data_source"] == str(own)
 
 
 def test_bad_config_or_missing_data_writes_nothing(tiny_cfg, tmp_path):
