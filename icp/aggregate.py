@@ -197,41 +197,76 @@ def epochs_frame(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def metrics_tree(all_cells: pd.DataFrame, runs: pd.DataFrame) -> dict:
-    """The DVC metric: ``{study: {"dataset/model/scenario": {variant: {top1, top1_std, n, ...}}}}`` plus run counts."""
+    """The DVC metric (``dvc metrics show``): what a person compares, ``{study: {"dataset/model/scenario":
+    {variant: leaf}}}`` and the run counts per status (``runs``). A leaf is the condition's headline metric at the
+    last epoch (the metric of :data:`BASELINE`'s comparison: test top-1 for a classifier, SSIM for the VAE) as
+    ``<metric>_mean``, ``<metric>_std`` over seeds and ``n``; a variant compared with its baseline adds
+    ``<metric>_delta_vs_<baseline>`` (mean paired difference) and the paired t-test's ``p_value`` (none below two
+    pairs or when every difference is zero; ``constant_differences: true`` instead of a p of 0 where every seed
+    differs alike). Intervals, Holm, other metrics and cost are in the study tables. Where one condition and
+    variant hold runs of several configs, each is its own ``variant @config_key``."""
     tree: dict = {"runs": {s: int(n) for s, n in runs.status.value_counts().items()}}
     for study in sorted({s for v in runs.studies.fillna("") for s in v.split(";") if s}):
         keys = study_runs(runs, study)[[*CONDITION, "variant"]].drop_duplicates()
-        for _, c in all_cells.merge(keys, on=[*CONDITION, "variant"]).iterrows():
+        study_cells = all_cells.merge(keys, on=[*CONDITION, "variant"])
+        several = study_cells.groupby([*CONDITION, "variant"], dropna=False).variant.transform("size") > 1
+        for (_, c), split in zip(study_cells.iterrows(), several):
+            metric, baseline = c.delta_of, c.baseline
             leaf = {"n": int(c.n)}
-            for k in ("top1_mean", "top1_std", "best_top1_mean", "macro_f1_mean", "ece_mean", "ssim_mean",
-                      "ssim_std", "fid_recon_mean", "fid_prior_mean", "elbo_mean", "delta", "ci_low", "ci_high",
-                      "p_value", "p_holm", "images_per_s"):
-                if c[k] == c[k]:
-                    leaf[k.removesuffix("_mean")] = round(float(c[k]), 6)
-            if abs(c.t_stat) == math.inf:  # every seed differs alike: a p of 0 would claim what no test showed
-                leaf.pop("p_value", None), leaf.pop("p_holm", None)
-                leaf["constant_differences"] = True
-            tree.setdefault(study, {}).setdefault("/".join(str(c[k]) for k in CONDITION), {})[c.variant] = leaf
+            for key, value in ((f"{metric}_mean", c[f"{metric}_mean"]), (f"{metric}_std", c[f"{metric}_std"])):
+                if value == value:
+                    leaf[key] = round(float(value), 6)
+            if c.variant != baseline and c.delta == c.delta:
+                leaf[f"{metric}_delta_vs_{baseline}"] = round(float(c.delta), 6)
+                if abs(c.t_stat) == math.inf:  # every seed differs alike: a p of 0 would claim what no test showed
+                    leaf["constant_differences"] = True
+                elif c.p_value == c.p_value:
+                    leaf["p_value"] = round(float(c.p_value), 6)
+            variant = f"{c.variant} @{c.config_key}" if split else c.variant
+            tree.setdefault(study, {}).setdefault("/".join(str(c[k]) for k in CONDITION), {})[variant] = leaf
     return tree
 
 
 def curves(epochs: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Learning curves for DVC's plots: per condition and variant (file name ``dataset_model_scenario_variant``),
-    test top-1 per epoch, mean and std over the complete runs, with n."""
+    """Learning curves for DVC's plots: one file per condition, ``<metric>/<dataset>_<model>_<scenario>``, where
+    ``metric`` is the condition's headline (:data:`BASELINE`: test top-1 for classifiers, SSIM for the VAE); in
+    long format, one row per variant and epoch: ``epoch, variant, <metric>_mean, <metric>_std, n`` (mean and std
+    over the complete runs that have the metric at that epoch, and their number). dvc.yaml draws each file as one
+    plot with a line per variant (template ``.dvc/plots/variants.json``)."""
     out = {}
     if epochs.empty:  # no run has a readable record yet
         return out
     done = epochs[epochs.status == "complete"]
-    for key, g in done.groupby([*CONDITION, "variant"], sort=False):
-        name = "_".join(str(k) for k in key).replace("/", "-")
-        out[name] = g.groupby("epoch").agg(test_top1=("test_top1", "mean"), test_top1_std=("test_top1", "std"),
-                                           n=("seed", "nunique")).reset_index()
+    for key, g in done.groupby(list(CONDITION), sort=False):
+        metric = headline_of(str(key[1]))
+        column = f"test_{metric}"
+        g = g.dropna(subset=[column]) if column in g else g.iloc[:0]
+        if g.empty:
+            continue
+        order = {v: i for i, v in enumerate(dict.fromkeys(g.variant))}  # the grid's order of variants
+        frame = (g.groupby(["variant", "epoch"])[column].agg(["mean", "std", "count"]).reset_index()
+                 .rename(columns={"mean": f"{metric}_mean", "std": f"{metric}_std", "count": "n"}))
+        frame = frame.sort_values(["variant", "epoch"], key=lambda s: s.map(order) if s.name == "variant" else s)
+        columns = ["epoch", "variant", f"{metric}_mean", f"{metric}_std", "n"]
+        out[curve_name(*map(str, key))] = frame[columns].round(6).reset_index(drop=True)
     return out
 
 
+def headline_of(model: str) -> str:
+    """The metric a condition is compared on (:data:`BASELINE`): ``top1`` for a classifier, ``ssim`` for the VAE."""
+    return BASELINE[kind_of(model)][1]
+
+
+def curve_name(dataset: str, model: str, scenario: str) -> str:
+    """The learning-curve file of a condition under ``curves/`` (without ``.csv``):
+    ``<metric>/<dataset>_<model>_<scenario>``, the names dvc.yaml's plots list."""
+    return f"{headline_of(model)}/" + "_".join((dataset, model, scenario)).replace("/", "-")
+
+
 def summarize(grid, out_dir: str | Path, runs_dir: Optional[str] = None) -> dict[str, Path]:
-    """``summary.csv`` (one row per grid run), ``epochs.csv``, ``metrics.json`` (DVC's metric) and ``curves/``
-    (DVC's plots) under ``out_dir``."""
+    """``summary.csv`` (one row per grid run), ``epochs.csv``, ``metrics.json`` (DVC's metric,
+    :func:`metrics_tree`) and ``curves/<metric>/<condition>.csv`` (DVC's plots, :func:`curves`) under
+    ``out_dir``."""
     import shutil
 
     out_dir = Path(out_dir)

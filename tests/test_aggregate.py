@@ -130,7 +130,12 @@ def test_latex_tables_compile(sweep, tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:]
 
 
-def test_generative_study_tables_compare_ssim_with_vae(tmp_path):
+SSIM = {"vae": [0.50, 0.52, 0.54], "icp-adam": [0.53, 0.54, 0.58]}
+
+
+def generative_sweep(tmp_path):
+    """The generative study (vae, icp-adam on the VAE, and the ce ResNet-20 that FID's features come from), three
+    seeds: a VAE run's SSIM is :data:`SSIM` at its last epoch (2) and 0.1 lower at epoch 1; ce's top-1 0.8."""
     spec = {"runs_dir": str(tmp_path / "runs"), "seeds": [0, 1, 2],
             "recipes": {"fashion-mnist/vae": "config/recipes/vae-fmnist.yaml",
                         "fashion-mnist/resnet20": "config/recipes/fmnist-resnet20.yaml"},
@@ -138,16 +143,21 @@ def test_generative_study_tables_compare_ssim_with_vae(tmp_path):
                                         "methods": ["vae", "icp-adam"]}]}}
     g = grid.expand(spec, check_recipes=False)
     assert len(g.runs) == 7  # + the ce ResNet-20 run whose features FID uses
-    ssim = {"vae": [0.50, 0.52, 0.54], "icp-adam": [0.53, 0.54, 0.58]}
     for run in g.runs.values():
         rec = record(run, 0.8 if run.method == "ce" else None)
         if run.model == "vae":
-            s = ssim[run.method][run.seed]
+            s = SSIM[run.method][run.seed]
             rec["last"] = {"epoch": 2, "test": {"ssim": s, "fid_recon": 10 * (1 - s), "fid_prior": 50.0,
                                                 "elbo": -100 * (1 - s), "recon": 80.0, "kl": 20.0}}
-            rec["epochs"] = [{"epoch": 2, "test": rec["last"]["test"]}]
+            rec["epochs"] = [{"epoch": 1, "test": {**rec["last"]["test"], "ssim": s - 0.1}},
+                             {"epoch": 2, "test": rec["last"]["test"]}]
         (tmp_path / "runs" / run.run_id).mkdir(parents=True)
         (tmp_path / "runs" / run.run_id / "record.json").write_text(json.dumps(rec))
+    return g
+
+
+def test_generative_study_tables_compare_ssim_with_vae(tmp_path):
+    g = generative_sweep(tmp_path)
     runs = aggregate.runs_frame(g)
     cells = aggregate.cells(runs).set_index("variant")
     assert cells.loc["icp-adam", "delta"] == pytest.approx(0.03) and cells.loc["icp-adam", "delta_of"] == "ssim"
@@ -299,6 +309,10 @@ def test_a_run_of_other_settings_in_a_grid_cell_gets_its_own_row(sweep, tmp_path
     table = _section(md.read_text(), "Test top-1 (%) at the last epoch")
     assert f"| ls @{ls.loc[2, 'config_key']} | 83.50 ± 0.71 (2) |" in table
     assert f"| ls @{ls.loc[1, 'config_key']} | 88.00 (1) |" in table
+    metric = aggregate.metrics_tree(cells, runs)["main"]["fashion-mnist/resnet20/clean"]  # each config its own leaf
+    assert metric[f"ls @{ls.loc[2, 'config_key']}"]["top1_mean"] == pytest.approx(0.835) and "ls" not in metric
+    assert metric[f"ls @{ls.loc[1, 'config_key']}"] == {"n": 1, "top1_mean": pytest.approx(0.88),
+                                                     "top1_delta_vs_ce": pytest.approx(0.04)}  # one pair: no p
 
 
 def test_dvc_metric_names_constant_differences_instead_of_a_p_of_zero(tmp_path):
@@ -306,8 +320,63 @@ def test_dvc_metric_names_constant_differences_instead_of_a_p_of_zero(tmp_path):
     write_records(g, lambda run: record(run, 0.80 + 0.01 * run.seed + (0.03 if run.method == "ls" else 0.0)))
     runs = aggregate.runs_frame(g)
     leaf = aggregate.metrics_tree(aggregate.cells(runs), runs)["main"]["fashion-mnist/resnet20/clean"]["ls"]
-    assert leaf["delta"] == pytest.approx(0.03) and leaf["constant_differences"] is True
-    assert "p_value" not in leaf and "p_holm" not in leaf
+    assert leaf["top1_delta_vs_ce"] == pytest.approx(0.03) and leaf["constant_differences"] is True
+    assert "p_value" not in leaf
+
+
+def test_dvc_metric_holds_the_headline_mean_std_n_and_difference_to_the_baseline(sweep):
+    """metrics.json (`dvc metrics show`): per study, condition and variant top-1 mean, std, n, and for the
+    variants the mean paired difference to ce with its p-value; nothing else but the run counts."""
+    runs = aggregate.runs_frame(sweep)
+    tree = aggregate.metrics_tree(aggregate.cells(runs), runs)
+    assert set(tree) == {"runs", "main"}
+    assert tree["runs"] == {"complete": 9, "failed": 1, "diverged": 1, "missing": 1}
+    cell = tree["main"]["fashion-mnist/resnet20/clean"]
+    assert cell["ce"] == {"n": 3, "top1_mean": pytest.approx(0.82), "top1_std": pytest.approx(0.02)}
+    t = 3 * math.sqrt(3)  # ls - ce: 0.03, 0.02, 0.04 (as in test_cells_give_exact_means_stds_and_paired_p_values)
+    rounded = lambda v: pytest.approx(v, abs=1e-6)  # noqa: E731  (the metric keeps 6 digits)
+    assert cell["ls"] == {"n": 3, "top1_mean": rounded(0.85), "top1_std": rounded(math.sqrt(7e-4)),
+                          "top1_delta_vs_ce": rounded(0.03), "p_value": rounded(1 - t / math.sqrt(2 + t * t))}
+    assert set(cell["pskd"]) == {"n", "top1_mean", "top1_std", "top1_delta_vs_ce", "p_value"}
+    assert cell["pskd"]["top1_delta_vs_ce"] == pytest.approx((0.01 - 0.02 + 0.02) / 3, abs=1e-6)
+    assert cell["tfkd"] == {"n": 0}  # failed, diverged and missing: nothing to average
+
+
+def test_dvc_metric_and_curves_of_the_vae_are_its_ssim(tmp_path):
+    g = generative_sweep(tmp_path)
+    paths = aggregate.summarize(g, tmp_path / "out")
+    tree = json.loads(paths["metrics"].read_text())
+    vae = tree["generative"]["fashion-mnist/vae/clean"]
+    assert vae["vae"] == {"n": 3, "ssim_mean": pytest.approx(0.52), "ssim_std": pytest.approx(0.02)}
+    t = 3 * math.sqrt(3)  # icp-adam - vae: 0.03, 0.02, 0.04
+    assert vae["icp-adam"]["ssim_delta_vs_vae"] == pytest.approx(0.03)
+    assert vae["icp-adam"]["p_value"] == pytest.approx(1 - t / math.sqrt(2 + t * t), abs=1e-6)
+    # FID's feature network: one ce run (seed 0), its top-1
+    assert tree["generative"]["fashion-mnist/resnet20/clean"]["ce"] == {"n": 1, "top1_mean": pytest.approx(0.8)}
+    files = sorted(str(f.relative_to(paths["curves"])) for f in paths["curves"].rglob("*.csv"))
+    assert files == ["ssim/fashion-mnist_vae_clean.csv", "top1/fashion-mnist_resnet20_clean.csv"]
+    import pandas as pd
+
+    ssim = pd.read_csv(paths["curves"] / "ssim/fashion-mnist_vae_clean.csv")
+    assert list(ssim.columns) == ["epoch", "variant", "ssim_mean", "ssim_std", "n"]
+    assert list(zip(ssim.variant, ssim.epoch)) == [("vae", 1), ("vae", 2), ("icp-adam", 1), ("icp-adam", 2)]
+    assert ssim.ssim_mean.tolist() == pytest.approx([0.42, 0.52, 0.45, 0.55])
+    assert ssim.ssim_std.tolist() == pytest.approx([0.02, 0.02, math.sqrt(7e-4), math.sqrt(7e-4)], abs=1e-6)
+    assert ssim.n.tolist() == [3, 3, 3, 3]
+
+
+def test_curves_are_one_file_per_condition_with_a_line_per_variant(sweep):
+    """DVC's plots: one long-format file per condition, each variant's test top-1 per epoch (mean, std and n over
+    its complete runs); a variant without a complete run has no line."""
+    curves = aggregate.curves(aggregate.epochs_frame(aggregate.runs_frame(sweep)))
+    assert list(curves) == ["top1/fashion-mnist_resnet20_clean"]
+    frame = curves["top1/fashion-mnist_resnet20_clean"]
+    assert list(frame.columns) == ["epoch", "variant", "top1_mean", "top1_std", "n"]
+    assert list(zip(frame.variant, frame.epoch)) == [(v, e) for v in ("ce", "ls", "pskd") for e in (1, 2)]
+    ce = frame[frame.variant == "ce"]
+    assert ce.top1_mean.tolist() == pytest.approx([0.72, 0.82]) and ce.top1_std.tolist() == pytest.approx([0.02] * 2)
+    assert frame[frame.variant == "ls"].top1_mean.tolist() == pytest.approx([0.75, 0.85])
+    assert frame.n.tolist() == [3] * 6
 
 
 def test_a_lone_cell_is_not_bold(tmp_path):

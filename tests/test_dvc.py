@@ -67,10 +67,23 @@ def test_laptop_dvc_repro_metrics_plots_params_and_push_pull(repo):
     main = tree["main"]["fashion-mnist/resnet20/clean"]
     assert set(main) == {"ce", "ls", "icp-adam", "icp+steps=0", "ce+budget=icp-adam"}  # with ICP's two controls
     assert all(v["n"] == 1 for v in main.values())
-    assert 0 <= main["ce"]["top1"] <= 1 and tree["runs"] == {"complete": n_runs}
-    assert set(tree["generative"]["fashion-mnist/vae/clean"]) == {"vae", "icp-adam"}
+    assert 0 <= main["ce"]["top1_mean"] <= 1 and tree["runs"] == {"complete": n_runs}
+    assert "top1_delta_vs_ce" in main["ls"] and "top1_delta_vs_ce" not in main["ce"]  # one seed: a delta, no p
+    vae = tree["generative"]["fashion-mnist/vae/clean"]
+    assert set(vae) == {"vae", "icp-adam"} and 0 <= vae["vae"]["ssim_mean"] <= 1
+    assert "ssim_delta_vs_vae" in vae["icp-adam"] and "top1_mean" not in vae["icp-adam"]
+    # one plot per condition, one line per variant; the VAE's plots its SSIM
     plots = json.loads(sh(["dvc", "plots", "show", "--json"], repo).stdout)["data"]
-    assert "results/laptop/curves/fashion-mnist_resnet20_clean_icp-adam.csv" in plots
+    curves = "results/laptop/curves/"
+    assert set(plots) == {f"{curves}{name}.csv" for name in ("top1/fashion-mnist_resnet20_clean",
+                                                              "top1/fashion-mnist_resnet20_sym0.4",
+                                                              "ssim/fashion-mnist_vae_clean")}
+    for name, y, variants in (("top1/fashion-mnist_resnet20_clean", "top1_mean", set(main)),
+                              ("ssim/fashion-mnist_vae_clean", "ssim_mean", set(vae))):
+        (plot,) = plots[f"{curves}{name}.csv"]
+        assert plot["content"]["encoding"]["color"]["field"] == "variant"
+        values = plot["content"]["data"]["values"]
+        assert {v["variant"] for v in values} == variants and all(0 <= float(v[y]) <= 1 for v in values)
     for name in ("learning_curves", "noise", "perturbation"):
         assert (repo / "figures/laptop" / f"{name}.png").stat().st_size > 10_000
     again = sh(["dvc", "repro"], repo)
@@ -160,6 +173,26 @@ def test_the_train_stage_depends_on_every_module_training_imports():
     missing = [f for f in sorted(used) if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps)]
     assert not missing, f"add to dvc.yaml's train deps: {missing}"
     assert "icp/engine.py" in used and "icp/methods/icp.py" in used  # the probe saw the training code
+
+
+def test_every_plot_is_a_curve_file_of_the_laptop_grid_drawn_one_line_per_variant(monkeypatch):
+    """dvc.yaml's top-level plots: one per condition of config/laptop.yaml, each the file `icp summarize` writes
+    for it (icp.aggregate.curve_name) with y its headline metric (top-1; SSIM for the VAE), drawn by the template
+    that colours by the file's variant column; a condition added to the grid without its plot fails here."""
+    from icp import aggregate, grid
+
+    monkeypatch.chdir(REPO)
+    g = grid.expand(grid.load("config/laptop.yaml", apply_params=False), "config/laptop.yaml", check_recipes=False)
+    conditions = {(r.dataset, r.model, r.scenario) for r in g.runs.values()}
+    expected = {f"results/laptop/curves/{aggregate.curve_name(*c)}.csv": f"{aggregate.headline_of(c[1])}_mean"
+                for c in conditions}
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    plots = {k: v for p in spec["plots"] for k, v in p.items()}
+    assert {k: v["y"] for k, v in plots.items()} == expected
+    assert all(v["x"] == "epoch" and v["template"] == "variants" for v in plots.values())
+    assert "results/laptop/curves" in [next(iter(o)) for o in spec["stages"]["summarize"]["outs"]]
+    template = json.loads((REPO / ".dvc/plots/variants.json").read_text())
+    assert template["encoding"]["color"]["field"] == "variant" and "<DVC_METRIC_DATA>" in json.dumps(template)
 
 
 def test_every_tracked_result_and_figure_is_a_dvc_output_or_a_committed_reference():
