@@ -25,8 +25,9 @@ aggregation rules and the DVC laptop pipeline all call it.
   ``hours``, ``gpu_hours`` and ``attempts`` summed over every run with a record, failed, diverged or requeued
   alike (lost work was spent); ``teacher_hours``/``teacher_gpu_hours``: the hours of the runs whose directory is
   the ``teacher`` of one of the cell's runs (AI-KD's ce teachers).
-* :func:`write_tables`: ``<study>.csv`` (the cells, machine-readable), ``<study>.md`` and ``<study>.tex`` (booktabs):
-  test top-1 at the last epoch (the headline), at the best epoch (labelled with what selected it), macro-F1, ECE,
+* :func:`write_tables`: ``<study>.csv`` (the cells, machine-readable), ``<study>.md``, ``<study>.tex`` (booktabs)
+  and ``<study>.html`` (the ``.md`` as a self-contained page, which the Snakemake report shows): test top-1 at the
+  last epoch (the headline), at the best epoch (labelled with what selected it), macro-F1, ECE,
   the difference to ``ce`` (``+3.00 [+0.52, +5.48] (3, p=0.035, Holm p=0.070)``; ``p < 0.001`` below a thousandth,
   ``t = ∞`` for constant differences), and a cost table (images/s over the study's complete runs and its ratio to
   ``ce``, GPU-, device- and teacher GPU-hours and attempts over every attempt). A cell reads ``mean ± std (n)``,
@@ -36,8 +37,10 @@ aggregation rules and the DVC laptop pipeline all call it.
 """
 from __future__ import annotations
 
+import html
 import json
 import math
+import re
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -658,29 +661,59 @@ def not_in_table(runs: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _html_text(text: str) -> str:
+    """A line of the markdown tables as HTML: escaped, with their ``**bold**`` and ```code``` marks."""
+    text = html.escape(text, quote=False)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+
+
+def _html_table(table: pd.DataFrame) -> str:
+    head = "".join(f"<th>{_html_text(str(c))}</th>" for c in ["variant", *table.columns])
+    rows = ["<tr>" + "".join(f"<td>{_html_text(str(v))}</td>" for v in [variant, *row.values]) + "</tr>"
+            for variant, row in table.iterrows()]
+    return "\n".join(["<table>", f"<thead><tr>{head}</tr></thead>", "<tbody>", *rows, "</tbody>", "</table>"])
+
+
+HTML_STYLE = ("body{font-family:sans-serif;font-size:14px;margin:1em;max-width:80em}"
+              "h1{font-size:1.4em}h2{font-size:1.05em;margin-top:1.6em}"
+              "table{border-collapse:collapse}th,td{padding:3px 10px;border-bottom:1px solid #ddd;text-align:right}"
+              "th:first-child,td:first-child{text-align:left}thead th{border-bottom:2px solid #444}")
+
+
 def write_tables(study: str, runs: pd.DataFrame, all_cells: pd.DataFrame, out_dir: str | Path) -> list[Path]:
-    """``<study>.csv``, ``.md`` and ``.tex`` for the runs of one study (``runs``: its rows of :func:`runs_frame`)."""
+    """``<study>.csv``, ``.md``, ``.tex`` and ``.html`` for the runs of one study (``runs``: its rows of
+    :func:`runs_frame`); the ``.html`` holds what the ``.md`` does, as a page of its own (no scripts, no links)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     keys = runs[[*CONDITION, "variant"]].drop_duplicates()
     study_cells = all_cells.merge(keys, on=[*CONDITION, "variant"])
-    paths = [out_dir / f"{study}.{ext}" for ext in ("csv", "md", "tex")]
+    paths = [out_dir / f"{study}.{ext}" for ext in ("csv", "md", "tex", "html")]
     _atomic_text(study_cells.to_csv(index=False), paths[0])
     missing = not_in_table(runs)
-    md = [f"# Study `{study}`", "",
-          f"{int(study_cells.n.sum())} complete runs in {len(study_cells)} cells; "
-          f"{len(missing)} runs not averaged in (listed at the end). A cell with runs left out says how many of "
-          "how many it averages, and why; bold: the one best value among the cells that average all of the study's "
-          "seeds (ties: none).", ""]
-    for title, table in study_sections(study_cells):
-        md += [f"## {title}", "", _md_table(table), ""]
+    title = f"Study `{study}`"
+    intro = (f"{int(study_cells.n.sum())} complete runs in {len(study_cells)} cells; "
+             f"{len(missing)} runs not averaged in (listed at the end). A cell with runs left out says how many of "
+             "how many it averages, and why; bold: the one best value among the cells that average all of the "
+             "study's seeds (ties: none).")
+    sections = study_sections(study_cells)
+    md = [f"# {title}", "", intro, ""]
+    page = ["<!DOCTYPE html>", '<html lang="en">', '<head><meta charset="utf-8">',
+            f"<title>{html.escape(f'Study {study}')}</title>", f"<style>{HTML_STYLE}</style></head>", "<body>",
+            f"<h1>{_html_text(title)}</h1>", f"<p>{_html_text(intro)}</p>"]
+    for heading, table in sections:
+        md += [f"## {heading}", "", _md_table(table), ""]
+        page += [f"<h2>{_html_text(heading)}</h2>", _html_table(table)]
     if missing:
         md += ["## Runs not in the tables", "", *(f"- {line}" for line in missing), ""]
+        page += ["<h2>Runs not in the tables</h2>", "<ul>", *(f"<li>{_html_text(line)}</li>" for line in missing),
+                 "</ul>"]
     _atomic_text("\n".join(md), paths[1])
     tex = [f"% Study {study}: generated by icp.aggregate from run records; needs \\usepackage{{booktabs}}", ""]
-    for title, table in study_sections(study_cells, tex=True):
-        tex.append(_tex_table(f"{study}: {title}", table))
+    for heading, table in study_sections(study_cells, tex=True):
+        tex.append(_tex_table(f"{study}: {heading}", table))
     _atomic_text("\n".join(tex), paths[2])
+    _atomic_text("\n".join([*page, "</body>", "</html>", ""]), paths[3])
     return paths
 
 

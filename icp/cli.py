@@ -246,7 +246,7 @@ def parser() -> argparse.ArgumentParser:
     su.add_argument("--out", default=None, help="output directory (default: the grid's results_dir)")
     su.add_argument("--show", type=int, default=20, help="list this many runs that are not complete")
     su.set_defaults(func=_summarize)
-    ta = sub.add_parser("tables", parents=[on_grid], help="per-study tables (csv, md, tex) from summary.csv")
+    ta = sub.add_parser("tables", parents=[on_grid], help="per-study tables (csv, md, tex, html) from summary.csv")
     ta.add_argument("--summary", default=None, help="summary.csv (default: <results_dir>/summary.csv)")
     ta.add_argument("--study", action="append", default=None, help="only this study (repeatable)")
     ta.add_argument("--out", default=None, help="output directory (default: <results_dir>/tables)")

@@ -1,31 +1,9 @@
 """The paper's figures, from the run records (through ``summary.csv`` and ``epochs.csv`` of :mod:`icp.aggregate`)
 and, for the perturbation figure, one trained checkpoint. Each is written as ``<name>.png`` and ``<name>.pdf``.
 
-=====================  ======================================================================  ===============
-name                   what it shows                                                          needs study
-=====================  ======================================================================  ===============
-``learning_curves``    test top-1 vs epoch, mean ± sd band over seeds, per variant; one       main
-                       panel per condition
-``noise``              last-epoch test top-1 vs label-noise rate per variant (clean = 0),      noisy
-                       symmetric and asymmetric as line styles; one panel per dataset/model
-``fewshot``            last-epoch test top-1 vs images per class (log axis) per variant;      fewshot
-                       one panel per dataset/model
-``steps``              test top-1 and training images/s vs ICP refinement steps K; an         steps
-                       accuracy and a cost panel per condition
-``schedule``           α_e, the task-loss weight, per epoch as recorded, one panel per        main
-                       condition; layer weights w_l per model over that model's own taps
-``input_shift``        mean |x_K − x| per epoch (how far ICP moves the input), per variant;   main
-                       one panel per condition
-``feature_distance``   per-layer MSE between clean and refined-input features, per epoch;     main
-                       one panel per condition and variant, its model's taps as lines
-``perturbation``       original, ICP-refined and i-FGSM images and their amplified            main
-                       differences (paper Fig. 1), from a trained ICP checkpoint; refined as
-                       one training-size batch, so each image's step equals training's
-``generative_curves``  test SSIM, ELBO and FID of reconstructions vs epoch per variant; a     generative
-                       row of panels per condition
-``reconstructions``    test images and each method's VAE reconstructions (lowest seed)        generative
-``samples``            prior samples of each method's VAE, the same z for all                 generative
-=====================  ======================================================================  ===============
+What each figure shows is its caption, given where it is registered (:func:`figure`) and kept in
+:data:`CAPTIONS`; the Snakemake report (``snakemake --report``) shows it under the figure, and the list at the
+end of this docstring repeats it with the study each figure needs.
 
 A *condition* is a dataset, model, scenario and number of training epochs (:data:`CONDITION`): figures never
 average across conditions. Each condition gets its own panel (one Axes), titled with it, with its own legend whose
@@ -48,6 +26,8 @@ import pandas as pd
 from icp.methods.options import ICP_FAMILY as ICP_METHODS  # ICP and its presets (ifgsm: the destructive one)
 
 FIGURES: dict[str, tuple[str, Callable]] = {}  # name -> (study it needs, function)
+# name -> what the figure shows, in reStructuredText: the one place of each caption (docstring, report)
+CAPTIONS: dict[str, str] = {}
 # what makes two runs comparable: a figure draws each combination in its own panel, never averaging across them
 CONDITION = ("dataset", "model", "scenario", "epochs")
 
@@ -63,9 +43,12 @@ def _libs():
     return plt, sns
 
 
-def figure(name: str, study: str):
+def figure(name: str, study: str, caption: str):
+    """Register a figure: ``name`` (its files' stem), the study whose runs it draws and its caption (what it
+    shows, reStructuredText, one paragraph)."""
     def register(fn):
         FIGURES[name] = (study, fn)
+        CAPTIONS[name] = " ".join(caption.split())
         return fn
     return register
 
@@ -198,7 +181,8 @@ def _curves(ep: pd.DataFrame, y: str, title: str, keys: Sequence[str] = CONDITIO
     return _grid([(_condition_name(key), draw(part)) for key, part in _by(ep, keys)], title)
 
 
-@figure("learning_curves", "main")
+@figure("learning_curves", "main",
+        "Test top-1 vs epoch, mean ± sd band over seeds, per variant; one panel per condition.")
 def learning_curves(runs, epochs, ctx):
     done = _complete(runs, "main")
     ep = epochs[epochs.run_id.isin(done.run_id)].copy()
@@ -215,7 +199,9 @@ def _rate(tag: str) -> tuple[str, float]:
     return (("symmetric" if m[1] == "sym" else "asymmetric"), float(m[2])) if m else ("clean", 0.0)
 
 
-@figure("noise", "noisy")
+@figure("noise", "noisy",
+        "Last-epoch test top-1 vs label-noise rate per variant (clean = 0), symmetric and asymmetric noise as "
+        "line styles; one panel per dataset and model.")
 def noise(runs, epochs, ctx):
     noisy = _complete(runs, "noisy")
     title = ("Study noisy: last-epoch test top-1 vs label-noise rate (mean ± sd over seeds; n = seeds per point, "
@@ -245,7 +231,8 @@ def noise(runs, epochs, ctx):
     return _grid([(_condition_name(key), draw(part)) for key, part in _by(df, keys)], title)
 
 
-@figure("fewshot", "fewshot")
+@figure("fewshot", "fewshot",
+        "Last-epoch test top-1 vs images per class (log axis) per variant; one panel per dataset and model.")
 def fewshot(runs, epochs, ctx):
     few = _complete(runs, "fewshot").copy()
     title = ("Study fewshot: last-epoch test top-1 vs training images per class (mean ± sd over seeds; "
@@ -273,7 +260,9 @@ def _option(runs: pd.DataFrame, name: str, default=None) -> pd.Series:
     return runs.method_options.map(lambda s: json.loads(s).get(name, default) if isinstance(s, str) else default)
 
 
-@figure("steps", "steps")
+@figure("steps", "steps",
+        "Test top-1 and training images/s vs the number of ICP refinement steps K; an accuracy and a cost panel "
+        "per condition.")
 def steps(runs, epochs, ctx):
     from icp.aggregate import variant_of
     from icp.grid import variant_label
@@ -326,7 +315,9 @@ def _taps(ep: pd.DataFrame) -> list[str]:
     return sorted((c.removeprefix("diag.feature_mse.") for c in cols), key=natural)
 
 
-@figure("schedule", "main")
+@figure("schedule", "main",
+        "α_e, the task-loss weight, per epoch as recorded, one panel per condition; the layer weights w_l per "
+        "model over that model's own taps.")
 def schedule(runs, epochs, ctx):
     from icp.methods.icp import layer_weights
 
@@ -364,7 +355,8 @@ def schedule(runs, epochs, ctx):
     return _grid(panels, title, ncols=ncols)
 
 
-@figure("input_shift", "main")
+@figure("input_shift", "main",
+        "How far ICP moves the input: mean ``|x_K − x|`` per epoch, per variant; one panel per condition.")
 def input_shift(runs, epochs, ctx):
     frames = [_icp_epochs(runs, epochs, s) for s in ("main", "ablations", "steps")]
     ep = pd.concat(frames).drop_duplicates(["run_id", "epoch"]) if frames else pd.DataFrame()
@@ -376,7 +368,9 @@ def input_shift(runs, epochs, ctx):
     return _curves(ep, "diag.input_shift", title, log=True, ylabel="mean |x_K − x| (normalised units, log)")
 
 
-@figure("feature_distance", "main")
+@figure("feature_distance", "main",
+        "Per-layer MSE between the features of the clean and of the refined input, per epoch; one panel per "
+        "condition and variant, its model's taps as lines.")
 def feature_distance(runs, epochs, ctx):
     ep = _icp_epochs(runs, epochs)
     cols = [c for c in ep.columns if c.startswith("diag.feature_mse.")]
@@ -433,7 +427,9 @@ def refine_as_training(model, x, y, opts, batch_size: int, n_images: int, bounds
     return xb[:n_images], yb[:n_images], icp_x[:n_images], fgsm_x[:n_images]
 
 
-@figure("perturbation", "main")
+@figure("perturbation", "main",
+        "Original, ICP-refined and i-FGSM images and their amplified differences (the paper's Fig. 1), from a "
+        "trained ICP checkpoint; refined as one training-size batch, so each image's step equals training's.")
 def perturbation(runs, epochs, ctx, n_images: int = 6):
     plt, _ = _libs()
     import dataclasses
@@ -569,7 +565,8 @@ def _vae_grid(runs, title: str, draw, n_images: int = 8, show_inputs: bool = Fal
     return fig
 
 
-@figure("generative_curves", "generative")
+@figure("generative_curves", "generative",
+        "Test SSIM, ELBO and FID of reconstructions vs epoch per variant; a row of panels per condition.")
 def generative_curves(runs, epochs, ctx):
     done = _complete_vaes(runs)
     ep = epochs[epochs.run_id.isin(done.run_id)].copy()
@@ -599,7 +596,8 @@ def generative_curves(runs, epochs, ctx):
     return _grid(panels, title, ncols=len(names), size=(4.4, 3.2))
 
 
-@figure("reconstructions", "generative")
+@figure("reconstructions", "generative",
+        "Test images and each method's VAE reconstructions (the lowest seed).")
 def reconstructions(runs, epochs, ctx, n_images: int = 8):
     def draw(dataset, run, model, x):
         return f"{run.variant} (s{run.seed})\nSSIM {100 * float(run.ssim):.1f}%", model(x).recon
@@ -608,7 +606,8 @@ def reconstructions(runs, epochs, ctx, n_images: int = 8):
                            "SSIM: the run's last-epoch test mean", draw, n_images, show_inputs=True)
 
 
-@figure("samples", "generative")
+@figure("samples", "generative",
+        "Prior samples of each method's VAE, the same z for all.")
 def samples(runs, epochs, ctx, n_images: int = 8):
     import torch
 
@@ -667,3 +666,8 @@ def make(name: str, runs: pd.DataFrame, epochs: pd.DataFrame, out_dir: str | Pat
         paths.append(path)
     plt.close(fig)
     return paths
+
+
+if __doc__:  # the catalogue, from the registrations (python -OO drops docstrings)
+    __doc__ += "\nThe figures (study they need): what each shows\n\n" + "\n".join(
+        f"* ``{name}`` ({study}): {CAPTIONS[name]}" for name, (study, _) in FIGURES.items()) + "\n"

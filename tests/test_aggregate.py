@@ -98,8 +98,8 @@ def test_cells_give_exact_means_stds_and_paired_p_values(sweep):
 
 def test_study_tables_bold_the_best_and_list_runs_not_averaged(sweep, tmp_path):
     runs = aggregate.runs_frame(sweep)
-    csv, md, tex = aggregate.write_tables("main", aggregate.study_runs(runs, "main"), aggregate.cells(runs),
-                                          tmp_path / "tables")
+    csv, md, tex, page = aggregate.write_tables("main", aggregate.study_runs(runs, "main"), aggregate.cells(runs),
+                                                tmp_path / "tables")
     text = md.read_text()
     assert "| ls | **85.00 ± 2.65 (3)** |" in text and "| ce | 82.00 ± 2.00 (3) |" in text
     assert "| ls | **+3.00 [+0.52, +5.48] (3, p=0.035, Holm p=0.070)** |" in text
@@ -110,6 +110,12 @@ def test_study_tables_bold_the_best_and_list_runs_not_averaged(sweep, tmp_path):
     assert "| ce | 1,000 | 1.00 | 1.50 | 1.50 | – | 3 | 3 |" in text and "| ls | 500 | 0.50 | 1.50 |" in text
     assert "| tfkd | – | – | 1.00 | 1.00 | – | 2 | 0 |" in text  # the failed and the diverged run cost too
     assert r"\textbf{85.00 $\pm$ 2.65 (3)}" in tex.read_text() and r"\toprule" in tex.read_text()
+    # the page the report shows: the tables of the .md, each a <table> under its heading, runs left out listed
+    doc = page.read_text()
+    assert doc.count("<table>") == text.count("\n|---") and doc.count("<h2>") == text.count("\n## ")
+    assert "<tr><td>ls</td><td><strong>85.00 ± 2.65 (3)</strong></td></tr>" in doc
+    assert "<td>ce</td><td>82.00 ± 2.00 (3)</td>" in doc and f"<li>diverged: {tfkd[2]} (Diverged: " in doc
+    assert "<h1>Study <code>main</code></h1>" in doc and "<script" not in doc and "http" not in doc
     import pandas as pd
 
     assert set(pd.read_csv(csv).variant) == {"ce", "ls", "pskd", "tfkd"}
@@ -121,7 +127,7 @@ def test_latex_tables_compile(sweep, tmp_path):
             pytest.fail("pdflatex is missing: .ci/run installs texlive-latex-recommended")
         pytest.skip("pdflatex is not installed (apt-get install texlive-latex-recommended)")
     runs = aggregate.runs_frame(sweep)
-    _, _, tex = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path)
+    _, _, tex, _ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path)
     doc = tmp_path / "doc.tex"
     doc.write_text("\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n\\input{main.tex}\n"
                    "\\end{document}\n")
@@ -163,8 +169,8 @@ def test_generative_study_tables_compare_ssim_with_vae(tmp_path):
     assert cells.loc["icp-adam", "delta"] == pytest.approx(0.03) and cells.loc["icp-adam", "delta_of"] == "ssim"
     t = 3 * math.sqrt(3)
     assert cells.loc["icp-adam", "p_value"] == pytest.approx(1 - t / math.sqrt(2 + t * t), rel=1e-9)
-    _, md, tex = aggregate.write_tables("generative", aggregate.study_runs(runs, "generative"),
-                                        aggregate.cells(runs), tmp_path / "tables")
+    _, md, tex, _ = aggregate.write_tables("generative", aggregate.study_runs(runs, "generative"),
+                                           aggregate.cells(runs), tmp_path / "tables")
     text = md.read_text()
     assert "| icp-adam | **55.00 ± 2.65 (3)** |" in text and "| vae | 52.00 ± 2.00 (3) |" in text
     assert "| icp-adam | **4.50 ± 0.26 (3)** |" in text  # FID of reconstructions: lower is better
@@ -179,7 +185,7 @@ def test_generative_study_tables_compare_ssim_with_vae(tmp_path):
             rec["fid_features"] = "inception-v3 pool3 2048 (torch-fidelity weights /w.pth)"
             path.write_text(json.dumps(rec))
     runs = aggregate.runs_frame(g)
-    _, md, _ = aggregate.write_tables("generative", aggregate.study_runs(runs, "generative"), aggregate.cells(runs),
+    _, md, *_ = aggregate.write_tables("generative", aggregate.study_runs(runs, "generative"), aggregate.cells(runs),
                                       tmp_path / "tables")
     assert "features: Inception-v3 (torch-fidelity), as published FIDs" in md.read_text()
     assert "project only" not in md.read_text()
@@ -216,7 +222,7 @@ def test_bold_only_a_unique_best_as_printed_among_cells_with_every_seed(tmp_path
 
     write_records(g, make)
     runs = aggregate.runs_frame(g)
-    _, md, _ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path / "tables")
+    _, md, *_ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path / "tables")
     table = _section(md.read_text(), "Test top-1 (%) at the last epoch")
     assert "**" not in table
     assert "| ls | 76.00 ± 9.54 (3) |" in table and "| pskd | 76.00 ± 1.00 (3) |" in table
@@ -228,7 +234,7 @@ def test_bold_only_a_unique_best_as_printed_among_cells_with_every_seed(tmp_path
     rec["last"]["test"]["top1"] = 0.80  # pskd: 0.77, now the one best
     path.write_text(json.dumps(rec))
     runs = aggregate.runs_frame(g)
-    _, md, _ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path / "tables")
+    _, md, *_ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path / "tables")
     assert "| pskd | **77.00 ± 2.65 (3)** |" in _section(md.read_text(), "Test top-1 (%) at the last epoch")
 
 
@@ -237,7 +243,7 @@ def test_left_out_runs_are_counted_per_status_in_the_cell(tmp_path):
     fates = {0: "complete", 1: "diverged", 2: "failed"}
     write_records(g, lambda run: record(run, 0.94 if run.seed == 0 else None, status=fates[run.seed]))
     runs = aggregate.runs_frame(g)
-    _, md, _ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path / "tables")
+    _, md, *_ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path / "tables")
     assert "| ce | 94.00 (1/3, 1 diverged, 1 failed) |" in md.read_text()
     assert "## Runs not in the tables" in md.read_text()
 
@@ -280,7 +286,7 @@ def test_cost_is_images_over_time_and_counts_every_attempt_and_the_teacher(tmp_p
     assert cells.loc["ce", "gpu_hours"] == pytest.approx(3.0) and cells.loc["ce", "attempts"] == 3
     assert cells.loc["aikd", "teacher_gpu_hours"] == pytest.approx(1.0)  # ce s0; aikd s1 has no record yet
     assert cells.loc["aikd", "speed_vs_baseline"] == pytest.approx(1.0)
-    _, md, _ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path / "tables")
+    _, md, *_ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path / "tables")
     cost = _section(md.read_text(), "Cost")
     assert "| ce | 500 | 1.00 | 3.00 | 3.00 | – | 3 | 1 | H100 |" in cost
     assert "| aikd | 500 | 1.00 | 0.50 | 0.50 | 1.00 | 1 | 1 | H100 |" in cost
@@ -305,7 +311,7 @@ def test_a_run_of_other_settings_in_a_grid_cell_gets_its_own_row(sweep, tmp_path
     cells = aggregate.cells(runs)
     ls = cells[cells.variant == "ls"].set_index("n")
     assert sorted(ls.index) == [1, 2] and ls.loc[2, "top1_mean"] == pytest.approx(0.835)
-    _, md, _ = aggregate.write_tables("main", runs, cells, tmp_path / "tables")
+    _, md, *_ = aggregate.write_tables("main", runs, cells, tmp_path / "tables")
     table = _section(md.read_text(), "Test top-1 (%) at the last epoch")
     assert f"| ls @{ls.loc[2, 'config_key']} | 83.50 ± 0.71 (2) |" in table
     assert f"| ls @{ls.loc[1, 'config_key']} | 88.00 (1) |" in table
@@ -383,7 +389,7 @@ def test_a_lone_cell_is_not_bold(tmp_path):
     g = expand(tmp_path, ["ce"])
     write_records(g, lambda run: record(run, 0.80 + 0.01 * run.seed))
     runs = aggregate.runs_frame(g)
-    _, md, _ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path / "tables")
+    _, md, *_ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path / "tables")
     assert "| ce | 81.00 ± 1.00 (3) |" in md.read_text() and "**" not in md.read_text()
 
 
@@ -403,7 +409,7 @@ def test_tables_of_icp_variants_show_how_far_the_refinement_moved(tmp_path):
     runs = aggregate.runs_frame(g)
     cells = aggregate.cells(runs).set_index("variant")
     assert cells.loc["icp-adam", "input_shift"] == pytest.approx(9.9e-3) and math.isnan(cells.loc["ce", "input_shift"])
-    _, md, _ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path / "tables")
+    _, md, *_ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path / "tables")
     table = _section(md.read_text(), "How far the refinement moved")
     assert "| icp-adam | 9.9e-03 [1.0e-03, 2.0e-03, 4.0e-03] |" in table
     assert "| icp-sgd (as published: η = 0.002 on the batch-mean loss) | 9.1e-07 [1.0e-03, 2.0e-03, 0.0e+00] |" in table

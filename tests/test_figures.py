@@ -272,3 +272,17 @@ def test_the_perturbation_figure_never_draws_the_alpha_only_control():
     adam = _row("main", "fashion-mnist", "resnet20", "clean", "icp-adam", 0, 4)
     assert figures.perturbation_run(pd.DataFrame([control, adam])).variant == "icp-adam"
     assert figures.perturbation_run(pd.DataFrame([control])) is None
+
+
+def test_every_figure_has_a_caption_that_is_valid_restructured_text():
+    from docutils.core import publish_doctree
+    from docutils.utils import SystemMessage
+
+    assert set(figures.CAPTIONS) == set(figures.FIGURES)
+    for name, caption in figures.CAPTIONS.items():
+        assert len(caption) > 40 and "\n" not in caption, name
+        try:  # the Snakemake report renders it as reStructuredText: no warning (e.g. |x| as a substitution)
+            publish_doctree(caption, settings_overrides={"halt_level": 2, "report_level": 5})
+        except SystemMessage as exc:
+            pytest.fail(f"caption of {name}: {exc}")
+        assert f"``{name}``" in figures.__doc__ and caption in figures.__doc__

@@ -1,5 +1,8 @@
 """The Snakemake pipeline: profiles, lint, the paper grid's dry run, and real runs on a real SLURM cluster
 (tools/slurm_cluster.sh brings up a single-node cluster on loopback; every Snakemake call has a hard timeout)."""
+import base64
+import html
+import json
 import os
 import re
 import subprocess
@@ -54,6 +57,64 @@ def test_workflow_is_lint_clean_and_snakefmt_formatted():
     fmt = subprocess.run([str(Path(sys.executable).with_name("snakefmt")), "--check", "Snakefile", "workflow"],
                          cwd=REPO, capture_output=True, text=True)
     assert fmt.returncode == 0, fmt.stderr
+
+
+def write_records(g, top1: dict) -> None:
+    """A complete one-epoch record at each run of grid ``g`` (no training): ``top1[method] + seed / 100``."""
+    from icp import config
+
+    for run in g.runs.values():
+        cfg = config.resolve({}, [f"method.name={run.method}", f"train.seed={run.seed}", "train.epochs=1"]).to_dict()
+        test = {"top1": top1[run.method] + run.seed / 100, "macro_f1": 0.6, "ece": 0.05, "nll": 1.0}
+        rec = {"run_id": run.run_id, "status": "complete", "error": None, "dataset": run.dataset,
+               "model": run.model, "method": run.method, "method_options": {}, "seed": run.seed, "config": cfg,
+               "epochs": [{"epoch": 1, "images": 500, "time_s": 1.0, "test": test}], "last": {"epoch": 1, "test": test},
+               "best": None, "wall_time_s": 2.0, "compute_s": 2.0, "images_per_s": 500.0, "env": {"device": "cpu"},
+               "jobs": [{"job_id": None, "seconds": 2.0}]}
+        Path(run.run_dir).mkdir(parents=True)
+        Path(run.record).write_text(json.dumps(rec))
+
+
+def report_results(path: Path) -> dict:
+    """The results of a Snakemake HTML report: path -> {caption (HTML), data_uri, ...}."""
+    return json.loads(re.search(r"^\s*var results = (\{.*\});$", path.read_text(), re.M).group(1))
+
+
+def plain(html_text: str) -> str:
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", html_text)).split())
+
+
+def test_report_renders_the_tables_and_captions_every_figure(tmp_path):
+    from icp import figures
+
+    path = tiny_grid(tmp_path, tmp_path / "data", ["ce", "ls"])
+    g_config = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**g_config, "seeds": [0, 1]}))
+    g = grid.load_expand(path)
+    write_records(g, {"ce": 0.61, "ls": 0.64})
+    report = tmp_path / "report.html"
+    # the aggregation run makes what the report shows, so Snakemake holds the metadata of every job but training's
+    proc = snakemake("--cores", "2", "--config", f"grid={path}", "--report", str(report), "--report-after-run",
+                     timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    missing = re.findall(r"^Missing metadata for file (\S+)\. ", out, re.M)
+    assert sorted(missing) == sorted(run.record for run in g.runs.values())  # the records, made outside Snakemake
+    results = report_results(report)
+    table = results[f"{tmp_path}/results/tables/main.html"]
+    assert table["mime_type"] == "text/html" and "The tables of study main" in plain(table["caption"])
+    page = base64.b64decode(table["data_uri"].split("base64,", 1)[1]).decode()
+    assert "<table>" in page and "<td>ce</td>" in page and "<td>ls</td>" in page
+    assert "<td>61.50 ± 0.71 (2)</td>" in page and "<strong>64.50 ± 0.71 (2)</strong>" in page
+    assert not any(p.endswith((".csv", ".md", ".tex")) for p in results)  # the formatted tables, not the raw ones
+    names = figures.available(g.studies)
+    assert {p for p in results if p.endswith(".png")} == {f"{tmp_path}/figures/{n}.png" for n in names}
+    for name in names:  # each figure's own caption (only ``literal`` markup), then what all figures share
+        caption = plain(results[f"{tmp_path}/figures/{name}.png"]["caption"])
+        assert caption.startswith(" ".join(figures.CAPTIONS[name].replace("``", "").split())), name
+        assert f"Figure {name} " in caption
+    front = json.loads(re.search(r'var workflow_desc = (".*");', report.read_text()).group(1))
+    assert f"Grid {path}." in plain(front)  # the front page (workflow/report/workflow.rst) names the grid
 
 
 # ------------------------------------------------------------------------------------------ real SLURM

@@ -1,6 +1,13 @@
 # Aggregation and figures: local rules that read run records only (icp.aggregate, icp.figures). With
 # `--config partial=true` they read the records that exist, so a half-finished sweep still gives tables whose
 # cells say n and a summary that lists every missing run by id.
+# `snakemake --report report.html` (or .zip) shows each study's tables (tables/<study>.html) and every figure with
+# its caption (icp.figures.CAPTIONS), after a front page (workflow/report/workflow.rst). Snakemake describes the
+# jobs behind them from the metadata it recorded when it made them (.snakemake/metadata): so that a report also
+# holds them where the results came from DVC, make it with the run that rebuilds them (README, "the report").
+
+
+report: "../report/workflow.rst"
 
 
 rule summary:
@@ -28,14 +35,15 @@ rule tables:
     input:
         f"{GRID.results_dir}/summary.csv",
     output:
-        csv=report(
-            f"{GRID.results_dir}/tables/{{study}}.csv",
+        csv=f"{GRID.results_dir}/tables/{{study}}.csv",
+        md=f"{GRID.results_dir}/tables/{{study}}.md",
+        tex=f"{GRID.results_dir}/tables/{{study}}.tex",
+        html=report(
+            f"{GRID.results_dir}/tables/{{study}}.html",
             category="Tables",
             subcategory="{study}",
             caption="../report/table.rst",
         ),
-        md=f"{GRID.results_dir}/tables/{{study}}.md",
-        tex=f"{GRID.results_dir}/tables/{{study}}.tex",
     log:
         f"{GRID.results_dir}/logs/tables-{{study}}.log",
     wildcard_constraints:
@@ -75,6 +83,8 @@ rule figure:
         grid=GRID_FILE,
         results=lambda wc, input: os.path.dirname(input.summary),
         out=lambda wc, output: os.path.dirname(output.png),
+        # what the figure shows, for its caption in the report (../report/figure.rst)
+        caption=lambda wc: icp_figures.CAPTIONS[wc.figure],
     shell:
         "{params.python} -m icp figures --grid {params.grid} --results {params.results} --only {wildcards.figure}"
         " --out {params.out} > {log} 2>&1"
