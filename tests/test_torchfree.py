@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from tests.conftest import REPO
 
 TORCH = ("torch", "torchvision", "torchmetrics")
@@ -70,8 +72,11 @@ print(len(g.runs), len(figs), len(need))
 def test_a_snakemake_dry_run_imports_no_torch(tmp_path):
     code = "from snakemake.cli import main\nmain()\n"
     log = tmp_path / "torch-imports.txt"
-    proc = run_watched(code, log, "-n", "all", "--cores", "1", "--quiet", "rules", "--config",
-                       "grid=config/laptop.yaml")
+    laptop = yaml.safe_load((REPO / "config/laptop.yaml").read_text())  # its outputs under tmp: nothing exists yet
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text(yaml.safe_dump({**laptop, **{k: str(tmp_path / k) for k in
+                                                       ("runs_dir", "results_dir", "figures_dir")}}))
+    proc = run_watched(code, log, "-n", "all", "--cores", "1", "--quiet", "rules", "--config", f"grid={grid_file}")
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"^train\s+\d+$", proc.stdout + proc.stderr, re.M), proc.stdout + proc.stderr
     assert not log.exists(), f"the Snakemake process imports torch:\n{log.read_text()}"
