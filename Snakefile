@@ -8,22 +8,29 @@
 import os
 import sys
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 from icp import figures as icp_figures
 from icp import grid as icp_grid
 from icp import records as icp_records
+from icp.config import ConfigError
 
 min_version("9.0")
 
 
 GRID_FILE = config.get("grid", "config/paper.yaml")
-GRID_CONFIG = icp_grid.load(GRID_FILE, check=False, apply_params=False)
-# --config fid_features=inception: the generative study's FIDs with Inception-v3 (see the grid schema)
-if "fid_features" in config:
-    GRID_CONFIG["fid_features"] = str(config["fid_features"])
-validate(GRID_CONFIG, "workflow/schemas/grid.schema.yaml")
-GRID = icp_grid.expand(icp_grid.with_params(GRID_CONFIG, GRID_FILE), GRID_FILE)
+try:
+    GRID_CONFIG = icp_grid.load(GRID_FILE, check=False, apply_params=False)
+    # --config fid_features=inception: the generative study's FIDs with Inception-v3 (see the grid schema)
+    if "fid_features" in config:
+        GRID_CONFIG["fid_features"] = str(config["fid_features"])
+    # workflow/schemas/grid.schema.yaml; a bad grid is one line: file, item, what is accepted, did-you-mean
+    icp_grid.validate_schema(GRID_CONFIG, GRID_FILE)
+    GRID = icp_grid.expand(icp_grid.with_params(GRID_CONFIG, GRID_FILE), GRID_FILE)
+except ConfigError as exc:
+    sys.exit(f"icp: error: {exc}")
+for _line in icp_figures.unknown_studies(GRID.studies):
+    print(_line, file=sys.stderr)
 FIGURES = icp_figures.available(GRID.studies)
 # a record.json that cannot be parsed is not a finished run: set it aside (one line each) so the run is rebuilt
 for _run in GRID.runs.values():

@@ -73,7 +73,11 @@ def _grid(args) -> int:
 
         print(cost.report(args.grid, args.gpu or "h100", args.runs_per_gpu, args.study, args.detail))
         return 0
+    from icp.figures import unknown_studies
+
     g = grid.load_expand(args.grid)
+    for line in unknown_studies(g.studies):
+        print(line, file=sys.stderr)
     runs = g.select(args.study)
     if args.paths:
         print("\n".join(r.record for r in runs))

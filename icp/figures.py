@@ -58,6 +58,24 @@ def available(studies) -> list[str]:
     return [name for name, (study, _) in FIGURES.items() if study in studies]
 
 
+def unknown_studies(studies) -> list[str]:
+    """A warning line for each study name that no figure draws (a typo such as ``nosiy``): its tables are made,
+    its figures never are."""
+    from icp.config import did_you_mean
+
+    drawn = sorted({study for study, _ in FIGURES.values()})
+    known = sorted({*drawn, *TABLE_ONLY})
+    return [f"warning: unknown study '{s}': no figure draws it, its tables are made (studies with figures: "
+            f"{', '.join(drawn)}; tables only: {', '.join(sorted(TABLE_ONLY))})"
+            f"{hint if (hint := did_you_mean(s, known)).startswith('; did') else ''}"
+            for s in studies if s not in known]
+
+
+# studies that are tables only (no figure draws them), and why
+TABLE_ONLY = {"authors": "the ICP authors' own recipe beside ours: a table",
+              "ablations": "ICP's options one at a time: a table (its runs also feed the schedule figures)"}
+
+
 def _complete(runs: pd.DataFrame, study: Optional[str]) -> pd.DataFrame:
     sel = runs[runs.status == "complete"]
     if study is not None:

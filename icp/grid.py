@@ -48,6 +48,7 @@ where the grid sets ``fid_features: inception[:PATH]``, Inception-v3 (no depende
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import itertools
@@ -55,11 +56,11 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import yaml
 
-from icp.config import ConfigError, read_yaml
+from icp.config import ConfigError, did_you_mean, read_yaml
 from icp.methods import options_of, validate_options
 from icp.methods.options import ICP_FAMILY
 from icp.model_registry import GENERATIVE
@@ -283,7 +284,13 @@ def validate_schema(grid: dict, where: str = "grid") -> None:
     if errors:
         e = errors[0]
         at = ".".join(str(p) for p in e.path) or "(top level)"
-        raise ConfigError(f"{where}: {at}: {e.message}")
+        message = e.message
+        if e.validator == "pattern" and "description" in e.schema:  # say what is accepted, not the regex
+            message = f"{e.instance!r} is not {e.schema['description']}"
+            if e.path and "scenarios" in e.path:
+                number = "".join(re.findall(r"[0-9.]+", str(e.instance))) or "0.4"
+                message += did_you_mean(str(e.instance), ["clean", f"sym{number}", f"asy{number}", f"{number}shot"])
+        raise ConfigError(f"{where}: {at}: {message}")
 
 
 def expand(grid: dict, source: Optional[str] = None, check_recipes: bool = True) -> Grid:
@@ -344,7 +351,7 @@ def expand(grid: dict, source: Optional[str] = None, check_recipes: bool = True)
         return rid
 
     for study, blocks in grid.get("studies", {}).items():
-        for block in blocks:
+        for i, block in enumerate(blocks):
             names = list(block.get("options", {}))
             values = [block["options"][k] for k in names]
             recipe = block.get("recipe")
@@ -353,10 +360,11 @@ def expand(grid: dict, source: Optional[str] = None, check_recipes: bool = True)
                                                 block.get("seeds", grid.get("seeds", [0]))))
             steps = lambda dataset, scenario: _few_shot_steps(budgets, dataset, scenario,  # noqa: E731
                                                                f"{where}: study '{study}'")
-            for (dataset, model, scenario, seed), method, combo in itertools.product(
-                    conditions, block["methods"], list(itertools.product(*values))):
-                add(study, dataset, model, scenario, method, dict(zip(names, combo)), seed, recipe,
-                    steps=steps(dataset, scenario))
+            for (dataset, model, scenario, seed), (j, method), combo in itertools.product(
+                    conditions, enumerate(block["methods"]), list(itertools.product(*values))):
+                with _naming(where, f"studies.{study}.{i}.methods.{j}"):
+                    add(study, dataset, model, scenario, method, dict(zip(names, combo)), seed, recipe,
+                        steps=steps(dataset, scenario))
             controls = block.get("controls", [])
             for dataset, model, scenario, seed in conditions:
                 if "alpha_only" in controls:  # ICP's α schedule re-weighting CE, nothing refined or distilled
@@ -373,6 +381,17 @@ def expand(grid: dict, source: Optional[str] = None, check_recipes: bool = True)
     runs = {rid: dataclasses.replace(r, studies=tuple(membership[rid])) for rid, r in runs.items()}
     return Grid(runs, studies, runs_dir, source, str(grid.get("results_dir", "results")).rstrip("/"),
                 str(grid.get("figures_dir", "figures")).rstrip("/"))
+
+
+@contextlib.contextmanager
+def _naming(where: str, at: str) -> Iterator[None]:
+    """Prefix a config error raised while expanding a grid item with the file and the item's place in it."""
+    try:
+        yield
+    except ConfigError as exc:
+        if str(exc).startswith(where):
+            raise
+        raise ConfigError(f"{where}: {at}: {exc}") from None
 
 
 def _few_shot_steps(budgets: dict, dataset: str, scenario: str, where: str) -> Optional[int]:

@@ -3,12 +3,13 @@ import collections
 import re
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import yaml
 
-from icp import config, grid, records
+from icp import cli, config, grid, records
 from icp.config import ConfigError
 from tests.conftest import REPO
 
@@ -116,10 +117,12 @@ def _grid(tmp_path, **block):
 
 
 @pytest.mark.parametrize("block, message", [
-    ({"scenarios": ["noisy40"]}, "does not match"),
+    ({"scenarios": ["symm0.4"]}, "studies.main.0.scenarios.0: 'symm0.4' is not a scenario: clean, sym<rate> or "
+                                 "asy<rate> (label noise, e.g. sym0.4), or <k>shot (e.g. 5shot); did you mean 'sym0.4'?"),
     ({"methods": ["icp-sgd"], "options": {"stepz": [1]}}, "unknown key 'method.options.stepz'"),
     ({"methods": ["icp-sgd"], "options": {"steps": [-1]}}, "method.options.steps"),
-    ({"methods": ["nope"]}, "unknown method 'nope'"),
+    ({"methods": ["ce", "icp-adma"]}, "grid.yaml: studies.main.0.methods.1: method.name: unknown method "
+                                      "'icp-adma'; did you mean 'icp-adam'?"),
     ({"models": ["preact_resnet18"]}, "no recipe for fashion-mnist/preact_resnet18"),
     ({"typo": 1}, "Additional properties are not allowed"),
 ])
@@ -154,8 +157,28 @@ def test_inception_fid_features_need_no_classifier_run(spec):
     assert g.studies["generative"] == [r.run_id for r in vae]  # no ce ResNet-20 added to the study
 
 
+def test_a_study_name_that_no_figure_or_table_knows_is_warned_with_a_suggestion(tmp_path, capsys):
+    path = _grid(tmp_path)
+    g = yaml.safe_load(path.read_text())
+    g["studies"]["nosiy"] = g["studies"].pop("main")
+    path.write_text(yaml.safe_dump(g))
+    assert cli.main(["grid", "--grid", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: unknown study 'nosiy'" in err and err.splitlines()[0].endswith("did you mean 'noisy'?")
+    assert cli.main(["grid", "--grid", str(REPO / "config/paper.yaml")]) == 0
+    assert "warning" not in capsys.readouterr().err  # every study of the paper grid is known
+
+
+def test_a_bad_grid_under_snakemake_is_the_same_one_line_without_a_traceback(tmp_path):
+    path = _grid(tmp_path, methods=["icp-adma"])
+    proc = subprocess.run([str(Path(sys.executable).with_name("snakemake")), "-n", "--config", f"grid={path}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and 'File "' not in proc.stderr
+    assert f"icp: error: {path}: studies.main.0.methods.0: method.name: unknown method 'icp-adma'" in proc.stderr
+
+
 def test_a_bad_fid_features_value_is_a_one_line_schema_error():
-    with pytest.raises(ConfigError, match=r"^grid: fid_features: 'inceptionv3' does not match"):
+    with pytest.raises(ConfigError, match=r"^grid: fid_features: 'inceptionv3' is not FID's feature network for generative runs: classifier"):
         grid.validate_schema({**grid.read_yaml(REPO / "config" / "laptop.yaml"), "fid_features": "inceptionv3"})
 
 
