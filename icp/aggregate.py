@@ -633,17 +633,26 @@ def _tex_table(title: str, table: pd.DataFrame) -> str:
                       r"\end{tabular}", r"\end{table}", ""])
 
 
-def flat_markdown(table: pd.DataFrame, metrics: Sequence[str] = ("top1", "macro_f1", "ece")) -> str:
+# the metrics ``icp report`` shows, per model kind (:func:`kind_of`)
+REPORT_METRICS = {"classifier": ("top1", "macro_f1", "ece"), "generative": ("ssim", "fid_recon", "elbo")}
+
+
+def flat_markdown(table: pd.DataFrame, metrics: Optional[Sequence[str]] = None) -> str:
     """One row per cell of :func:`cells` (``icp report``): its factors, n, the metrics as mean ± std (in %) and the
-    difference to the baseline with its interval and p-values. Where one condition and variant hold runs of several
-    configs (other than by seed), each config is its own row and a ``config`` column names its key."""
+    difference to the baseline with its interval and p-values, headed by the metric it compares (top-1 for a
+    classifier, SSIM for the VAE: :data:`BASELINE`). The metrics default to those of the model kinds in the table
+    (:data:`REPORT_METRICS`). Where one condition and variant hold runs of several configs (other than by seed),
+    each config is its own row and a ``config`` column names its key."""
     if table.empty:
         return "(no runs)"
+    kinds = [k for k in REPORT_METRICS if k in set(table.model.map(kind_of))]
+    metrics = list(metrics or dict.fromkeys(m for k in kinds for m in REPORT_METRICS[k]))
+    compared = " | ".join(dict.fromkeys(BASELINE[k][1] for k in kinds))
     keys = [k for k in (*CONDITION, "variant", "epochs") if k in table]
     if table.groupby(keys, dropna=False).config_key.nunique(dropna=False).gt(1).any():
         keys.append("config_key")
     head = [*(("config" if k == "config_key" else k) for k in keys), "n", *metrics,
-            "Δ vs baseline [95 % CI] (pairs, p, Holm p)"]
+            f"Δ {compared} vs baseline [95 % CI] (pairs, p, Holm p)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
         lines.append("| " + " | ".join([*(str(r[k]) for k in keys), str(r["n"]),

@@ -53,3 +53,22 @@ def test_summary_averages_only_runs_that_differ_by_seed(tmp_path):
     assert ls.pairs == 2 and ls.delta == pytest.approx(0.025)
     text = report.markdown(table)
     assert "| config |" in text and f"| ce | 1 | {ce.loc[1, 'config_key']} | 1 | 6.00 |" in text
+
+
+def test_report_of_vae_runs_shows_the_generative_metrics_and_names_the_compared_one(tmp_path, capsys):
+    for method, seed, ssim in (("vae", 0, 0.40), ("vae", 1, 0.42), ("icp-adam", 0, 0.45), ("icp-adam", 1, 0.48)):
+        cfg = config.resolve({}, [f"method.name={method}", f"train.seed={seed}", "train.epochs=1",
+                                  "model.name=vae"]).to_dict()
+        test = {"ssim": ssim, "fid_recon": 30.0, "fid_prior": 60.0, "elbo": 250.0, "recon": 240.0, "kl": 10.0}
+        rec = {"run_id": f"{method}-{seed}", "status": "complete", "error": None, "dataset": "fashion-mnist",
+               "model": "vae", "method": method, "method_options": cfg["method"]["options"], "seed": seed,
+               "config": cfg, "epochs": [{"epoch": 1, "images": 500, "time_s": 1.0, "test": test}],
+               "last": {"epoch": 1, "test": test}, "best": None, "wall_time_s": 1.0, "compute_s": 1.0,
+               "images_per_s": 500.0, "env": {"device": "cpu"}, "jobs": [{"job_id": None, "seconds": 1.0}]}
+        (tmp_path / rec["run_id"]).mkdir()
+        (tmp_path / rec["run_id"] / "record.json").write_text(json.dumps(rec))
+    assert cli.main(["report", str(tmp_path)]) == 0
+    head, _, *rows = capsys.readouterr().out.splitlines()
+    assert "| ssim | fid_recon | elbo | Δ ssim vs baseline" in head and "top1" not in head
+    icp_row = next(r for r in rows if "| icp-adam |" in r)
+    assert "46.50 ± 2.12" in icp_row and "+5.50" in icp_row  # SSIM in %, difference to vae in points
