@@ -1,11 +1,12 @@
-"""``icp bench``: training throughput (images/s) per method and model, with each method's step-time ratio to its
+"""``icp bench``: training throughput (images/s) per method and model, with each method's speed relative to its
 model's baseline (``ce`` for a classifier, ``vae`` for the VAE; :data:`icp.aggregate.BASELINE`).
 
 Every row runs the engine's own ``Trainer.train_step`` (forward_train, backward, optimizer and scheduler step,
 loss bookkeeping) fed by the configured training loader, so the numbers are those of real training. The methods
 of one model are timed in the same process in alternating rounds (median round kept), so drift affects all of
-them alike; the ``ratio`` column divides a method's step time by the baseline's on the same model, which is the
-figure that compares across machines. Methods that do not train a model's kind (``ls`` on the VAE) are skipped
+them alike; the ``speed_vs_baseline`` column divides the baseline's step time by the method's on the same model
+(images/s relative to the baseline's at the same batch size, the convention of the tables' cost column: 0.25 is a
+step four times as long), which is the figure that compares across machines. Methods that do not train a model's kind (``ls`` on the VAE) are skipped
 for that model, with a line saying so.
 
 A method may carry options, ``NAME[:key=value,...]`` (:func:`parse_variant`), so that variants are timed side by
@@ -18,7 +19,7 @@ A method that distils from a pre-trained model of the same architecture (a ``tea
 unless ``--set method.options.teacher=...`` names one, the ``ce`` row's model of the same process saved as a
 ``best.pt`` in a temporary directory: it runs the same network the real teacher would, and step time does not
 depend on weight values. ``img_per_s`` counts training samples (CS-KD's pair images are extra work per sample,
-not extra samples, see ``Trainer.train_step``); ``ratio`` compares step times at the same batch size.
+not extra samples, see ``Trainer.train_step``); ``speed_vs_baseline`` compares step times at the same batch size.
 """
 from __future__ import annotations
 
@@ -158,7 +159,8 @@ def run(models: Sequence[str], methods: Sequence[str], device: str, batch_size: 
         del timed
     table = pd.DataFrame(rows)
     base = table[table.method == table.baseline].set_index("model")["step_ms"]
-    table["ratio"] = (table["step_ms"] / table["model"].map(base)).round(2)
+    # a speed ratio, as the tables' cost column (images/s over the baseline's): 0.25 = four times the step time
+    table["speed_vs_baseline"] = (table["model"].map(base) / table["step_ms"]).round(3)
     return table
 
 

@@ -273,7 +273,7 @@ def parser() -> argparse.ArgumentParser:
     dp.add_argument("--root", default="data")
     dp.add_argument("--download", action="store_true", help="download if not found (needs internet)")
     dp.set_defaults(func=_prepare)
-    b = sub.add_parser("bench", help="training images/s per method and model, and step-time ratio to the baseline (ce; vae for the VAE)",
+    b = sub.add_parser("bench", help="training images/s per method and model, and speed relative to the baseline (ce; vae for the VAE)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     b.add_argument("--models", nargs="+", default=["resnet20"])

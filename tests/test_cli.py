@@ -50,7 +50,7 @@ def test_bench_prints_ratio_table(fmnist_root, capsys):
     assert cli.main(["bench", "--device", "cpu", "--methods", "ce", "ls", "--batch-size", "32", "--steps", "2",
                      "--warmup", "1", "--rounds", "2", "--set", f"data.root={fmnist_root}"]) == 0
     out = capsys.readouterr().out
-    header = [line for line in out.splitlines() if "ratio" in line.split()]
+    header = [line for line in out.splitlines() if "speed_vs_baseline" in line.split()]
     assert header and "img_per_s" in header[0]
     rows = [line.split() for line in out.splitlines() if line.split()[:2] in (["resnet20", "ce"], ["resnet20", "ls"])
             and "fashion-mnist" in line]

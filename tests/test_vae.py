@@ -171,7 +171,7 @@ def test_a_vae_run_with_inception_fid_names_its_feature_network(tiny_cfg, incept
 def test_bench_times_the_vae_against_its_own_baseline(shape):
     table = bench.run(["vae"], ["ls", "icp-adam"], "cpu", 8, 1, 1, "synthetic", shape, rounds=1)
     assert list(table.method) == ["vae", "icp-adam"] and set(table.baseline) == {"vae"}  # ls: a classifier method
-    assert table.ratio.iloc[0] == 1.0 and table.ratio.iloc[1] > 0
+    assert table.speed_vs_baseline.iloc[0] == 1.0 and table.speed_vs_baseline.iloc[1] > 0
 
 
 
