@@ -30,7 +30,8 @@ Written atomically at the start of a run, after every epoch, and at the end. Sch
                      copy), ...}
     seed            training seed (train.seed)
     config          the full resolved config (every key, defaults included); config_digest: its hash
-    code            {"version": package version, "git_commit": sha or null, "git_dirty": bool or null}
+    code            {"version": package version, "git_commit": sha or null, "git_dirty": bool or null (a tracked file
+                     other than the pipeline's outputs, results/, figures/ and dvc.lock, differs from the commit)}
     env             {"python", "torch", "torchvision", "cuda", "cudnn", "device", "device_name" (the GPU model, else
                      the CPU model), "cpu" (CPU model), "cpu_threads" (torch's intra-op threads), "cpu_capability"
                      (the vector instructions torch's CPU kernels use: float results differ between them),
@@ -78,15 +79,21 @@ def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def code_version() -> dict:
+NOT_CODE = ("results", "figures", "dvc.lock")  # tracked outputs of the pipeline, not what produced them
+
+
+def code_version(root: Optional[Path] = None) -> dict:
     from icp import __version__
 
-    root = Path(__file__).resolve().parent.parent
+    root = root or Path(__file__).resolve().parent.parent
     commit = dirty = None
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        # dirty: a tracked file other than the pipeline's own outputs differs from the commit (a `dvc repro` rewrites
+        # dvc.lock and results/ while it runs; they do not change what the code computes)
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                     *(f":(exclude){p}" for p in NOT_CODE)], cwd=root,
                                     capture_output=True, text=True, timeout=10, check=True).stdout.strip())
     except (OSError, subprocess.SubprocessError):
         pass

@@ -19,6 +19,24 @@ def test_short_run_on_real_fashion_mnist_learns(tiny_cfg, tmp_path):
     assert rec["last"]["test"]["top1"] > 0.35  # chance is 0.10
 
 
+def test_git_dirty_means_the_code_differs_from_its_commit_not_the_pipelines_outputs(tmp_path):
+    import subprocess
+
+    git = lambda *a: subprocess.run(["git", "-C", str(tmp_path), *a], capture_output=True, check=True)  # noqa: E731
+    git("init", "-q")
+    for path in ("icp/x.py", "dvc.lock", "results/laptop/summary.csv", "figures/laptop/a.png"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("0\n")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    assert records.code_version(tmp_path)["git_dirty"] is False
+    for path in ("dvc.lock", "results/laptop/summary.csv", "figures/laptop/a.png"):  # what a dvc repro rewrites
+        (tmp_path / path).write_text("1\n")
+    assert records.code_version(tmp_path)["git_dirty"] is False
+    (tmp_path / "icp/x.py").write_text("1\n")
+    assert records.code_version(tmp_path)["git_dirty"] is True
+
+
 def test_record_schema(tiny_cfg, tmp_path):
     cfg = tiny_cfg("train.epochs=1", "data.val_fraction=0.2")
     rec = engine.Trainer(cfg, tmp_path / "run").run()
