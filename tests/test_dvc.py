@@ -151,13 +151,13 @@ def test_tracked_sweep_pulled_into_a_fresh_clone_rebuilds_tables_and_figures_wit
     assert "rule train:" not in out and "localrule train:" not in out  # nothing retrained
     assert digest(clone / "results/runs") == records
     assert (clone / "results/tables/main.md").exists() and (clone / "figures/perturbation.png").exists()
-    # Snakemake's report bundles every table and figure
+    # Snakemake's report bundles every table (rendered as HTML) and figure
     sh([*smk, "all", "--report", "report.zip"], clone, timeout=300)
     import zipfile
 
     names = zipfile.ZipFile(clone / "report.zip").namelist()
     assert all(any(n.endswith(f"/{f}.png") for n in names) for f in figures), names[:20]
-    assert all(any(n.endswith(f"/{s}.csv") for n in names)
+    assert all(any(n.endswith(f"/{s}.html") for n in names)
                for s in ("main", "noisy", "fewshot", "steps", "generative"))
 
 
