@@ -251,7 +251,7 @@ def existing_dir(path: str | Path, what: str) -> Path:
     if path.is_dir():
         return path
     parent = next((p for p in path.parents if p.is_dir()), Path("."))
-    rest = path.relative_to(parent).parts[0] if path != parent else ""
+    rest = path.relative_to(parent).parts[0]
     siblings = [c.name for c in parent.iterdir() if c.is_dir()] if parent.is_dir() else []
     close = difflib.get_close_matches(rest, siblings, n=1, cutoff=0.6)
     hint = f"; did you mean {parent / close[0]}?" if close else ""

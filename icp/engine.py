@@ -347,7 +347,8 @@ class Trainer:
         record["jobs"] = self._earlier_attempts(record_path, record.get("jobs") or [])
         record["jobs"].append(dict(self.job or records.job_info()))
         record["status"], record["error"] = "running", None
-        save(record)
+        save(record)  # record.json now holds every attempt: a stopped run's record set aside is spent
+        (self.run_dir / records.STOPPED).unlink(missing_ok=True)
         stop = tr.epochs if max_epochs is None else min(tr.epochs, start_epoch + max_epochs)
         saved = _as_saved(record)  # what last.pt holds: the record never runs ahead of its checkpoint
         try:
@@ -383,7 +384,6 @@ class Trainer:
                 self._save(epoch + 1, record, best)
                 saved = _as_saved(record)
                 save(record)
-                (self.run_dir / records.STOPPED).unlink(missing_ok=True)
                 if evaluated:
                     name, value = headline(entry["test"])
                     bar.set_postfix({f"test_{name}": f"{value:.4f}", "loss": f"{entry['train']['loss']:.3f}"})

@@ -77,7 +77,6 @@ def _run(job: JobExecutorInterface) -> dict:
 class Executor(RemoteExecutor):
     def __post_init__(self):
         self.waiting: list[tuple[float, SubmittedJobInfo]] = []  # ready runs not yet in a pack
-        self.requests_per_poll: list[int] = []  # scheduler commands each poll ran (a test reads them)
 
     # ---------------------------------------------------------------------------------------------- submit
     def run_job(self, job: JobExecutorInterface):
@@ -139,7 +138,6 @@ class Executor(RemoteExecutor):
         if slurm:
             async with self.status_rate_limiter:
                 states = faults.slurm_states(slurm)  # one squeue (+ one sacct) for the whole sweep
-            self.requests_per_poll.append(1)
         for info in active_jobs:
             if "job" not in info.aux:  # waiting for its pack
                 yield info
