@@ -20,7 +20,7 @@ A grid file (``config/paper.yaml``; schema ``workflow/schemas/grid.schema.yaml``
           controls: [alpha_only, compute_matched]   # optional: the control runs below
           recipe: {name: authors, file: config/recipes/cifar100-resnet20-authors.yaml}   # optional
           optimizer_steps: {cifar100: 12956}   # optional: few-shot runs train this many steps, whatever the shots
-    compute_matched: {like: icp-adam, cost_ratio: {resnet20: 1.27}}   # for the compute_matched controls
+    compute_matched: {like: icp-adam}   # for the compute_matched controls
 
 Every method of a study trains with the recipe of its dataset and model: no method gets another budget than its
 baseline. A recipe has no ``method`` section (the grid sets the method). A block may name its own recipe
@@ -32,9 +32,12 @@ Controls (a block's ``controls``, for each of its datasets, models, scenarios an
 * ``alpha_only``: ICP with K = 0 (``icp+steps=0``): the α schedule re-weights CE, nothing is refined or
   distilled. An ICP variant with ``steps: 0`` is always this one run (:func:`canonical_method`), so the ``steps``
   study's K = 0 point and the controls of ``main``, ``noisy`` and ``fewshot`` are shared.
-* ``compute_matched``: ``ce+budget=<method>``, plain CE given the training compute of ``<method>`` (the grid's
-  ``compute_matched: {like: METHOD, cost_ratio: {MODEL: ratio}}``, a measured step-time ratio to ce): its epochs
-  scaled by the ratio and its schedule stretched alike, so "better than ce" can be told from "trained longer".
+* ``compute_matched``: ``ce+budget=<method>``, plain CE given the training FLOPs of the ``<method>`` run of the
+  same dataset, model, scenario, seed and step budget (the grid's ``compute_matched: {like: METHOD}``; that run
+  is added to the study too): as many ce epochs as that run's declared cost in ce epochs
+  (:func:`icp.methods.options.training_cost`, FLOPs, the same on every machine; ICP-Adam's warm-up epochs count
+  as one), rounded, with the schedule stretched alike (:func:`matched_epochs`), so "better than ce" can be told
+  from "trained longer".
 
 A run's id names every factor and nothing else: ``<dataset>/<model>/<scenario>/<method>[+key=value...]/s<seed>``,
 e.g. ``cifar100/resnet20/sym0.4/icp-sgd+reduction=sum+step_size=0.01/s2``. It is also the run's directory under
@@ -195,7 +198,7 @@ def variant_label(name: str) -> str:
         return f"{name} (α-only control: α-weighted CE, K = 0)"
     m = re.search(r"\+budget=([^+]+)", name)
     if m:
-        return f"{name} (compute-matched: the training compute of {m[1]})"
+        return f"{name} (ce, FLOP-matched to {m[1]})"
     if name == "icp-sgd":  # the input barely moves: each image's step is divided by the batch size
         return "icp-sgd (as published: η = 0.002 on the batch-mean loss)"
     return name
@@ -306,10 +309,10 @@ def expand(grid: dict, source: Optional[str] = None, check_recipes: bool = True)
     checked: set = set()
 
     def add(study: str, dataset, model, scenario, method, options: dict, seed: int, recipe: Optional[dict] = None,
-            budget: Optional[tuple[str, float]] = None, steps: Optional[int] = None) -> str:
+            budget: Optional[tuple[str, "Run"]] = None, steps: Optional[int] = None) -> str:
         """Add one run (and the runs it depends on); ``recipe``: the block's own ({name, file}); ``budget``: (the
-        method whose training compute a compute-matched run gets, its cost ratio); ``steps``: a few-shot run's
-        budget of optimizer steps."""
+        method whose training FLOPs a compute-matched run gets, the run of that method it matches); ``steps``: a
+        few-shot run's budget of optimizer steps."""
         key = f"{dataset}/{model}"
         recipe_file = recipe["file"] if recipe else recipes.get(key)
         if recipe_file is None:
@@ -339,7 +342,8 @@ def expand(grid: dict, source: Optional[str] = None, check_recipes: bool = True)
             if steps is not None:
                 overrides += _step_budget(recipe_file, overrides, steps)
             if budget:
-                overrides += _stretched(recipe_file, overrides, budget[1])
+                epochs, _ = matched_epochs(budget[1])
+                overrides += _stretched(recipe_file, overrides, epochs)
             runs[rid] = Run(rid, f"{runs_dir}/{rid}", dataset, model, canonical_scenario(scenario), method, opts,
                             seed, recipe_file, tuple(overrides), depends, factors=factors)
             if check_recipes and recipe_file not in checked:
@@ -370,9 +374,12 @@ def expand(grid: dict, source: Optional[str] = None, check_recipes: bool = True)
                 if "alpha_only" in controls:  # ICP's α schedule re-weighting CE, nothing refined or distilled
                     add(study, dataset, model, scenario, "icp", {"steps": 0}, seed, recipe,
                         steps=steps(dataset, scenario))
-                if "compute_matched" in controls:  # ce trained as long as ICP's compute allows
-                    budget = _budget(grid, model, f"{where}: study '{study}'")
-                    add(study, dataset, model, scenario, "ce", {}, seed, recipe, budget, steps(dataset, scenario))
+                if "compute_matched" in controls:  # ce given the training FLOPs of the run it matches
+                    like = _matched_method(grid, f"{where}: study '{study}'")
+                    matched = add(study, dataset, model, scenario, like, {}, seed, recipe,
+                                  steps=steps(dataset, scenario))
+                    add(study, dataset, model, scenario, "ce", {}, seed, recipe, (like, runs[matched]),
+                        steps(dataset, scenario))
 
     membership: dict[str, list[str]] = {}
     for study, ids in studies.items():
@@ -417,18 +424,25 @@ def _step_budget(recipe: str, overrides: list[str], steps: int) -> list[str]:
     return [f"train.epochs={epochs}", f"train.eval_every={max(1, epochs // 50)}"]
 
 
-def _budget(grid: dict, model: str, where: str) -> tuple[str, float]:
-    """(method, cost ratio) of a compute-matched run of ``model``: the grid's ``compute_matched`` section."""
+def _matched_method(grid: dict, where: str) -> str:
+    """The method whose training FLOPs a compute-matched ``ce`` run gets: the grid's ``compute_matched.like``."""
     matched = grid.get("compute_matched")
-    if not matched:
+    if not matched or not matched.get("like"):
         raise ConfigError(f"{where}: controls: compute_matched needs the grid's 'compute_matched' section "
-                          "(like: METHOD, cost_ratio: {MODEL: ratio})")
-    ratios = matched.get("cost_ratio", {})
-    if model not in ratios:
-        raise ConfigError(f"{where}: compute_matched: no cost_ratio for model '{model}' (has: "
-                          f"{', '.join(sorted(ratios)) or 'none'}); measure it with `icp bench --models {model} "
-                          f"--methods ce {matched['like']}`")
-    return str(matched["like"]), float(ratios[model])
+                          "(like: METHOD)")
+    return str(matched["like"])
+
+
+def matched_epochs(run: "Run") -> tuple[int, float]:
+    """(ce epochs, FLOP ratio to ce) that give a ``ce`` run the training FLOPs of ``run``: its declared cost
+    (:func:`icp.methods.options.training_cost`, in ce epochs of the same data, scenario and batch) rounded to
+    whole epochs, and that cost over the run's epochs."""
+    from icp import config
+    from icp.methods.options import training_cost
+
+    cfg = config.resolve(_recipe_tree(run.recipe), list(run.overrides))
+    cost = training_cost(cfg.method.name, cfg.method.options, cfg.train.epochs)
+    return max(1, round(cost)), cost / cfg.train.epochs
 
 
 @functools.lru_cache(maxsize=None)
@@ -438,14 +452,14 @@ def _recipe_tree(path: str) -> dict:
     return config.read_yaml(path, "recipe")
 
 
-def _stretched(recipe: str, overrides: list[str], ratio: float) -> list[str]:
-    """``--set`` items that give a run ``ratio`` times the training of the run ``overrides`` describes: epochs
-    scaled (rounded), and the schedule stretched alike (milestones given in epochs and the warm-up scaled; those
-    given as fractions of the run stretch with it)."""
+def _stretched(recipe: str, overrides: list[str], epochs: int) -> list[str]:
+    """``--set`` items that train the run ``overrides`` describes for ``epochs`` epochs with its schedule stretched
+    alike (milestones given in epochs and the warm-up scaled by the ratio of epochs; those given as fractions of
+    the run stretch with it)."""
     from icp import config
 
     cfg = config.resolve(_recipe_tree(recipe), overrides)
-    epochs = max(1, round(cfg.train.epochs * ratio))
+    ratio = epochs / cfg.train.epochs
     out = [f"train.epochs={epochs}"]
     milestones = cfg.schedule.milestones
     if any(m >= 1 for m in milestones):

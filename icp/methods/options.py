@@ -5,6 +5,15 @@ other files; each takes its ``Options`` from here, and :func:`icp.methods.regist
 
 An ``Options`` dataclass documents a method's options (fields with defaults) and checks their values
 (``__post_init__``, a one-line ``ConfigError`` naming the key); the method's file explains what they do.
+
+**Training cost.** Every ``Options`` declares what one training step costs in FLOPs, in units of a plain ``ce``
+step of the same model and batch (:meth:`Cost.step_cost`, a function of the options and the epoch), counting a
+forward pass as 1/3 and a backward pass (weight and input gradients) as 2/3 of a ``ce`` step, the usual
+1 : 2 forward : backward FLOP ratio. :func:`training_cost` sums it over a run's epochs; the grid's compute-matched
+control (``ce+budget=METHOD``) trains as many ``ce`` epochs as the run it matches costs, whatever that method is
+(:func:`icp.grid.expand`), and the compute figure's x-axis is the same sum. Costs are FLOPs, the same on every
+machine, never a step-time ratio of one GPU (where launch overheads, CUDA graphs or compilation differ by method).
+What a cost leaves out is said where it is declared (small heads, the discriminator).
 """
 from __future__ import annotations
 
@@ -14,13 +23,23 @@ from typing import Literal
 from icp.config import ConfigError
 
 
+class Cost:
+    """The training cost a method declares (see the module docstring): one ``ce`` step unless overridden."""
+
+    cost_basis = "forward + backward of the model, as ce"
+
+    def step_cost(self, epoch: int, epochs: int) -> float:
+        """FLOPs of one training step at ``epoch`` (0-based) of ``epochs``, in ``ce`` steps of the same batch."""
+        return 1.0
+
+
 @dataclass
-class NoOptions:
+class NoOptions(Cost):
     """This method takes no options."""
 
 
 @dataclass
-class LSOptions:  # ls (icp/methods/ls.py)
+class LSOptions(Cost):  # ls (icp/methods/ls.py)
     epsilon: float = 0.1  # smoothing mass ε (the paper's 0.1)
 
     def __post_init__(self):
@@ -29,7 +48,7 @@ class LSOptions:  # ls (icp/methods/ls.py)
 
 
 @dataclass
-class ICPOptions:  # icp and its presets (icp/methods/icp.py)
+class ICPOptions(Cost):  # icp and its presets (icp/methods/icp.py)
     optimizer: Literal["sgd", "adam", "ademamix", "ifgsm"] = "sgd"  # input update rule u_k (ifgsm ascends)
     steps: int = 5  # K refinement steps [paper]
     step_size: float = 0.002  # η (paper's ε = 0.002); the authors' code uses 3e-4
@@ -72,6 +91,17 @@ class ICPOptions:  # icp and its presets (icp/methods/icp.py)
         if not all(isinstance(name, str) for name in self.layers):
             raise bad("layers", "a list of feature tap names", self.layers)
 
+    cost_basis = "ce's forward + backward, then after warm-up K refinement steps (forward + input gradient) and a target forward"
+
+    def step_cost(self, epoch: int, epochs: int) -> float:
+        """A ce step during warm-up (epochs e < floor(warmup·E)) and with ``steps: 0``; after it the clean pass (3
+        thirds), K forward + input-gradient passes (2 thirds each; one fewer with ``reuse_clean_grad``, whose g_0
+        comes from the clean backward) and the target forward (1 third): (2K + 4)/3 ce steps (icp/methods/icp.py)."""
+        if self.steps == 0 or epoch < int(self.warmup * epochs):
+            return 1.0
+        passes = self.steps - (1 if self.reuse_clean_grad else 0)
+        return (2 * passes + 4) / 3
+
 
 # ICP's presets: method name -> the input optimizer it fixes (the default of its ``optimizer`` option)
 ICP_PRESETS = {"icp-sgd": "sgd", "icp-adam": "adam", "icp-ademamix": "ademamix", "ifgsm": "ifgsm"}
@@ -85,7 +115,7 @@ def _preset_options(method_name: str, input_optimizer: str) -> type:
 
 
 @dataclass
-class PSKDOptions:  # pskd (icp/methods/pskd.py)
+class PSKDOptions(Cost):  # pskd (icp/methods/pskd.py)
     alpha_T: float = 0.8  # α_T, the weight of the past predictions at the last epoch (paper: 0.8 on CIFAR-100)
 
     def __post_init__(self):
@@ -121,9 +151,16 @@ class AIKDOptions(PSKDOptions):  # aikd (icp/methods/aikd.py)
             if not ok:
                 raise ConfigError(f"method.options.{key}: expected {expected}, got {getattr(self, key)!r}")
 
+    cost_basis = "ce's step + the pre-trained teacher's forward (the discriminator's MLP on K probabilities not counted)"
+
+    def step_cost(self, epoch: int, epochs: int) -> float:
+        """The student's ce step and the frozen teacher's forward of the same batch: 4/3 (the teacher's own training
+        is a run of its own, counted there)."""
+        return 4 / 3
+
 
 @dataclass
-class CSKDOptions:  # cskd (icp/methods/cskd.py)
+class CSKDOptions(Cost):  # cskd (icp/methods/cskd.py)
     temperature: float = 4.0  # T (paper and official default 4)
     lam: float = 1.0  # λ, weight of the class-wise KD term (1; the paper uses 3 on fine-grained sets)
 
@@ -133,9 +170,15 @@ class CSKDOptions:  # cskd (icp/methods/cskd.py)
         if not self.lam >= 0:
             raise ConfigError(f"method.options.lam: expected a number >= 0, got {self.lam!r}")
 
+    cost_basis = "ce's step on the B anchors + a no-grad forward of their B same-class pairs"
+
+    def step_cost(self, epoch: int, epochs: int) -> float:
+        """The anchors' ce step and the pairs' forward under ``no_grad`` (a step counts its B anchors): 4/3."""
+        return 4 / 3
+
 
 @dataclass
-class TFKDOptions:  # tfkd (icp/methods/tfkd.py)
+class TFKDOptions(Cost):  # tfkd (icp/methods/tfkd.py)
     alpha: float = 0.1  # α, weight of the regulariser ((1 − α) on the CE), official reg_alpha for ResNet-18
     temperature: float = 20.0  # T applied to the teacher's probabilities, official reg_temperature for ResNet-18
     multiplier: float = 100.0  # m, official multiplier for ResNet-18
@@ -152,7 +195,7 @@ class TFKDOptions:  # tfkd (icp/methods/tfkd.py)
 
 
 @dataclass
-class BYOTOptions:  # byot (icp/methods/byot.py)
+class BYOTOptions(Cost):  # byot (icp/methods/byot.py)
     temperature: float = 3.0  # T of the KD from the deepest head to the shallower ones
     alpha: float = 0.1  # α: weight of the KD terms ((1 − α) on the CE terms)
     beta: float = 1e-6  # β: weight of the L2 feature hints
@@ -164,6 +207,25 @@ class BYOTOptions:  # byot (icp/methods/byot.py)
         for key, (ok, expected) in checks.items():
             if not ok:
                 raise ConfigError(f"method.options.{key}: expected {expected}, got {getattr(self, key)!r}")
+
+
+def epoch_costs(method: str, options: dict, epochs: int) -> list[float]:
+    """Each epoch's step cost of a run of ``method`` (its ``Options`` built from ``options``, defaults filled in),
+    in ce steps: :meth:`Cost.step_cost` for e = 0 .. epochs - 1."""
+    from icp.config import dataclass_from_options
+
+    given = dict(options or {})
+    if method == "aikd" and not given.get("teacher"):  # the teacher names a run; it does not change the cost
+        given["teacher"] = "<teacher run>"
+    opts = dataclass_from_options(OPTIONS[method], given, "method.options.")
+    return [float(opts.step_cost(e, epochs)) for e in range(epochs)]
+
+
+def training_cost(method: str, options: dict, epochs: int) -> float:
+    """A run's training FLOPs in ce epochs of the same data and batch (the sum of :func:`epoch_costs`): the
+    compute-matched control trains this many ce epochs; ICP-Adam (K = 5, warm-up 0.25) of 164 epochs costs
+    41 + 123·14/3 = 615."""
+    return sum(epoch_costs(method, options, epochs))
 
 
 # The registered methods: name -> Options. The one list of method names (``icp methods``, unknown-name errors).
