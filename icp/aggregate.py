@@ -84,15 +84,11 @@ def _scenario_tag(scenario: dict) -> str:
 
 
 def _best(rec: dict) -> tuple[Optional[float], Optional[int], str]:
-    """(test top-1, epoch, selected by) of the best epoch: by validation where the run has a validation split,
-    else by test top-1 itself (optimistic: labelled so)."""
+    """(test top-1, epoch, selected by) of the best epoch, selected on the validation split (the record's
+    ``best``); nothing for a run without one: no number here is ever selected on the test split."""
     if rec.get("best"):
         return rec["best"]["test"].get("top1"), rec["best"]["epoch"], "val"
-    eps = [e for e in rec.get("epochs") or [] if (e.get("test") or {}).get("top1") is not None]
-    if not eps:
-        return None, None, ""
-    e = max(eps, key=lambda e: e["test"]["top1"])
-    return e["test"]["top1"], e["epoch"], "test"
+    return None, None, ""
 
 
 def _train_work(rec: dict) -> tuple[float, float]:
@@ -127,6 +123,7 @@ def run_row(rec: Optional[dict], run=None, path: Optional[str] = None, problem: 
                 **({"error": problem} if problem else {})}
     cfg = rec["config"]
     last = (rec.get("last") or {}).get("test") or {}
+    last_val = (rec.get("last") or {}).get("val") or {}
     best, best_epoch, best_by = _best(rec)
     env = rec.get("env") or {}
     compute_s = rec["compute_s"] if rec.get("compute_s") is not None else rec.get("wall_time_s") or 0.0
@@ -142,7 +139,8 @@ def run_row(rec: Optional[dict], run=None, path: Optional[str] = None, problem: 
         "config_key": config_mod.cell_digest(cfg), "setting_key": config_mod.cell_digest(cfg, without=SETTING_FREE),
         "status": rec["status"], "epochs": cfg["train"]["epochs"], "epochs_done": len(rec.get("epochs") or []),
         **{m: last.get(m) for m in METRICS},
-        "best_top1": best, "best_epoch": best_epoch, "best_by": best_by,
+        "val_top1": last_val.get("top1"), "best_top1": best, "best_epoch": best_epoch, "best_by": best_by,
+        "test_size": (rec.get("scenario") or {}).get("test_size"), "val_size": (rec.get("scenario") or {}).get("val_size"),
         "wall_time_s": rec.get("wall_time_s"), "images_per_s": rec.get("images_per_s"),
         "train_images": images, "train_time_s": seconds,
         "device": env.get("device"), "device_name": env.get("device_name"), "hours": hours,
@@ -204,10 +202,10 @@ def metrics_tree(all_cells: pd.DataFrame, runs: pd.DataFrame) -> dict:
     {variant: leaf}}}`` and the run counts per status (``runs``). A leaf is the condition's headline metric at the
     last epoch (the metric of :data:`BASELINE`'s comparison: test top-1 for a classifier, SSIM for the VAE) as
     ``<metric>_mean``, ``<metric>_std`` over seeds and ``n``; a variant compared with its baseline adds
-    ``<metric>_delta_vs_<baseline>`` (mean paired difference) and the paired t-test's ``p_value`` (none below two
-    pairs or when every difference is zero; ``constant_differences: true`` instead of a p of 0 where every seed
-    differs alike). Intervals, Holm, other metrics and cost are in the study tables. Where one condition and
-    variant hold runs of several configs, each is its own ``variant @config_key``."""
+    ``<metric>_delta_vs_<baseline>`` (mean paired difference), its ``p_value`` and the ``test`` that gave it (``t``:
+    a paired t-test from three pairs with a spread; ``sign-flip``: the exact sign-flip p, with fewer pairs or when
+    every seed differs alike; none below two pairs). Intervals, Holm, other metrics and cost are in the study
+    tables. Where one condition and variant hold runs of several configs, each is its own ``variant @config_key``."""
     tree: dict = {"runs": {s: int(n) for s, n in runs.status.value_counts().items()}}
     for study in sorted({s for v in runs.studies.fillna("") for s in v.split(";") if s}):
         keys = study_runs(runs, study)[[*CONDITION, "variant"]].drop_duplicates()
@@ -221,10 +219,9 @@ def metrics_tree(all_cells: pd.DataFrame, runs: pd.DataFrame) -> dict:
                     leaf[key] = round(float(value), 6)
             if c.variant != baseline and c.delta == c.delta:
                 leaf[f"{metric}_delta_vs_{baseline}"] = round(float(c.delta), 6)
-                if abs(c.t_stat) == math.inf:  # every seed differs alike: a p of 0 would claim what no test showed
-                    leaf["constant_differences"] = True
-                elif c.p_value == c.p_value:
+                if c.p_value == c.p_value:  # the t-test's, or the sign-flip p with < 3 pairs or constant differences
                     leaf["p_value"] = round(float(c.p_value), 6)
+                    leaf["test"] = c.test
             variant = f"{c.variant} @{c.config_key}" if split else c.variant
             tree.setdefault(study, {}).setdefault("/".join(str(c[k]) for k in CONDITION), {})[variant] = leaf
     return tree
@@ -301,10 +298,12 @@ def _atomic_text(text: str, path: Path) -> None:
 # ------------------------------------------------------------------------------------------ cells
 # columns of runs_frame that cells reads; a grid whose runs all lack records has none of them
 RECORD_COLUMNS = ("config_key", "setting_key", "train_images", "train_time_s", "hours", "gpu_hours", "attempts",
-                  "teacher", "device_name", "best_by", "epochs", "fid_features")
+                  "teacher", "device_name", "best_by", "epochs", "fid_features", "test_size", "val_top1", "method_options")
 # what a cell may leave out, counted per status in its text: "(2/3, 1 diverged)"
 LEFT_OUT = ("corrupt", "diverged", "failed", "interrupted", "missing", "requeued", "running")
-COMPARISON = ("delta", "ci_low", "ci_high", "t_stat", "p_value", "p_holm", "pairs", "speed_vs_baseline")
+COMPARISON = ("delta", "ci_low", "ci_high", "t_stat", "p_value", "p_holm", "pairs", "test", "constant",
+              "speed_vs_baseline")
+ALPHA = 0.05  # the level at which a Holm-adjusted difference counts as significant (and may be bold)
 
 
 def _with_config_keys(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -353,7 +352,7 @@ def _cell(row: dict, group: pd.DataFrame, runs: pd.DataFrame, run_dirs: pd.Serie
                not_final=int(len(group) - len(done) - counts.get("diverged", 0)),
                left_out=", ".join(f"{counts[s]} {s}" for s in LEFT_OUT if s in counts),
                setting_key=done.setting_key.iloc[0] if len(done) else math.nan)
-    for m in (*METRICS, "best_top1"):
+    for m in (*METRICS, "best_top1", "val_top1"):
         values = done[m].astype(float) if m in done else pd.Series(dtype=float)
         row[f"{m}_mean"] = values.mean() if len(values) else math.nan
         row[f"{m}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
@@ -373,18 +372,37 @@ def refinement_columns(frame: pd.DataFrame) -> list[str]:
     return (["input_shift"] if "input_shift" in frame.columns else []) + taps
 
 
+def resolution(runs: pd.DataFrame, metric: str) -> Optional[float]:
+    """The smallest step of ``metric`` over ``runs``: top-1 counts test images, so 1 / the test split's size
+    (None where the runs' test splits differ in size, or for a continuous metric)."""
+    sizes = set(runs.test_size.dropna().astype(int)) if metric == "top1" and "test_size" in runs else set()
+    return 1.0 / sizes.pop() if len(sizes) == 1 else None
+
+
 def _paired(variant: pd.DataFrame, base: pd.DataFrame, metric: str) -> stats.Paired:
-    """:func:`icp.stats.paired` of ``metric`` over the seeds both have complete."""
+    """:func:`icp.stats.paired` of ``metric`` over the seeds both have complete, at the metric's resolution."""
     pairs = variant.set_index("seed")[metric].to_frame("v").join(base.set_index("seed")[metric].to_frame("b"),
                                                                  how="inner").dropna()
-    return stats.paired(pairs.v.astype(float), pairs.b.astype(float))
+    return stats.paired(pairs.v.astype(float), pairs.b.astype(float),
+                        resolution=resolution(pd.concat([variant, base]), metric))
+
+
+def with_holm(table: pd.DataFrame, family: Sequence[str]) -> pd.DataFrame:
+    """``p_holm``: Holm's correction over each family of comparisons, the cells that share ``family``'s columns
+    (a study table: one condition of that study; ``icp report``: one condition and setting)."""
+    table = table.assign(p_holm=math.nan)
+    compared = table[table.p_value.notna() & (table.variant != table.baseline)]
+    for _, idx in compared.groupby(list(family), sort=False, dropna=False).groups.items():
+        table.loc[idx, "p_holm"] = stats.holm(table.loc[idx, "p_value"].tolist())
+    return table
 
 
 def _compare(table: pd.DataFrame, done: list[pd.DataFrame], condition: list[str]) -> pd.DataFrame:
     """Fill :data:`COMPARISON`: every cell against the baseline cell of its condition trained in the same setting
     (the same config but for the method: :func:`icp.config.cell_digest` without ``method``), its metric paired by
-    seed, Holm's correction across the variants compared with that baseline; ``done[i]``: cell i's complete runs."""
-    table = table.assign(**{**{k: math.nan for k in COMPARISON}, "pairs": 0})
+    seed, Holm's correction across the variants compared with that baseline (a study's tables redo it over their
+    own family, :func:`with_holm`); ``done[i]``: cell i's complete runs."""
+    table = table.assign(**{**{k: math.nan for k in COMPARISON}, "pairs": 0, "test": "", "constant": False})
     for _, idx in table[table.n > 0].groupby([*condition, "setting_key"], sort=False).groups.items():
         base = [i for i in idx if table.at[i, "variant"] == table.at[i, "baseline"]]
         if not base:
@@ -393,11 +411,10 @@ def _compare(table: pd.DataFrame, done: list[pd.DataFrame], condition: list[str]
         others = [i for i in idx if i != base[0]]
         for i in others:
             result = _paired(done[i], done[base[0]], table.at[i, "delta_of"])
-            for k in ("delta", "ci_low", "ci_high", "t_stat", "p_value", "pairs"):
+            for k in ("delta", "ci_low", "ci_high", "t_stat", "p_value", "pairs", "test", "constant"):
                 table.at[i, k] = getattr(result, k)
             table.at[i, "speed_vs_baseline"] = table.at[i, "images_per_s"] / table.at[base[0], "images_per_s"]
-        table.loc[others, "p_holm"] = stats.holm(table.loc[others, "p_value"].tolist())
-    return table
+    return with_holm(table, [*condition, "setting_key"])
 
 
 def cells(runs: pd.DataFrame, extra_keys: Sequence[str] = ()) -> pd.DataFrame:
@@ -458,9 +475,16 @@ def _full(table: pd.DataFrame) -> pd.Series:
     return (table.n == total) & (table.n == total.max())
 
 
+def significant(row) -> bool:
+    """A variant whose Holm-adjusted difference to its baseline is significant at :data:`ALPHA` and better."""
+    return (row["variant"] != row["baseline"] and row.get("p_holm") == row.get("p_holm")
+            and row["p_holm"] < ALPHA and row["delta"] > 0)
+
+
 def _pivot(study_cells: pd.DataFrame, text, shown, lower: bool, tex: bool) -> pd.DataFrame:
     """Variants × conditions of ``text(row)``; in each column, the best ``shown(row)`` (the value as printed) among
-    the :func:`_full` cells in bold when it is the only one: ties are not bold."""
+    the :func:`_full` cells in bold when it is the only one (ties are not bold) and its difference to the baseline
+    is :func:`significant`; ``shown`` None: nothing bold (a table whose metric no test compared)."""
     c = study_cells.assign(condition=_condition_label(study_cells))
     c["row"] = _row_label(c)
     c["text"] = [text(r) for _, r in c.iterrows()]
@@ -468,7 +492,7 @@ def _pivot(study_cells: pd.DataFrame, text, shown, lower: bool, tex: bool) -> pd
         c["shown"] = [shown(r) for _, r in c.iterrows()]
         for _, col in c[_full(c)].dropna(subset=["shown"]).groupby("condition").shown:
             winners = col.index[col == (col.min() if lower else col.max())]
-            if len(winners) == 1 and len(col) > 1:  # a best needs another full cell to beat
+            if len(winners) == 1 and len(col) > 1 and significant(c.loc[winners[0]]):  # best, and not by chance
                 best = winners[0]
                 c.loc[best, "text"] = rf"\textbf{{{c.loc[best, 'text']}}}" if tex else f"**{c.loc[best, 'text']}**"
     table = c.pivot_table(index="row", columns="condition", values="text", aggfunc="first", sort=False)
@@ -489,16 +513,17 @@ def _p_text(label: str, p: float, tex: bool) -> str:
     return f"{label} {'$<$' if tex else '<'} 0.001" if p < 0.001 else f"{label}={p:.3f}"
 
 
+TEST_NAMES = {"t": "t-test p", "sign-flip": "sign-flip p"}
+
+
 def _test_text(row, tex: bool) -> str:
-    """The paired test of a delta cell: raw and Holm-adjusted p; for constant non-zero differences t = ±∞ (their
-    p of 0 says nothing about a population); nothing when every difference is zero or below two pairs."""
-    t = row["t_stat"]
-    if t in (math.inf, -math.inf):
-        infinity = r"$\infty$" if tex else "∞"
-        return f", t = {'-' if t < 0 else ''}{infinity}, constant differences"
+    """``n=3, t-test p=0.035, Holm p=0.070``: the pairs, the test that gave p (a paired t-test from three pairs
+    with a spread; else the exact sign-flip p, at least 2 / 2ⁿ) and Holm's adjustment over the table's family."""
+    n = f"n={int(row['pairs'])}"
     if row["p_value"] != row["p_value"]:
-        return ""
-    return f", {_p_text('p', row['p_value'], tex)}, {_p_text('Holm p', row['p_holm'], tex)}"
+        return f"{n}, no test"
+    out = f"{n}, {_p_text(TEST_NAMES.get(row.get('test'), 'p'), row['p_value'], tex)}"
+    return out + (f", {_p_text('Holm p', row['p_holm'], tex)}" if row.get("p_holm") == row.get("p_holm") else "")
 
 
 def _refinement_text(row) -> str:
@@ -510,12 +535,19 @@ def _refinement_text(row) -> str:
 
 
 def _delta_text(row, tex: bool) -> str:
-    """``+3.00 [+0.52, +5.48] (3, p=0.035, Holm p=0.070)``: mean paired difference, its 95 % interval, pairs, test."""
+    """``+3.00 [+0.52, +5.48] (n=3, t-test p=0.035, Holm p=0.070)``: mean paired difference, its 95 % interval,
+    pairs and test; ``−1.70, every pair alike (n=2, sign-flip p=0.500, …)`` when all pairs differ by the same
+    amount (an interval of one point would claim a precision that no spread showed)."""
     if row["variant"] == row["baseline"] or row["delta"] != row["delta"]:
         return "–"
     scale = 1.0 if row["delta_of"] in RAW else 100.0
-    ci = "" if row["ci_low"] != row["ci_low"] else f" [{row['ci_low'] * scale:+.2f}, {row['ci_high'] * scale:+.2f}]"
-    return f"{row['delta'] * scale:+.2f}{ci} ({row['pairs']}{_test_text(row, tex)})"
+    if str(row.get("constant")) == "True" and row["pairs"] > 1:
+        ci = ", every pair alike"
+    elif row["ci_low"] != row["ci_low"]:
+        ci = ""
+    else:
+        ci = f" [{row['ci_low'] * scale:+.2f}, {row['ci_high'] * scale:+.2f}]"
+    return f"{row['delta'] * scale:+.2f}{ci} ({_test_text(row, tex)})"
 
 
 def _shown_delta(row) -> float:
@@ -570,7 +602,11 @@ def sections(study_cells: pd.DataFrame, tex: bool = False) -> list[tuple[str, pd
     mean = lambda m: (lambda r: _shown(r[f"{m}_mean"], m))  # noqa: E731
     baseline = study_cells.baseline.iloc[0] if len(study_cells) else "ce"
     delta = lambda r: _delta_text(r, tex)  # noqa: E731
-    test = "seeds paired: mean [95 % t interval] (pairs, two-sided paired t-test p, Holm-adjusted p)"
+    family = ("Holm's family: the comparisons with the baseline in one column (one condition) of this study's table; "
+              f"bold: the one best full cell of a column, only where its Holm-adjusted difference to {baseline} is "
+              f"significant at {ALPHA:g}")
+    test = ("seeds paired: mean [95 % t interval] (n pairs, the two-sided paired t-test p from 3 pairs with a "
+            "spread, else the exact sign-flip p, never below 2/2ⁿ; Holm-adjusted p); " + family)
     if (study_cells.model.map(kind_of) == "generative").all():
         metrics = [  # (title, metric, lower is better)
             ("Test SSIM (%) of reconstructions at the last epoch: mean ± std over seeds (n)", "ssim", False),
@@ -579,14 +615,16 @@ def sections(study_cells: pd.DataFrame, tex: bool = False) -> list[tuple[str, pd
             ("Test ELBO per image (nats, up to a constant; higher is better)", "elbo", False)]
         compared = "SSIM"
     else:
-        by = ",".join(sorted(set(",".join(study_cells.best_by).split(",")) - {""})) or "val"
-        selected = {"val": "the validation split", "test": "test top-1 itself (optimistic)"}.get(by, by)
-        metrics = [("Test top-1 (%) at the last epoch: mean ± std over seeds (n)", "top1", False),
-                   (f"Test top-1 (%) at the best epoch, selected by {selected}", "best_top1", False),
+        metrics = [(f"Test top-1 (%) at the last epoch: mean ± std over seeds (n); {family}", "top1", False),
+                   ("Validation top-1 (%) at the last epoch (the split every choice is made on: 10 % of the training "
+                    "pool, stratified, clean)", "val_top1", False),
+                   ("Test top-1 (%) at the epoch of best validation top-1", "best_top1", False),
                    ("Test macro-F1 (%) at the last epoch", "macro_f1", False),
                    ("Test ECE (%, lower is better) at the last epoch", "ece", True)]
         compared = "Top-1"
-    out = [(title, _pivot(study_cells, cell(m), mean(m), lower, tex)) for title, m, lower in metrics]
+    headline = metrics[0][1]
+    out = [(title, _pivot(study_cells, cell(m), mean(m) if m == headline else None, lower, tex))
+           for title, m, lower in metrics]
     out.append((f"{compared} difference to {baseline} (percentage points; {test})",
                 _pivot(study_cells, delta, _shown_delta, False, tex)))
     if "input_shift" in study_cells and study_cells.input_shift.notna().any():
@@ -620,7 +658,8 @@ def _tex_escape(text: str) -> str:
     if text.startswith("\\textbf{") or "$" in text:
         return text.replace("%", r"\%").replace("_", r"\_")
     return (text.replace("\\", r"\textbackslash{}").replace("&", r"\&").replace("%", r"\%").replace("_", r"\_")
-            .replace("#", r"\#").replace("±", r"$\pm$").replace("×", r"$\times$").replace("–", "--"))
+            .replace("#", r"\#").replace("±", r"$\pm$").replace("×", r"$\times$").replace("–", "--")
+            .replace("ⁿ", r"$^n$").replace("−", "-").replace("α", r"$\alpha$"))
 
 
 def _tex_table(title: str, table: pd.DataFrame) -> str:
@@ -697,14 +736,16 @@ def write_tables(study: str, runs: pd.DataFrame, all_cells: pd.DataFrame, out_di
     out_dir.mkdir(parents=True, exist_ok=True)
     keys = runs[[*CONDITION, "variant"]].drop_duplicates()
     study_cells = all_cells.merge(keys, on=[*CONDITION, "variant"])
+    study_cells = with_holm(study_cells, CONDITION)  # Holm's family: this study's comparisons, per condition
     paths = [out_dir / f"{study}.{ext}" for ext in ("csv", "md", "tex", "html")]
     _atomic_text(study_cells.to_csv(index=False), paths[0])
     missing = not_in_table(runs)
     title = f"Study `{study}`"
     intro = (f"{int(study_cells.n.sum())} complete runs in {len(study_cells)} cells; "
              f"{len(missing)} runs not averaged in (listed at the end). A cell with runs left out says how many of "
-             "how many it averages, and why; bold: the one best value among the cells that average all of the "
-             "study's seeds (ties: none).")
+             "how many it averages, and why. Bold: the one best value of a column among the cells that average all "
+             f"of the study's seeds (ties: none), only where its Holm-adjusted difference to the baseline is "
+             f"significant at {ALPHA:g} (Holm's family: the comparisons of that column, one condition of this study).")
     sections = study_sections(study_cells)
     md = [f"# {title}", "", intro, ""]
     page = ["<!DOCTYPE html>", '<html lang="en">', '<head><meta charset="utf-8">',

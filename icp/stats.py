@@ -1,10 +1,12 @@
 """The statistics of the tables: a variant against its baseline over paired seeds, Holm's correction across the
-variants of one condition, and the smallest difference a study of n seeds can detect.
+comparisons of one table's condition, and the smallest difference a study of n seeds can detect.
 
 Seeds pair the runs: a variant's seed-s run and the baseline's seed-s run share the data split, the label noise
 and the initialisation, so the per-seed difference removes what the seed alone moves. With as few seeds as a
 study affords, :func:`detectable_difference` says how large a true difference has to be before a paired t-test
-finds it, which is what a non-significant p can and cannot say.
+finds it, which is what a non-significant p can and cannot say. No p claims more than its pairs support: with
+fewer than three pairs, or differences that are all the same (no spread to test against), the p is the exact
+sign-flip permutation p, at least 2 / 2ⁿ (0.5 with two seeds), not a t-test's.
 """
 from __future__ import annotations
 
@@ -15,12 +17,22 @@ from typing import Sequence
 import numpy as np
 
 
+# Below this many pairs a t-test is not run: its p would rest on a spread estimated from one or two numbers
+MIN_T_PAIRS = 3
+# Differences of a metric stored as float32 are compared at the metric's resolution (top-1: 1 / test images);
+# a metric without one (SSIM) at this granularity, far above float32's noise on values of order 1 (6e-8)
+FLOAT32_RESOLUTION = 1e-6
+
+
 @dataclass(frozen=True)
 class Paired:
-    """A variant minus its baseline over the seeds both have: mean difference, its confidence interval (t
-    distribution, pairs - 1 degrees of freedom), t and the two-sided p of a paired t-test. ``t`` is ±inf when the
-    differences are constant and non-zero (then p is 0 and the interval is that one value); t and p are NaN when
-    every difference is zero or with fewer than two pairs (then the interval is NaN too)."""
+    """A variant minus its baseline over the seeds both have: mean difference ``delta``, its 95 % t interval
+    (pairs - 1 degrees of freedom; NaN below two pairs, and the one value when every pair differs alike), the test
+    that gave ``p_value`` (``test``: ``"t"``, a two-sided paired t-test, with ``t_stat``; ``"sign-flip"``, the
+    exact two-sided sign-flip permutation test, used with fewer than :data:`MIN_T_PAIRS` pairs or when every
+    difference is the same: no spread to test against, so its p is the honest one, never below 2 / 2ⁿ; ``""`` no
+    test, fewer than two pairs) and ``pairs``. ``constant``: every pair differs by the same amount at the metric's
+    resolution."""
 
     delta: float
     ci_low: float
@@ -28,25 +40,52 @@ class Paired:
     t_stat: float
     p_value: float
     pairs: int
+    test: str = ""
+    constant: bool = False
 
 
-def paired(variant: Sequence[float], baseline: Sequence[float], confidence: float = 0.95) -> Paired:
-    """:class:`Paired` of two equally long sequences, element i of each from the same seed."""
+def sign_flip_p(differences: Sequence[float]) -> float:
+    """The exact two-sided sign-flip (permutation) p of paired differences: the share of the 2ⁿ sign assignments
+    whose |mean| is at least the observed one (ties count, so all-zero differences give 1). Its smallest value is
+    2 / 2ⁿ: 0.5 with two pairs, 0.25 with three."""
+    d = np.abs(np.asarray(differences, dtype=float))
+    n = len(d)
+    if n == 0:
+        return math.nan
+    if n > 20:
+        raise ValueError(f"sign_flip_p enumerates 2^n sign patterns; {n} pairs is too many (use the t-test)")
+    signs = 1 - 2 * ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1)  # every pattern of +1/-1, one per row
+    observed = abs(float(np.asarray(differences, dtype=float).sum()))
+    sums = np.abs(signs @ d)
+    return float(np.mean(sums >= observed - 1e-12 * max(1.0, observed)))
+
+
+def paired(variant: Sequence[float], baseline: Sequence[float], confidence: float = 0.95,
+           resolution: float | None = None) -> Paired:
+    """:class:`Paired` of two equally long sequences, element i of each from the same seed. ``resolution``: the
+    metric's smallest step (top-1: 1 / test images); the differences are rounded to it first, so float32 storage
+    noise (17 of 1,000 images arriving as 0.01700002 and 0.01699996) is not taken for a spread."""
     from scipy import stats
 
     diff = np.asarray(variant, dtype=float) - np.asarray(baseline, dtype=float)
+    step = resolution or FLOAT32_RESOLUTION
+    diff = np.round(diff / step) * step
     n = len(diff)
     if n == 0:
         return Paired(math.nan, math.nan, math.nan, math.nan, math.nan, 0)
     delta = float(diff.mean())
     if n < 2:
         return Paired(delta, math.nan, math.nan, math.nan, math.nan, n)
-    if np.allclose(diff, diff[0], rtol=1e-9, atol=1e-12):  # constant up to float noise: no spread to test against
-        t = math.copysign(math.inf, delta) if delta != 0 else math.nan
-        return Paired(delta, delta, delta, t, 0.0 if delta != 0 else math.nan, n)
-    test = stats.ttest_rel(np.asarray(variant, dtype=float), np.asarray(baseline, dtype=float))
+    constant = bool(np.all(np.abs(diff - diff[0]) < step / 2))
+    if constant:
+        t = math.copysign(math.inf, delta) if abs(delta) >= step / 2 else math.nan
+        return Paired(delta, delta, delta, t, sign_flip_p(diff), n, "sign-flip", True)
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * diff.std(ddof=1) / math.sqrt(n))
-    return Paired(delta, delta - half, delta + half, float(test.statistic), float(test.pvalue), n)
+    t = float(delta / (diff.std(ddof=1) / math.sqrt(n)))
+    if n < MIN_T_PAIRS:
+        return Paired(delta, delta - half, delta + half, t, sign_flip_p(diff), n, "sign-flip")
+    p = float(2 * stats.t.sf(abs(t), n - 1))
+    return Paired(delta, delta - half, delta + half, t, p, n, "t")
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

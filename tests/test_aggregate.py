@@ -17,15 +17,19 @@ def record(run, top1, status="complete", error=None, images_per_s=1000.0, device
     """A record of the current schema; ``work``: (images, seconds) per epoch, default 1000 images per epoch at
     ``images_per_s``; ``attempts`` jobs share ``compute_s``."""
     test = {"top1": top1, "macro_f1": top1 - 0.01, "ece": 0.05, "nll": 0.5} if top1 is not None else None
+    val = {**test, "top1": top1 + 0.01} if test else None  # the validation split: every run has one
     work = work or [(1000, 1000 / images_per_s)] * (2 if test else 0)
     epochs = [{"epoch": i + 1, "images": images, "time_s": seconds, "images_per_s": images / seconds,
-               "test": {**test, "top1": top1 - 0.1 * (i + 1 < len(work))} if test else None}
+               "test": {**test, "top1": top1 - 0.1 * (i + 1 < len(work))} if test else None,
+               "val": {**val, "top1": val["top1"] - 0.1 * (i + 1 < len(work))} if val else None}
               for i, (images, seconds) in enumerate(work)]
     return {"run_id": run.run_id, "status": status, "error": error, "dataset": run.dataset, "model": run.model,
             "method": run.method, "method_options": {}, "seed": run.seed,
             "config": {"scenario": {"kind": "clean", "seed": run.seed}, "train": {"epochs": 2, "seed": run.seed},
                        "data": {"root": f"/data/{run.seed}"}, "method": {"name": run.method, "options": {}}},
-            "epochs": epochs, "last": {"epoch": 2, "test": test} if test else None, "best": None,
+            "scenario": {"kind": "clean", "test_size": 10000, "val_size": 6000},
+            "epochs": epochs, "last": {"epoch": 2, "test": test, "val": val} if test else None,
+            "best": {"epoch": 2, "metric": "top1", "test": test, "val": val} if test else None,
             "wall_time_s": 1800.0, "images_per_s": images_per_s, "compute_s": compute_s,
             "env": {"device": device, "device_name": "H100"}, "code": {"version": "0.1.0", "git_commit": "abc"},
             "jobs": [{"job_id": str(100 + run.seed + 10 * i), "seconds": compute_s / attempts}
@@ -101,19 +105,20 @@ def test_study_tables_bold_the_best_and_list_runs_not_averaged(sweep, tmp_path):
     csv, md, tex, page = aggregate.write_tables("main", aggregate.study_runs(runs, "main"), aggregate.cells(runs),
                                                 tmp_path / "tables")
     text = md.read_text()
-    assert "| ls | **85.00 ± 2.65 (3)** |" in text and "| ce | 82.00 ± 2.00 (3) |" in text
-    assert "| ls | **+3.00 [+0.52, +5.48] (3, p=0.035, Holm p=0.070)** |" in text
+    # ls is the best, but its Holm-adjusted p (family: ls and pskd) is 0.070: not significant, so not bold
+    assert "| ls | 85.00 ± 2.65 (3) |" in text and "| ce | 82.00 ± 2.00 (3) |" in text
+    assert "| ls | +3.00 [+0.52, +5.48] (n=3, t-test p=0.035, Holm p=0.070) |" in text and "**" not in text
     assert "| tfkd | – (0/3, 1 diverged, 1 failed, 1 missing) |" in text
     tfkd = sorted(r.run_id for r in sweep.runs.values() if r.method == "tfkd")
     assert f"- failed: {tfkd[0]} (DataError: no data)" in text and f"- missing: {tfkd[1]}" in text
     assert f"- diverged: {tfkd[2]}" in text
     assert "| ce | 1,000 | 1.00 | 1.50 | 1.50 | – | 3 | 3 |" in text and "| ls | 500 | 0.50 | 1.50 |" in text
     assert "| tfkd | – | – | 1.00 | 1.00 | – | 2 | 0 |" in text  # the failed and the diverged run cost too
-    assert r"\textbf{85.00 $\pm$ 2.65 (3)}" in tex.read_text() and r"\toprule" in tex.read_text()
+    assert r"85.00 $\pm$ 2.65 (3)" in tex.read_text() and r"\toprule" in tex.read_text()
     # the page the report shows: the tables of the .md, each a <table> under its heading, runs left out listed
     doc = page.read_text()
     assert doc.count("<table>") == text.count("\n|---") and doc.count("<h2>") == text.count("\n## ")
-    assert "<tr><td>ls</td><td><strong>85.00 ± 2.65 (3)</strong></td></tr>" in doc
+    assert "<tr><td>ls</td><td>85.00 ± 2.65 (3)</td></tr>" in doc
     assert "<td>ce</td><td>82.00 ± 2.00 (3)</td>" in doc and f"<li>diverged: {tfkd[2]} (Diverged: " in doc
     assert "<h1>Study <code>main</code></h1>" in doc and "<script" not in doc and "http" not in doc
     import pandas as pd
@@ -173,10 +178,10 @@ def test_generative_study_tables_compare_ssim_with_vae(tmp_path):
                                            aggregate.cells(runs), tmp_path / "tables")
     text = md.read_text()
     assert "| icp-adam | **55.00 ± 2.65 (3)** |" in text and "| vae | 52.00 ± 2.00 (3) |" in text
-    assert "| icp-adam | **4.50 ± 0.26 (3)** |" in text  # FID of reconstructions: lower is better
+    assert "| icp-adam | 4.50 ± 0.26 (3) |" in text  # FID: no test compared it, so never bold
     assert "SSIM difference to vae" in text
     # one test: Holm = p; the only delta is not bold (nothing to beat)
-    assert "| icp-adam | +3.00 [+0.52, +5.48] (3, p=0.035, Holm p=0.035) |" in text
+    assert "| icp-adam | +3.00 [+0.52, +5.48] (n=3, t-test p=0.035, Holm p=0.035) |" in text
     assert "compares runs of this project only" in text  # the records name no Inception network
 
     for path in (tmp_path / "runs").rglob("record.json"):  # the same runs, FID from Inception-v3
@@ -229,13 +234,24 @@ def test_bold_only_a_unique_best_as_printed_among_cells_with_every_seed(tmp_path
     assert "| tfkd | 91.00 ± 1.41 (2/3, 1 diverged) |" in table and "| cskd | 95.00 ± 0.00 (2) |" in table
     assert "**" not in _section(md.read_text(), "Top-1 difference to ce")  # +4.00 twice
 
-    path = tmp_path / "runs" / "fashion-mnist/resnet20/clean/pskd/s2" / "record.json"
-    rec = json.loads(path.read_text())
-    rec["last"]["test"]["top1"] = 0.80  # pskd: 0.77, now the one best
-    path.write_text(json.dumps(rec))
-    runs = aggregate.runs_frame(g)
-    _, md, *_ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path / "tables")
-    assert "| pskd | **77.00 ± 2.65 (3)** |" in _section(md.read_text(), "Test top-1 (%) at the last epoch")
+    def set_pskd(values):
+        for seed, value in enumerate(values):
+            path = tmp_path / "runs" / f"fashion-mnist/resnet20/clean/pskd/s{seed}" / "record.json"
+            rec = json.loads(path.read_text())
+            rec["last"]["test"]["top1"] = value
+            path.write_text(json.dumps(rec))
+        runs = aggregate.runs_frame(g)
+        _, md, *_ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path / "tables")
+        return md.read_text()
+
+    # pskd the one best (77.00), but + 5, 4, 6 over ce: t-test p 0.013, Holm over 4 comparisons 0.052: not bold
+    text = set_pskd([0.75, 0.76, 0.80])
+    assert "| pskd | 77.00 ± 2.65 (3) |" in _section(text, "Test top-1 (%) at the last epoch")
+    # + 7, 8, 6: p 0.0067, Holm 0.027: the best and significant, so bold, in the headline and difference tables
+    text = set_pskd([0.77, 0.80, 0.80])
+    assert "| pskd | **79.00 ± 1.73 (3)** |" in _section(text, "Test top-1 (%) at the last epoch")
+    assert "| pskd | **+7.00" in _section(text, "Top-1 difference to ce")
+    assert "**" not in _section(text, "Test macro-F1")  # a metric that no test compared: never bold
 
 
 def test_left_out_runs_are_counted_per_status_in_the_cell(tmp_path):
@@ -248,16 +264,18 @@ def test_left_out_runs_are_counted_per_status_in_the_cell(tmp_path):
     assert "## Runs not in the tables" in md.read_text()
 
 
-def test_delta_text_rounds_p_below_a_thousandth_and_names_constant_differences():
+def test_delta_text_names_the_test_and_pairs_and_constant_differences():
     row = {"variant": "ls", "baseline": "ce", "delta_of": "top1", "delta": 0.03, "ci_low": 0.02, "ci_high": 0.04,
-           "t_stat": 40.0, "p_value": 0.0004, "p_holm": 0.0008, "pairs": 3}
-    assert aggregate._delta_text(row, False) == "+3.00 [+2.00, +4.00] (3, p < 0.001, Holm p < 0.001)"
+           "t_stat": 40.0, "p_value": 0.0004, "p_holm": 0.0008, "pairs": 3, "test": "t", "constant": False}
+    assert aggregate._delta_text(row, False) == "+3.00 [+2.00, +4.00] (n=3, t-test p < 0.001, Holm p < 0.001)"
     assert "$<$" in aggregate._delta_text(row, True)
-    constant = {**row, "ci_low": 0.03, "ci_high": 0.03, "t_stat": math.inf, "p_value": 0.0, "p_holm": 0.0}
-    assert aggregate._delta_text(constant, False) == "+3.00 [+3.00, +3.00] (3, t = ∞, constant differences)"
-    zero = {**row, "delta": 0.0, "ci_low": 0.0, "ci_high": 0.0, "t_stat": math.nan, "p_value": math.nan,
-            "p_holm": math.nan}
-    assert aggregate._delta_text(zero, False) == "+0.00 [+0.00, +0.00] (3)"
+    constant = {**row, "ci_low": 0.03, "ci_high": 0.03, "t_stat": math.inf, "p_value": 0.25, "p_holm": 0.5,
+                "test": "sign-flip", "constant": True}
+    assert aggregate._delta_text(constant, False) == \
+        "+3.00, every pair alike (n=3, sign-flip p=0.250, Holm p=0.500)"
+    one = {**row, "ci_low": math.nan, "ci_high": math.nan, "t_stat": math.nan, "p_value": math.nan,
+           "p_holm": math.nan, "pairs": 1, "test": ""}
+    assert aggregate._delta_text(one, False) == "+3.00 (n=1, no test)"
 
 
 def test_cost_is_images_over_time_and_counts_every_attempt_and_the_teacher(tmp_path):
@@ -321,13 +339,13 @@ def test_a_run_of_other_settings_in_a_grid_cell_gets_its_own_row(sweep, tmp_path
                                                      "top1_delta_vs_ce": pytest.approx(0.04)}  # one pair: no p
 
 
-def test_dvc_metric_names_constant_differences_instead_of_a_p_of_zero(tmp_path):
+def test_dvc_metric_gives_constant_differences_the_sign_flip_p_not_a_p_of_zero(tmp_path):
     g = expand(tmp_path, ["ce", "ls"])
     write_records(g, lambda run: record(run, 0.80 + 0.01 * run.seed + (0.03 if run.method == "ls" else 0.0)))
     runs = aggregate.runs_frame(g)
     leaf = aggregate.metrics_tree(aggregate.cells(runs), runs)["main"]["fashion-mnist/resnet20/clean"]["ls"]
-    assert leaf["top1_delta_vs_ce"] == pytest.approx(0.03) and leaf["constant_differences"] is True
-    assert "p_value" not in leaf
+    assert leaf["top1_delta_vs_ce"] == pytest.approx(0.03)
+    assert leaf["test"] == "sign-flip" and leaf["p_value"] == pytest.approx(0.25)  # 2 / 2^3
 
 
 def test_dvc_metric_holds_the_headline_mean_std_n_and_difference_to_the_baseline(sweep):
@@ -342,8 +360,9 @@ def test_dvc_metric_holds_the_headline_mean_std_n_and_difference_to_the_baseline
     t = 3 * math.sqrt(3)  # ls - ce: 0.03, 0.02, 0.04 (as in test_cells_give_exact_means_stds_and_paired_p_values)
     rounded = lambda v: pytest.approx(v, abs=1e-6)  # noqa: E731  (the metric keeps 6 digits)
     assert cell["ls"] == {"n": 3, "top1_mean": rounded(0.85), "top1_std": rounded(math.sqrt(7e-4)),
-                          "top1_delta_vs_ce": rounded(0.03), "p_value": rounded(1 - t / math.sqrt(2 + t * t))}
-    assert set(cell["pskd"]) == {"n", "top1_mean", "top1_std", "top1_delta_vs_ce", "p_value"}
+                          "top1_delta_vs_ce": rounded(0.03), "p_value": rounded(1 - t / math.sqrt(2 + t * t)),
+                          "test": "t"}
+    assert set(cell["pskd"]) == {"n", "top1_mean", "top1_std", "top1_delta_vs_ce", "p_value", "test"}
     assert cell["pskd"]["top1_delta_vs_ce"] == pytest.approx((0.01 - 0.02 + 0.02) / 3, abs=1e-6)
     assert cell["tfkd"] == {"n": 0}  # failed, diverged and missing: nothing to average
 
@@ -414,3 +433,55 @@ def test_tables_of_icp_variants_show_how_far_the_refinement_moved(tmp_path):
     assert "| icp-adam | 9.9e-03 [1.0e-03, 2.0e-03, 4.0e-03] |" in table
     assert "| icp-sgd (as published: η = 0.002 on the batch-mean loss) | 9.1e-07 [1.0e-03, 2.0e-03, 0.0e+00] |" in table
     assert "| ce |" not in table
+
+
+def test_holm_family_is_one_study_so_ablation_records_leave_main_unchanged(tmp_path):
+    """The same condition in two studies: main (ce, ls, pskd) and an ablation of icp-adam's warm-up. Holm's
+    family of a main cell is main's comparisons in that condition: records of the ablation do not move it."""
+    block = {"datasets": ["fashion-mnist"], "models": ["resnet20"]}
+    spec = {"runs_dir": str(tmp_path / "runs"), "seeds": [0, 1, 2],
+            "recipes": {"fashion-mnist/resnet20": "config/recipes/fmnist-resnet20.yaml"},
+            "studies": {"main": [{**block, "methods": ["ce", "ls", "pskd"]}],
+                        "ablations": [{**block, "methods": ["icp-adam"], "options": {"warmup": [0.0, 0.1, 0.5]}}]}}
+    g = grid.expand(spec, check_recipes=False)
+    values = {"ce": [0.80, 0.82, 0.84], "ls": [0.83, 0.84, 0.88], "pskd": [0.81, 0.80, 0.86]}
+
+    def main_table(with_ablations: bool) -> str:
+        shutil.rmtree(tmp_path / "runs", ignore_errors=True)
+        write_records(g, lambda r: record(r, values[r.method][r.seed]) if r.method in values else
+                      (record(r, 0.9 + 0.001 * r.seed) if with_ablations else None))
+        runs = aggregate.runs_frame(g)
+        _, md, *_ = aggregate.write_tables("main", aggregate.study_runs(runs, "main"), aggregate.cells(runs),
+                                           tmp_path / f"tables{int(with_ablations)}")
+        return _section(md.read_text(), "Top-1 difference to ce")
+
+    alone, beside = main_table(False), main_table(True)
+    assert "Holm p=0.070" in alone  # ls: p = 0.035 in a family of two (ls, pskd)
+    assert alone == beside
+
+
+def test_best_epoch_is_selected_on_validation_and_no_table_shows_a_test_selected_number(tmp_path):
+    """Epoch 1 is the best on test, epoch 2 the best on validation (and the last): the table's best-epoch top-1 is
+    epoch 2's test top-1, and without a validation split there is no best-epoch number at all."""
+    g = expand(tmp_path, ["ce"])
+
+    def make(run):
+        rec = record(run, 0.80)
+        rec["epochs"][0]["test"]["top1"] = 0.95  # test's best epoch
+        rec["epochs"][0]["val"]["top1"] = 0.50
+        rec["best"] = {"epoch": 2, "metric": "top1", "test": rec["last"]["test"], "val": rec["last"]["val"]}
+        if run.seed == 2:  # a run without a validation split: no best
+            rec["best"] = None
+        return rec
+
+    write_records(g, make)
+    runs = aggregate.runs_frame(g).set_index("seed")
+    assert runs.loc[0, "best_top1"] == pytest.approx(0.80) and runs.loc[0, "best_epoch"] == 2
+    assert runs.loc[0, "val_top1"] == pytest.approx(0.81)
+    assert math.isnan(runs.loc[2, "best_top1"])
+    runs = runs.reset_index()
+    _, md, *_ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path / "tables")
+    text = md.read_text()
+    assert "95.00" not in text and "selected by test" not in text
+    assert "| ce | 80.00 ± 0.00 (3) |" in _section(text, "Test top-1 (%) at the epoch of best validation top-1")
+    assert "| ce | 81.00 ± 0.00 (3) |" in _section(text, "Validation top-1 (%) at the last epoch")
