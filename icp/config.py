@@ -42,6 +42,9 @@ class DataConfig:
     val_fraction: float = 0.0  # stratified, seeded hold-out from the training split (0 = none)
     train_subset: Optional[int] = None  # stratified subset of the training pool, for quick runs
     test_subset: Optional[int] = None  # stratified subset of the test split, for quick runs
+    # seed of train_subset, the validation hold-out and test_subset, so that every seed and method of a cell
+    # trains on the same pool and is selected and tested on the same images; null: the scenario's seed
+    split_seed: Optional[int] = None
     drop_last: bool = False
 
 
@@ -133,7 +136,7 @@ class Config:
 # Keys that change how a run is shown or where it runs, not what it computes: a run may be resumed with other values.
 RESULT_NEUTRAL_KEYS = frozenset({"progress", "fid_every"})
 # Keys added after runs existed: left out of the digest while null, so those runs keep their digests.
-OMIT_WHEN_NULL = frozenset({"fid_features", "eval_every"})
+OMIT_WHEN_NULL = frozenset({"fid_features", "eval_every", "split_seed"})
 # Keys in which the seeds of one cell of a table differ (AI-KD's teacher is the ce run of the same seed), or that only
 # say where the data lives or how it is loaded: left out of cell_digest.
 CELL_NEUTRAL_KEYS = ("train.seed", "scenario.seed", "method.options.teacher", "data.root", "data.download",
@@ -144,7 +147,9 @@ def _digest(payload: dict) -> str:
     """12 hex digits of the hash of a resolved config dict, without its result-neutral train keys."""
     train = {k: v for k, v in payload.get("train", {}).items()
              if k not in RESULT_NEUTRAL_KEYS and not (k in OMIT_WHEN_NULL and v is None)}
-    blob = json.dumps({**payload, "train": train}, sort_keys=True, default=str).encode()
+    data = {k: v for k, v in payload.get("data", {}).items() if not (k in OMIT_WHEN_NULL and v is None)}
+    blob = json.dumps({**payload, "train": train, **({"data": data} if "data" in payload else {})},
+                      sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
@@ -168,6 +173,7 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "data.val_fraction": (lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"),
     "data.train_subset": (lambda v: v is None or v > 0, "a positive integer or null"),
     "data.test_subset": (lambda v: v is None or v > 0, "a positive integer or null"),
+    "data.split_seed": (lambda v: v is None or v >= 0, "an integer >= 0 or null"),
     "data.image_size": (lambda v: v is None or v >= 8, "an integer >= 8 or null"),
     "scenario.noise_rate": (lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"),
     "scenario.shots": (lambda v: v is None or v > 0, "a positive integer or null"),

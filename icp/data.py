@@ -13,9 +13,12 @@ Every dataset is read once into memory as ``uint8`` arrays (N, H, W, C) plus ``i
 * ``imagefolder``: ``<root>/train/<class>/*`` and ``<root>/test/<class>/*`` (Tiny-ImageNet/CUB style), resized to
   ``data.image_size`` (default 64) squares; mean/std are measured on the training images.
 
-Split order (all seeded by ``scenario.seed``, default ``train.seed``): optional stratified ``train_subset`` of
-the training pool → optional stratified validation hold-out (clean labels) → the scenario (label noise or
-few-shot, :mod:`icp.scenarios`) on what remains. The test split is never touched except by ``test_subset``.
+Split order: optional stratified ``train_subset`` of the training pool → optional stratified validation hold-out
+(``val_fraction``, clean labels) → the scenario (label noise or few-shot, :mod:`icp.scenarios`) on what remains.
+The test split is never touched except by ``test_subset``. The subsets and the hold-out are seeded by
+``data.split_seed`` (the recipes set 0: every method and seed of a cell trains on the same pool, is selected on
+the same validation images and tested on the same test images), or where it is null by the scenario's seed
+(``scenario.seed``, default ``train.seed``), which always seeds the label noise and the few-shot draw.
 """
 from __future__ import annotations
 
@@ -276,21 +279,25 @@ def build_splits(cfg) -> Splits:
     """Load the configured dataset and build train (with scenario), optional val, and test splits."""
     d, sc = cfg.data, cfg.scenario
     seed = cfg.scenario.seed if cfg.scenario.seed is not None else cfg.train.seed
+    split_seed = d.split_seed if d.split_seed is not None else seed
     pool, info = load_split(d.dataset, d.root, True, d.download, d.image_size)
     test, _ = load_split(d.dataset, d.root, False, d.download, d.image_size)
     summary: dict = {"pool_size": len(pool)}
     if d.train_subset is not None and d.train_subset < len(pool):
-        pool = pool.take(scenarios.stratified_subset(pool.labels, d.train_subset, seed))
+        pool = pool.take(scenarios.stratified_subset(pool.labels, d.train_subset, split_seed))
     val = None
     if d.val_fraction > 0:
-        keep, hold = scenarios.stratified_holdout(pool.labels, d.val_fraction, seed)
+        keep, hold = scenarios.stratified_holdout(pool.labels, d.val_fraction, split_seed)
+        if len(hold) == 0:
+            raise DataError(f"data.val_fraction {d.val_fraction:g} of {len(pool)} training images holds out no image "
+                            "of any class (round(fraction x class size) is 0): raise it, or set 0 for no validation")
         val, pool = pool.take(hold), pool.take(keep)
     kind_args = {"noisy": {"noise_type": sc.noise_type, "noise_rate": sc.noise_rate},
                  "fewshot": {"shots": sc.shots}}.get(sc.kind, {})
     res = scenarios.apply_scenario(pool.labels, info.num_classes, sc.kind, seed, dataset=d.dataset, **kind_args)
     train = ImageArrays(pool.images[res.indices], res.labels.astype(np.int64), pool.source)
     if d.test_subset is not None and d.test_subset < len(test):
-        test = test.take(scenarios.stratified_subset(test.labels, d.test_subset, seed))
+        test = test.take(scenarios.stratified_subset(test.labels, d.test_subset, split_seed))
     summary.update(res.summary, seed=seed, val_size=len(val) if val is not None else 0, test_size=len(test),
                    data_source=pool.source or str(d.root))
     return Splits(info, train, res.clean_labels.astype(np.int64), test, val, summary)

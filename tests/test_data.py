@@ -78,6 +78,21 @@ def test_splits_val_holdout_and_scenario_on_train_only(fmnist_root):
     assert not np.array_equal(other.val.images, s.val.images)
 
 
+def test_a_split_seed_gives_every_seed_the_same_pool_validation_and_test_images(fmnist_root):
+    """With data.split_seed (the recipes' 0) the training subset, the validation hold-out and the test subset are
+    the same for every training seed, while each seed's label noise is its own."""
+    def splits(seed):
+        return data.build_splits(config.resolve({}, [
+            f"data.root={fmnist_root}", "data.train_subset=1500", "data.val_fraction=0.1", "data.test_subset=500",
+            "data.split_seed=0", "scenario.kind=noisy", "scenario.noise_rate=0.4", f"train.seed={seed}"]))
+
+    a, b = splits(0), splits(1)
+    assert len(a.val) == 150 and np.array_equal(a.val.images, b.val.images)
+    assert np.array_equal(a.test.images, b.test.images) and np.array_equal(a.test.labels, b.test.labels)
+    assert np.array_equal(np.sort(a.train_clean_labels), np.sort(b.train_clean_labels))
+    assert not np.array_equal(a.train.labels, b.train.labels)  # the noise differs by seed
+
+
 def test_fewshot_split(fmnist_root):
     s = data.build_splits(config.resolve({}, [f"data.root={fmnist_root}", "scenario.kind=fewshot",
                                               "scenario.shots=5"]))
@@ -190,7 +205,7 @@ def test_the_cub_recipes_train_the_generative_study_at_64x64(tmp_path):
     and ICP on it at 3×64×64) run end to end on the tiny archive: recipe keys, shapes and the FID hand-over."""
     from icp import engine
 
-    _fake_cub(tmp_path, per_class=5)
+    _fake_cub(tmp_path, per_class=16)  # 15 training images a class: the recipe's 10 % validation split holds 2
     from icp import cli
 
     assert cli.main(["data", "prepare", "--dataset", "cub", "--root", str(tmp_path)]) == 0

@@ -314,3 +314,21 @@ def test_refinement_studies_run_on_variants_that_move_the_input(paper, tiny_cfg,
     print(f"input shift after one epoch: icp-sgd as published {published:.1e}; "
           + ", ".join(f"{m}{dict(o)} {v:.1e}" for (m, o), v in moved.items()))
     assert all(v >= 10 * published for v in moved.values()), (published, moved)
+
+
+@pytest.mark.parametrize("grid_file", [PAPER, REPO / "config" / "laptop.yaml"])
+def test_every_classifier_run_has_the_same_validation_split_within_its_cell(grid_file):
+    """Every classifier run holds out 10 % of its training pool for validation, with one split seed for every
+    method and seed, so best epochs and ablation choices are made on the same images (never on test)."""
+    from icp import model_registry
+
+    g = grid.load_expand(grid_file)
+    trees = {}
+    for r in g.runs.values():
+        if r.model in model_registry.GENERATIVE:
+            continue
+        key = (r.recipe, tuple(o for o in r.overrides if o.startswith("data.")))
+        if key not in trees:
+            trees[key] = config.resolve(grid._recipe_tree(r.recipe), list(r.overrides)).data
+        data = trees[key]
+        assert data.val_fraction == pytest.approx(0.1) and data.split_seed == 0, r.run_id
