@@ -31,7 +31,12 @@ def test_paper_grid_has_every_study_and_factor(paper):
     assert {(r.dataset, r.model) for r in main} == {("cifar100", "resnet20"), ("cifar10", "resnet20"),
                                                      ("cifar100", "preact_resnet18"),
                                                      ("cifar10", "preact_resnet18"), ("fashion-mnist", "resnet20")}
-    assert len(main) == (10 + 2) * 5 * 3  # ten methods and two controls, five conditions, three seeds
+    moving_sgd = "icp-sgd+reduction=sum+step_size=0.2"  # icp-sgd at a step where the input moves
+    assert len(main) == (10 + 1 + 2) * 5 * 3  # ten methods, the moving icp-sgd, two controls; 5 conditions, 3 seeds
+    for study in ("noisy", "fewshot"):  # the headline studies: only ICP variants whose input moves
+        variants = set(by("variant", paper.select(study)))
+        assert {"icp-adam", moving_sgd, "icp+steps=0", "ce+budget=icp-adam"} <= variants
+        assert not variants & {"icp-sgd", "icp-ademamix"}, study  # the published icp-sgd, icp-ademamix: main only
     assert set(by("scenario", paper.select("noisy"))) == {"sym0.2", "sym0.4", "sym0.6", "asy0.2", "asy0.4"}
     assert set(by("scenario", paper.select("fewshot"))) == {f"{n}shot" for n in (5, 10, 25, 50, 100)}
     steps = {dict(r.options).get("steps", 5) for r in paper.select("steps")}
