@@ -56,6 +56,7 @@ def figure(name: str, study: str, caption: str):
     def register(fn):
         FIGURES[name] = (study, fn)
         CAPTIONS[name] = " ".join(caption.split())
+        fn.__doc__ = fn.__doc__ or CAPTIONS[name]  # what the figure shows, also in help()
         return fn
     return register
 

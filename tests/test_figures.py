@@ -465,3 +465,9 @@ def test_legends_cover_neither_data_nor_the_y_label(drawn, name):
                 assert not box.overlaps(other.get_window_extent(renderer)), (ax.get_title(), other.get_title())
         checked += 1
     assert checked >= 2
+
+
+def test_every_figure_function_says_what_it_draws():
+    for name, (_, fn) in figures.FIGURES.items():
+        assert fn.__doc__ and len(fn.__doc__.strip()) > 40, name  # its caption, where it has no docstring
+    assert "training compute" in figures.compute.__doc__ and "FLOP-matched" in figures.compute.__doc__
