@@ -396,7 +396,7 @@ def noise(runs, epochs, ctx):
 @figure("fewshot", "fewshot",
         "Last-epoch test top-1 vs training images per class (log axis), a line per variant over the shot "
         "counts (mean ± sd over seeds); one panel per dataset and model. Under the fixed budget of optimizer "
-        "steps each shot count trains its own number of epochs, given under its tick.")
+        "steps each shot count trains its own number of epochs, given under its tick (a range where a control trains longer).")
 def fewshot(runs, epochs, ctx):
     few = _complete(runs, "fewshot").copy()
     title = ("Study fewshot: last-epoch test top-1 vs training images per class (mean ± sd over seeds; "
@@ -415,8 +415,9 @@ def fewshot(runs, epochs, ctx):
             _lines(ax, part, x, "test top-1 (%)", colours, hue="line", at=x)
             ax.set_xscale("log")
             shots = sorted(part[x].dropna().unique())
-            lengths = part.groupby(x).epochs.unique()
-            ticks = [f"{v:g}\n{int(lengths[v][0])} ep" if len(lengths[v]) == 1 else f"{v:g}" for v in shots]
+            lengths = part.groupby(x).epochs  # one per shot count; a range where a control trains longer
+            ticks = [f"{v:g}\n{int(lengths.min()[v])} ep" if lengths.nunique()[v] == 1
+                     else f"{v:g}\n{int(lengths.min()[v])}–{int(lengths.max()[v])} ep" for v in shots]
             ax.set_xticks(shots, ticks)  # the shot counts run, not powers of ten, and their epochs
             ax.set_xticks([], minor=True)
             ax.set_xlabel(f"{x} (log; under each: its epochs)")

@@ -471,3 +471,16 @@ def test_every_figure_function_says_what_it_draws():
     for name, (_, fn) in figures.FIGURES.items():
         assert fn.__doc__ and len(fn.__doc__.strip()) > 40, name  # its caption, where it has no docstring
     assert "training compute" in figures.compute.__doc__ and "FLOP-matched" in figures.compute.__doc__
+
+
+def test_fewshot_ticks_give_the_range_of_epochs_where_a_control_trains_longer():
+    runs, _ = _fewshot_frames()
+    control = [_row("fewshot", "fashion-mnist", "resnet20", f"{shots}shot", "ce", seed, 4 * n_epochs,
+                    factors="+budget=icp-adam") for seed in range(3) for shots, n_epochs in SHOT_EPOCHS.items()]
+    runs = pd.concat([runs, pd.DataFrame(control)], ignore_index=True)
+    fig = figures.fewshot(runs, _epoch_rows(runs, {}), None)
+    (ax,) = [ax for ax in _data_axes(fig) if _which(ax) == {"fashion-mnist"}]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [f"{s}\n{e}–{4 * e} ep" for s, e in SHOT_EPOCHS.items()]
+    assert len([line for line in ax.lines if len(line.get_xdata()) == len(SHOT_EPOCHS)]) == 3  # with the control's
+    assert any(t.startswith("ce+budget=icp-adam (ce, FLOP-matched") for t in _legend(ax))
+    figures._libs()[0].close(fig)
