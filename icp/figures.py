@@ -396,7 +396,8 @@ def noise(runs, epochs, ctx):
 @figure("fewshot", "fewshot",
         "Last-epoch test top-1 vs training images per class (log axis), a line per variant over the shot "
         "counts (mean ± sd over seeds); one panel per dataset and model. Under the fixed budget of optimizer "
-        "steps each shot count trains its own number of epochs, given under its tick (a range where a control trains longer).")
+        "steps each shot count trains its own number of epochs, given under its tick (a range where a control "
+        "trains longer).")
 def fewshot(runs, epochs, ctx):
     few = _complete(runs, "fewshot").copy()
     title = ("Study fewshot: last-epoch test top-1 vs training images per class (mean ± sd over seeds; "
