@@ -6,10 +6,17 @@ What each figure shows is its caption, given where it is registered (:func:`figu
 end of this docstring repeats it with the study each figure needs.
 
 A *condition* is a dataset, model, scenario and number of training epochs (:data:`CONDITION`): figures never
-average across conditions. Each condition gets its own panel (one Axes), titled with it, with its own legend whose
-labels give that panel's ``n`` (distinct complete seeds of the variant in that panel; ``n=2–3`` where the points
-of one curve rest on different numbers of seeds). Suptitles name the study and what is averaged; axes carry
-units. A figure whose study has no complete run yet says so on an empty canvas instead of failing.
+average across conditions. The figures that compare variants (``learning_curves``, ``compute``, ``noise``,
+``fewshot``) draw one panel per dataset × model × scenario (:data:`PANEL`; in ``noise`` and ``fewshot`` the
+scenario is the x-axis) and a line per variant *and training length*: a control that trains for more epochs (the
+compute-matched ``ce+budget=...``) sits beside the run it judges, each line's legend name gives its length, and
+a variant with runs of two lengths draws two lines, never their mean; few-shot shot counts, whose fixed step
+budget trains each its own epochs, are one line with the epochs under each tick. The other figures draw one
+panel per condition (one Axes), titled with it. Each panel has its own legend, below the Axes (never over the
+data or the y-label), whose labels give that panel's ``n`` (distinct complete seeds of the line in that panel;
+``n=2–3`` where the points of one curve rest on different numbers of seeds). Suptitles name the study and what
+is averaged; axes carry units. A figure whose study has no complete run yet says so on an empty canvas instead
+of failing.
 """
 from __future__ import annotations
 
@@ -49,6 +56,7 @@ def figure(name: str, study: str, caption: str):
     def register(fn):
         FIGURES[name] = (study, fn)
         CAPTIONS[name] = " ".join(caption.split())
+        fn.__doc__ = fn.__doc__ or CAPTIONS[name]  # what the figure shows, also in help()
         return fn
     return register
 
@@ -84,16 +92,18 @@ def _complete(runs: pd.DataFrame, study: Optional[str]) -> pd.DataFrame:
     return sel
 
 
-def _label_n(df: pd.DataFrame, by: str = "variant", at: Optional[Sequence[str] | str] = None) -> dict[str, str]:
-    """value of ``by`` -> 'value (n=K)', K the number of distinct seeds of that value in ``df``; with ``at``, the
-    seeds behind each point (each value of ``at``), written 'n=2–3' where points differ."""
-    from icp.grid import variant_label  # the controls say what they are
+def _label_n(df: pd.DataFrame, by: str = "variant", at: Optional[Sequence[str] | str] = None,
+             names: Optional[dict] = None) -> dict[str, str]:
+    """value of ``by`` -> 'name (n=K)', K the number of distinct seeds of that value in ``df``; with ``at``, the
+    seeds behind each point (each value of ``at``), written 'n=2–3' where points differ. ``names``: the name of
+    each value (default: :func:`icp.grid.variant_label` of it, so that the controls say what they are)."""
+    from icp.grid import variant_label
 
     out = {}
     for v, g in df.groupby(by, sort=True):
         ns = [g.seed.nunique()] if at is None else g.groupby(at).seed.nunique().tolist()
         lo, hi = min(ns), max(ns)
-        name = variant_label(str(v))
+        name = names[v] if names is not None else variant_label(str(v))
         out[v] = f"{name} (n={lo})" if lo == hi else f"{name} (n={lo}–{hi})"
     return out
 
@@ -112,6 +122,50 @@ def _with_epochs(ep: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     if "epochs" in ep or ep.empty:
         return ep
     return ep.merge(runs[["run_id", "epochs"]].drop_duplicates("run_id"), on="run_id", how="left")
+
+
+def _line_per_length(df: pd.DataFrame, panel: Sequence[str], at: Optional[Sequence[str] | str] = None,
+                     epochs_in_name: bool = True) -> pd.DataFrame:
+    """``df`` with the columns ``line``, the line each row belongs to in a panel keyed by ``panel`` (which
+    leaves out the training length), and ``line_name``, its legend name in that panel.
+
+    A line is a variant, except where the variant's runs at one point (one value of ``at``; the whole panel when
+    ``at`` is None) differ in training length: then each length is a line of its own ('VARIANT@E'), so that no
+    point averages runs of two conditions. ``epochs_in_name``: the name says the line's training length in its
+    panel (the panel's title does not); a line whose points differ in length (few-shot: the length follows the
+    shot count) is named without it."""
+    from icp.grid import variant_label
+
+    panel, at = list(panel), [at] if isinstance(at, str) else list(at or [])
+    lengths = df.groupby([*panel, "variant", *at], dropna=False).epochs.nunique()
+    mixed = set(lengths[lengths > 1].index.get_level_values("variant"))
+    df = df.reset_index(drop=True)
+    df["line"] = [f"{v}@{int(e)}" if v in mixed else v for v, e in zip(df.variant, df.epochs)]
+    df["line_name"] = ""
+    for _, part in df.groupby([*panel, "line"], sort=False, dropna=False):
+        lengths = part.epochs.dropna().unique()
+        name = variant_label(str(part.variant.iloc[0]))
+        if len(lengths) == 1 and (epochs_in_name or part.line.iloc[0] != part.variant.iloc[0]):
+            name += f", {int(lengths[0])} epochs"
+        df.loc[part.index, "line_name"] = name
+    return df
+
+
+def _with_compute(ep: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """``ep`` (rows of the epochs frame, ``epoch`` 1-based) with ``compute``: the training compute of the run
+    through the end of that epoch, in ce epochs (:func:`icp.methods.options.epoch_costs` of the run's method,
+    options and training length, summed over its epochs 1 .. e): a ce epoch costs 1, an ICP epoch after warm-up
+    (2K + 4)/3."""
+    from icp.methods.options import epoch_costs
+
+    cumulative = {}
+    for r in runs.drop_duplicates("run_id").itertuples():
+        options = json.loads(r.method_options) if isinstance(r.method_options, str) else {}
+        cumulative[r.run_id] = np.cumsum(epoch_costs(r.method, options, int(r.epochs)))
+    ep = ep.copy()
+    ep["compute"] = [float(cumulative[r][int(e) - 1]) if r in cumulative and 0 < int(e) <= len(cumulative[r])
+                     else np.nan for r, e in zip(ep.run_id, ep.epoch)]
+    return ep
 
 
 def _condition_name(key: dict) -> str:
@@ -152,6 +206,7 @@ def _grid(panels: list, title: str, ncols: int = 3, size: tuple[float, float] = 
         name, draw = panels[i]
         draw(ax)
         ax.set_title(name, fontsize=9)
+        _legend_below(ax)
     width = max(40, int(size[0] * ncols * 13))  # characters of 10 pt text across the panels: wrap, not widen
     fig.suptitle("\n".join(textwrap.fill(line, width) for line in title.split("\n")), fontsize=10)
     return fig
@@ -159,11 +214,14 @@ def _grid(panels: list, title: str, ncols: int = 3, size: tuple[float, float] = 
 
 def _lines(ax, part: pd.DataFrame, x: str, y: str, colours: dict, hue: str = "variant", legend: str = "variant",
            at: Optional[Sequence[str] | str] = None, style: Optional[str] = None, errorbar="sd",
-           marker: Optional[str] = "o"):
+           marker: Optional[str] = "o", names: Optional[dict] = None):
     """``part`` (one panel's rows) as lines of ``y`` over ``x``, one per ``hue`` value, mean and ``errorbar``
-    over seeds; the legend, inside this Axes, gives each line this panel's n (see :func:`_label_n`)."""
+    over seeds; the legend, below this Axes, gives each line this panel's n (see :func:`_label_n`; ``names``:
+    each ``hue`` value's name in it)."""
     _, sns = _libs()
-    labels = _label_n(part, hue, at)
+    if names is None and hue == "line" and "line_name" in part:  # :func:`_line_per_length`'s lines
+        names = dict(zip(part.line, part.line_name))
+    labels = _label_n(part, hue, at, names)
     name = f"{legend} (n seeds)"
     data = part.assign(**{name: part[hue].map(labels)})
     sns.lineplot(data=data, x=x, y=y, hue=name, hue_order=[labels[v] for v in labels],
@@ -174,12 +232,31 @@ def _lines(ax, part: pd.DataFrame, x: str, y: str, colours: dict, hue: str = "va
 
 
 def _small_legend(ax, title: Optional[str]):
-    """Redraw seaborn's legend of ``ax`` in a small font, inside the Axes."""
+    """Redraw seaborn's legend of ``ax`` in a small font (:func:`_grid` then puts it below the Axes)."""
     old = ax.get_legend()
     if old is None:
         return
     ax.legend(old.legend_handles, [t.get_text() for t in old.texts], title=title, fontsize=7, title_fontsize=7,
-              loc="best", framealpha=0.8)
+              framealpha=0.8)
+
+
+def _legend_below(ax):
+    """Move the legend of ``ax`` below the Axes, under its tick labels and x-label: never over the data or the
+    y-label. Placed in points from the Axes' bottom edge, where the tick labels and the x-label sit whatever size
+    the layout gives the Axes (constrained layout then makes room for it)."""
+    from matplotlib.transforms import offset_copy
+
+    legend = ax.get_legend()
+    if legend is None:
+        return
+    ticks = ax.xaxis.get_ticklabels()
+    tick_lines = max([1 + t.get_text().count("\n") for t in ticks if t.get_visible()] or [0])
+    label_lines = 1 + ax.get_xlabel().count("\n") if ax.get_xlabel() else 0
+    below = (max([t.get_size() for t in ticks] or [10]) * 1.2 * tick_lines
+             + ax.xaxis.label.get_size() * 1.2 * label_lines + 12)  # the pads: ticks, tick labels, x-label
+    legend.set_loc("upper center")
+    legend.set_bbox_to_anchor((0.5, 0.0), transform=offset_copy(ax.transAxes, fig=ax.figure, y=-below,
+                                                                 units="points"))
 
 
 # ------------------------------------------------------------------------------------------ figures
@@ -199,17 +276,81 @@ def _curves(ep: pd.DataFrame, y: str, title: str, keys: Sequence[str] = CONDITIO
     return _grid([(_condition_name(key), draw(part)) for key, part in _by(ep, keys)], title)
 
 
+# the panel of the curve figures that put a control beside what it controls: the condition less its training
+# length (a compute-matched ce trains longer than the ICP run it judges); each length is a line of its own
+PANEL = ("dataset", "model", "scenario")
+
+
+def _marker(df: pd.DataFrame) -> Optional[str]:
+    """A marker per epoch where the runs are short enough for markers to be told apart."""
+    return "o" if df.epochs.max() <= 40 else None
+
+
 @figure("learning_curves", "main",
-        "Test top-1 vs epoch, mean ± sd band over seeds, per variant; one panel per condition.")
+        "Test top-1 vs training progress (epoch ÷ the run's epochs, %), mean ± sd band over seeds, a line per "
+        "variant and training length; one panel per dataset, model and scenario, so that the compute-matched "
+        "ce (``ce+budget=...``, trained for more epochs) and the α-only control (``icp+steps=0``) sit beside the "
+        "ICP run they judge. Progress rather than epochs puts runs of different lengths on one axis; the "
+        "``compute`` figure draws the same runs against their training compute.")
 def learning_curves(runs, epochs, ctx):
     done = _complete(runs, "main")
     ep = epochs[epochs.run_id.isin(done.run_id)].copy()
-    title = "Study main: test top-1 vs epoch (mean ± sd over seeds; n = seeds per variant in each panel)"
+    title = ("Study main: test top-1 vs training progress (mean ± sd over seeds; n = seeds per line in each "
+             "panel; each line's training length in its legend)")
     if ep.empty:
         return _empty(title, "no complete run of study main yet")
     ep = _with_epochs(ep, done)
+    x = "training progress (% of the run's epochs)"
+    ep[x] = 100 * ep.epoch / ep.epochs
     ep["test top-1 (%)"] = ep.test_top1 * 100
-    return _curves(ep, "test top-1 (%)", title)
+    ep = _line_per_length(ep, PANEL)
+    colours = _colours(ep.line)
+
+    def draw(part):
+        def on(ax):
+            _lines(ax, part, x, "test top-1 (%)", colours, hue="line", marker=_marker(part))
+            ax.set_xlim(0, 102)
+        return on
+
+    return _grid([(_condition_name(key), draw(part)) for key, part in _by(ep, PANEL)], title)
+
+
+def compute_curves(runs, epochs, study: str, methods: Optional[Sequence[str]] = (*ICP_METHODS, "ce")):
+    """Test top-1 of the complete runs of ``study`` (of ``methods``; None: all) against their training compute
+    through each epoch (:func:`_with_compute`): one panel per dataset, model and scenario, a line per variant
+    and training length (mean ± sd over seeds)."""
+    done = _complete(runs, study)
+    if methods is not None:
+        done = done[done.method.isin(methods)]
+    ep = epochs[epochs.run_id.isin(done.run_id)].copy()
+    title = (f"Study {study}: test top-1 vs training compute (ce epochs: each epoch's step cost in ce steps, "
+             "summed; mean ± sd over seeds; n = seeds per line in each panel)")
+    if ep.empty:
+        return _empty(title, f"no complete ICP or ce run of study {study} yet")
+    ep = _with_compute(_with_epochs(ep, done), done)
+    x = "training compute (ce epochs)"
+    ep[x] = ep.compute
+    ep["test top-1 (%)"] = ep.test_top1 * 100
+    ep = _line_per_length(ep, PANEL)
+    colours = _colours(ep.line)
+
+    def draw(part):
+        def on(ax):
+            _lines(ax, part, x, "test top-1 (%)", colours, hue="line", marker=_marker(part))
+            ax.set_xlim(left=0)
+        return on
+
+    return _grid([(_condition_name(key), draw(part)) for key, part in _by(ep, PANEL)], title)
+
+
+@figure("compute", "main",
+        "Test top-1 vs training compute through each epoch, in ce epochs (each epoch's step cost in ce steps, "
+        "summed: 1 for ce and in ICP's warm-up, (2K + 4)/3 after; ``icp.methods.options.epoch_costs``), mean ± "
+        "sd over seeds: the ICP variants, the α-only control (``icp+steps=0``), ce and the FLOP-matched ce "
+        "(``ce+budget=...``) in one panel per dataset, model and scenario, a line per variant and training "
+        "length. At equal compute, ICP's curve is judged against the FLOP-matched ce's.")
+def compute(runs, epochs, ctx):
+    return compute_curves(runs, epochs, "main")
 
 
 def _rate(tag: str) -> tuple[str, float]:
@@ -218,18 +359,19 @@ def _rate(tag: str) -> tuple[str, float]:
 
 
 @figure("noise", "noisy",
-        "Last-epoch test top-1 vs label-noise rate per variant (clean = 0), symmetric and asymmetric noise as "
-        "line styles; one panel per dataset and model.")
+        "Last-epoch test top-1 vs label-noise rate, a line per variant and training length (clean = 0, from the "
+        "clean runs of the same variant and length), symmetric and asymmetric noise as line styles; one panel "
+        "per dataset and model, controls beside the runs they judge.")
 def noise(runs, epochs, ctx):
     noisy = _complete(runs, "noisy")
     title = ("Study noisy: last-epoch test top-1 vs label-noise rate (mean ± sd over seeds; n = seeds per point, "
-             "0% = the clean runs)")
+             "0% = the clean runs; each line's training length in its legend)")
     if noisy.empty:
         return _empty(title, "no complete run of study noisy yet")
-    keys = ["dataset", "model", "epochs"]  # the scenario is the x-axis here
+    keys = ["dataset", "model"]  # the scenario is the x-axis here, the training length a line's
+    same = [*keys, "variant", "epochs"]
     clean = _complete(runs, None)
-    clean = clean[(clean.scenario == "clean") & clean.variant.isin(noisy.variant)]
-    clean = clean.merge(noisy[keys].drop_duplicates(), on=keys)  # of the noisy runs' conditions only
+    clean = clean[clean.scenario == "clean"].merge(noisy[same].drop_duplicates(), on=same)  # the noisy runs' own
     df = pd.concat([noisy, clean]).drop_duplicates("run_id").copy()
     kinds = df.scenario.map(_rate)
     df["noise"], df["noise rate (%)"] = [k for k, _ in kinds], [100 * r for _, r in kinds]
@@ -240,37 +382,48 @@ def noise(runs, epochs, ctx):
         if (part["noise rate (%)"] > 0).any():
             rows.append(part)
     df = pd.concat(rows) if rows else df
-    colours = _colours(df.variant)
+    at = ["noise", "noise rate (%)"]
+    df = _line_per_length(df, keys, at=at)
+    colours = _colours(df.line)
 
     def draw(part):
-        return lambda ax: _lines(ax, part, "noise rate (%)", "test top-1 (%)", colours, style="noise",
-                                 at=["noise", "noise rate (%)"])
+        return lambda ax: _lines(ax, part, "noise rate (%)", "test top-1 (%)", colours, hue="line", style="noise",
+                                 at=at)
 
     return _grid([(_condition_name(key), draw(part)) for key, part in _by(df, keys)], title)
 
 
 @figure("fewshot", "fewshot",
-        "Last-epoch test top-1 vs images per class (log axis) per variant; one panel per dataset and model.")
+        "Last-epoch test top-1 vs training images per class (log axis), a line per variant over the shot "
+        "counts (mean ± sd over seeds); one panel per dataset and model. Under the fixed budget of optimizer "
+        "steps each shot count trains its own number of epochs, given under its tick (a range where a control "
+        "trains longer).")
 def fewshot(runs, epochs, ctx):
     few = _complete(runs, "fewshot").copy()
     title = ("Study fewshot: last-epoch test top-1 vs training images per class (mean ± sd over seeds; "
-             "n = seeds per point)")
+             "n = seeds per point; the epochs of each shot count's step budget under its tick)")
     if few.empty:
         return _empty(title, "no complete run of study fewshot yet")
-    few["images per class"] = few.scenario.str.extract(r"^(\d+)shot$")[0].astype(float)
+    x = "images per class"
+    few[x] = few.scenario.str.extract(r"^(\d+)shot$")[0].astype(float)
     few["test top-1 (%)"] = few.top1.astype(float) * 100
-    colours = _colours(few.variant)
+    keys = ["dataset", "model"]  # the scenario is the x-axis here; its step budget sets the epochs
+    few = _line_per_length(few, keys, at=x, epochs_in_name=False)
+    colours = _colours(few.line)
 
     def draw(part):
         def on(ax):
-            _lines(ax, part, "images per class", "test top-1 (%)", colours, at="images per class")
+            _lines(ax, part, x, "test top-1 (%)", colours, hue="line", at=x)
             ax.set_xscale("log")
-            shots = sorted(part["images per class"].dropna().unique())
-            ax.set_xticks(shots, [f"{v:g}" for v in shots])  # the shot counts run, not powers of ten
+            shots = sorted(part[x].dropna().unique())
+            lengths = part.groupby(x).epochs  # one per shot count; a range where a control trains longer
+            ticks = [f"{v:g}\n{int(lengths.min()[v])} ep" if lengths.nunique()[v] == 1
+                     else f"{v:g}\n{int(lengths.min()[v])}–{int(lengths.max()[v])} ep" for v in shots]
+            ax.set_xticks(shots, ticks)  # the shot counts run, not powers of ten, and their epochs
             ax.set_xticks([], minor=True)
+            ax.set_xlabel(f"{x} (log; under each: its epochs)")
         return on
 
-    keys = ["dataset", "model", "epochs"]  # the scenario is the x-axis here
     return _grid([(_condition_name(key), draw(part)) for key, part in _by(few, keys)], title)
 
 

@@ -84,7 +84,7 @@ def test_laptop_dvc_repro_metrics_plots_params_and_push_pull(repo):
         assert plot["content"]["encoding"]["color"]["field"] == "variant"
         values = plot["content"]["data"]["values"]
         assert {v["variant"] for v in values} == variants and all(0 <= float(v[y]) <= 1 for v in values)
-    for name in ("learning_curves", "noise", "perturbation"):
+    for name in ("learning_curves", "compute", "noise", "perturbation"):
         assert (repo / "figures/laptop" / f"{name}.png").stat().st_size > 10_000
     again = sh(["dvc", "repro"], repo)
     assert "Data and pipelines are up to date" in again.stdout and "Running stage" not in again.stdout
@@ -127,7 +127,7 @@ def test_tracked_sweep_pulled_into_a_fresh_clone_rebuilds_tables_and_figures_wit
     smk = ["snakemake", "--profile", "local", "--config", "grid=sweep.yaml", "--cores", "2", "--jobs", "2"]
     sh([*smk, "all"], repo, timeout=900)
     figures = sorted(p.stem for p in (repo / "figures").glob("*.png"))
-    assert figures == sorted(["learning_curves", "noise", "fewshot", "steps", "schedule", "input_shift",
+    assert figures == sorted(["learning_curves", "compute", "noise", "fewshot", "steps", "schedule", "input_shift",
                               "feature_distance", "perturbation", "generative_curves", "reconstructions", "samples"])
     assert all((repo / "figures" / f"{f}.{ext}").stat().st_size > 5_000 for f in figures for ext in ("png", "pdf"))
     for study in ("main", "noisy", "fewshot", "steps"):

@@ -14,9 +14,9 @@ from icp import figures
 CONDITIONS = {("fashion-mnist", "resnet20"): (3, 4, 3), ("cifar100", "preact_resnet18"): (2, 6, 4)}
 
 
-def _row(study, dataset, model, scenario, method, seed, epochs, options=None, **extra):
+def _row(study, dataset, model, scenario, method, seed, epochs, options=None, factors="", **extra):
     options = options or {}
-    variant = method + "".join(f"+{k}={v}" for k, v in sorted(options.items()))
+    variant = method + "".join(f"+{k}={v}" for k, v in sorted(options.items())) + factors  # factors: +budget=...
     return {"run_id": f"{dataset}/{model}/{scenario}/{variant}/s{seed}", "studies": study, "dataset": dataset,
             "model": model, "scenario": scenario, "method": method, "variant": variant, "seed": seed,
             "status": "complete", "epochs": epochs,
@@ -52,6 +52,12 @@ def frames(conditions=CONDITIONS):
                                  method, seed, n_epochs, ssim=0.5, fid_prior=50.0))
     runs = pd.DataFrame(runs)
     taps = {m: t for (_, m), (_, _, t) in conditions.items()}
+    return runs, _epoch_rows(runs, taps)
+
+
+def _epoch_rows(runs, taps):
+    """The epochs frame of ``runs``: a row per epoch (1-based, as records number them), ICP's diagnostics with
+    ``taps`` (model -> feature taps) for its runs."""
     rows = []
     for _, r in runs.iterrows():
         for e in range(1, r.epochs + 1):
@@ -66,7 +72,7 @@ def frames(conditions=CONDITIONS):
                 for t in range(1, taps.get(r.model, 2) + 1):
                     row[f"diag.feature_mse.stage{t}"] = 0.1 * t / e
             rows.append(row)
-    return runs, pd.DataFrame(rows)
+    return pd.DataFrame(rows)
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +102,19 @@ def _which(ax):
     return {d for d, _ in CONDITIONS if d in ax.get_title()}
 
 
-@pytest.mark.parametrize("name", ["learning_curves", "noise", "fewshot", "input_shift", "feature_distance",
-                                  "generative_curves", "steps", "schedule"])
+CURVES = ["learning_curves", "compute", "noise", "fewshot", "input_shift", "feature_distance", "generative_curves",
+          "steps", "schedule"]
+# figures whose panel leaves the training length out (a control trains longer than the run it judges; few-shot
+# step budgets train each shot count its own epochs): the length is in each line's legend name, or (fewshot)
+# under each shot count's tick
+BY_PANEL = ("learning_curves", "compute", "noise", "fewshot")
+
+
+def _n_epochs(dataset):
+    return next(e for (d, _), (_, e, _) in CONDITIONS.items() if d == dataset)
+
+
+@pytest.mark.parametrize("name", CURVES)
 def test_each_condition_is_drawn_in_its_own_axes(drawn, name):
     fig = drawn[name]
     axes = [ax for ax in _data_axes(fig) if "layer weights" not in ax.get_title()]
@@ -105,17 +122,24 @@ def test_each_condition_is_drawn_in_its_own_axes(drawn, name):
     assert {d for ax in axes for d in _which(ax)} == {d for d, _ in CONDITIONS}
     for ax in axes:  # the condition's training length is part of the condition
         (dataset,) = _which(ax)
-        n_epochs = next(e for (d, _), (_, e, _) in CONDITIONS.items() if d == dataset)
-        assert f"{n_epochs} epochs" in ax.get_title()
-    if name in ("learning_curves", "input_shift", "feature_distance", "generative_curves"):
+        n_epochs = _n_epochs(dataset)
+        if name == "fewshot":
+            assert all(t.get_text().endswith(f"\n{n_epochs} ep") for t in ax.get_xticklabels())
+        elif name in BY_PANEL:
+            labels = [t for t in _legend(ax) if "(n=" in t]
+            assert labels and all(f", {n_epochs} epochs (n=" in t for t in labels), labels
+        else:
+            assert f"{n_epochs} epochs" in ax.get_title()
+    if name in ("input_shift", "feature_distance", "generative_curves"):
         for ax in axes:  # no epoch beyond the panel's own runs'
             (dataset,) = _which(ax)
-            n_epochs = next(e for (d, _), (_, e, _) in CONDITIONS.items() if d == dataset)
-            assert max(max(line.get_xdata(), default=0) for line in ax.lines) <= n_epochs
+            assert max(max(line.get_xdata(), default=0) for line in ax.lines) <= _n_epochs(dataset)
+    if name == "learning_curves":  # progress through each run: its last epoch at 100 %
+        for ax in axes:
+            assert max(max(line.get_xdata(), default=0) for line in ax.lines) == pytest.approx(100)
 
 
-@pytest.mark.parametrize("name", ["learning_curves", "noise", "fewshot", "input_shift", "feature_distance",
-                                  "generative_curves", "steps", "schedule"])
+@pytest.mark.parametrize("name", CURVES)
 def test_each_legend_gives_its_own_panels_n(drawn, name):
     seeds = {d: s for (d, _), (s, _, _) in CONDITIONS.items()}
     checked = 0
@@ -196,17 +220,18 @@ def test_figures_written_with_integer_epoch_ticks_and_empty_canvas(tmp_path, mon
     from matplotlib.ticker import MaxNLocator
 
     runs, epochs = frames()
-    fig = figures.learning_curves(runs, epochs, None)
-    monkeypatch.setitem(figures.FIGURES, "learning_curves", ("main", lambda *_: fig))
-    png, pdf = figures.make("learning_curves", runs, epochs, tmp_path)
+    fig = figures.input_shift(runs, epochs, None)
+    monkeypatch.setitem(figures.FIGURES, "input_shift", ("main", lambda *_: fig))
+    png, pdf = figures.make("input_shift", runs, epochs, tmp_path)
     assert png.stat().st_size > 5_000 and pdf.exists()
     for ax in _data_axes(fig):
         assert ax.get_xlabel() == "epoch"
         locator = ax.xaxis.get_major_locator()
         assert isinstance(locator, MaxNLocator) and locator._integer
-    empty = figures.learning_curves(runs.assign(status="running"), epochs, None)
-    assert "no complete run of study main yet" in [t.get_text() for t in empty.axes[0].texts]
-    figures._libs()[0].close(empty)
+    for name in ("learning_curves", "compute"):
+        empty = figures.FIGURES[name][1](runs.assign(status="running"), epochs, None)
+        assert any(t.get_text().startswith("no complete") for t in empty.axes[0].texts)
+        figures._libs()[0].close(empty)
 
 
 def _tiny():
@@ -286,3 +311,176 @@ def test_every_figure_has_a_caption_that_is_valid_restructured_text():
         except SystemMessage as exc:
             pytest.fail(f"caption of {name}: {exc}")
         assert f"``{name}``" in figures.__doc__ and caption in figures.__doc__
+
+
+# few-shot under a fixed budget of optimizer steps: each shot count trains its own number of epochs
+SHOT_EPOCHS = {5: 24, 20: 6, 100: 2}
+
+
+def _fewshot_frames():
+    runs = [_row("fewshot", dataset, model, f"{shots}shot", method, seed, n_epochs)
+            for (dataset, model), (seeds, _, _) in CONDITIONS.items() for seed in range(seeds)
+            for method in ("ce", "icp-adam") for shots, n_epochs in SHOT_EPOCHS.items()]
+    runs = pd.DataFrame(runs)
+    return runs, _epoch_rows(runs, {})
+
+
+def test_fewshot_draws_a_line_over_the_shot_counts_in_one_panel_per_dataset_and_model():
+    runs, epochs = _fewshot_frames()
+    fig = figures.FIGURES["fewshot"][1](runs, epochs, None)
+    axes = _data_axes(fig)
+    assert sorted(ax.get_title() for ax in axes) == ["cifar100 / preact_resnet18", "fashion-mnist / resnet20"]
+    seeds = {d: s for (d, _), (s, _, _) in CONDITIONS.items()}
+    for ax in axes:
+        (dataset,) = _which(ax)
+        lines = [line for line in ax.lines if len(line.get_xdata()) > 1]
+        assert len(lines) == 2  # ce and icp-adam, each over every shot count
+        assert all(sorted(line.get_xdata()) == sorted(SHOT_EPOCHS) for line in lines)
+        assert ax.get_xscale() == "log"
+        assert [t.get_text() for t in ax.get_xticklabels()] == [f"{s}\n{e} ep" for s, e in SHOT_EPOCHS.items()]
+        assert sorted(t for t in _legend(ax) if "(n=" in t) == [f"ce (n={seeds[dataset]})",
+                                                                f"icp-adam (n={seeds[dataset]})"]
+    figures._libs()[0].close(fig)
+
+
+def _with_controls(study="main", scenario="clean"):
+    """frames() plus, in each condition of ``study``, the α-only control (icp+steps=0, as long as ICP) and the
+    compute-matched ce (ce+budget=icp-adam), trained for the ce epochs that its icp-adam run costs."""
+    from icp.methods.options import training_cost
+
+    runs, _ = frames()
+    extra = []
+    for (dataset, model), (seeds, n_epochs, _) in CONDITIONS.items():
+        matched = round(training_cost("icp-adam", {}, n_epochs))
+        for seed in range(seeds):
+            extra.append(_row(study, dataset, model, scenario, "icp", seed, n_epochs, {"steps": 0}))
+            extra.append(_row(study, dataset, model, scenario, "ce", seed, matched, factors="+budget=icp-adam"))
+    runs = pd.concat([runs, pd.DataFrame(extra)], ignore_index=True)
+    return runs, _epoch_rows(runs, {m: t for (_, m), (_, _, t) in CONDITIONS.items()})
+
+
+def _icp_adam_costs(n_epochs):
+    """Each epoch's step cost of an icp-adam run of ``n_epochs`` (defaults), in ce steps."""
+    from icp.methods.options import epoch_costs
+
+    return epoch_costs("icp-adam", {}, n_epochs)
+
+
+def _lines_by_label(ax):
+    """legend name (without its n) -> the Line2D drawn for it."""
+    handles = {t.get_text().rsplit(" (n=", 1)[0]: h for t, h in zip(ax.get_legend().texts,
+                                                                     ax.get_legend().legend_handles)}
+    drawn = {}
+    for name, handle in handles.items():
+        for line in ax.lines:
+            if len(line.get_xdata()) > 1 and line.get_color() == handle.get_color():
+                drawn[name] = line
+    return drawn
+
+
+@pytest.mark.parametrize("name", ["learning_curves", "compute"])
+def test_controls_share_the_panel_of_the_icp_run_they_judge(name):
+    runs, epochs = _with_controls()
+    fig = figures.FIGURES[name][1](runs, epochs, None)
+    axes = _data_axes(fig)
+    assert len(axes) == len(CONDITIONS)  # one panel per dataset, model and scenario: none for a training length
+    for ax in axes:
+        (dataset,) = _which(ax)
+        n_epochs = _n_epochs(dataset)
+        matched = round(sum(_icp_adam_costs(n_epochs)))
+        names = [t.rsplit(" (n=", 1)[0] for t in _legend(ax) if "(n=" in t]
+        assert f"icp-adam, {n_epochs} epochs" in names
+        assert f"ce+budget=icp-adam (ce, FLOP-matched to icp-adam), {matched} epochs" in names
+        assert any(t.startswith("icp+steps=0 (α-only control") for t in names)
+        assert len(_lines_by_label(ax)) == len(names) == 4  # ce, icp-adam and both controls, each drawn
+    figures._libs()[0].close(fig)
+
+
+def test_compute_puts_each_epoch_at_the_runs_training_compute_so_far():
+    """Epochs are 1-based: epoch e of a run sits at the sum of its first e epoch costs; the compute-matched ce
+    ends where the icp-adam run it matches ends, the α-only control where plain ce of its length does."""
+    runs, epochs = _with_controls()
+    fig = figures.compute(runs, epochs, None)
+    for ax in _data_axes(fig):
+        (dataset,) = _which(ax)
+        n_epochs = _n_epochs(dataset)
+        lines = {k.split(",")[0].split(" ")[0]: v for k, v in _lines_by_label(ax).items()}
+        assert list(lines["icp-adam"].get_xdata()) == pytest.approx(list(pd.Series(_icp_adam_costs(n_epochs)).cumsum()))
+        assert list(lines["ce"].get_xdata()) == list(range(1, n_epochs + 1))
+        assert list(lines["icp+steps=0"].get_xdata()) == list(range(1, n_epochs + 1))  # K = 0 costs ce's
+        control = lines["ce+budget=icp-adam"].get_xdata()
+        assert max(control) == pytest.approx(max(lines["icp-adam"].get_xdata()), abs=0.5)
+        assert ax.get_xlabel() == "training compute (ce epochs)"
+    figures._libs()[0].close(fig)
+
+
+def test_noise_draws_a_control_in_the_panel_of_what_it_controls():
+    runs, _ = _with_controls()
+    noisy, _ = _with_controls("noisy", "sym0.4")
+    extra = noisy[noisy.variant.isin(["ce+budget=icp-adam", "icp+steps=0"])]
+    runs = pd.concat([runs, extra], ignore_index=True)
+    epochs = _epoch_rows(runs, {})
+    fig = figures.noise(runs, epochs, None)
+    axes = _data_axes(fig)
+    assert sorted(ax.get_title() for ax in axes) == ["cifar100 / preact_resnet18", "fashion-mnist / resnet20"]
+    for ax in axes:
+        (dataset,) = _which(ax)
+        matched = round(sum(_icp_adam_costs(_n_epochs(dataset))))
+        assert any(t.startswith(f"ce+budget=icp-adam (ce, FLOP-matched to icp-adam), {matched} epochs (n=")
+                   for t in _legend(ax)), _legend(ax)
+        assert any(t.startswith(f"icp-adam, {_n_epochs(dataset)} epochs (n=") for t in _legend(ax))
+    figures._libs()[0].close(fig)
+
+
+def test_a_variant_trained_for_two_lengths_draws_two_lines_never_their_mean():
+    runs, epochs = frames({("fashion-mnist", "resnet20"): (2, 4, 3)})
+    longer, longer_epochs = frames({("fashion-mnist", "resnet20"): (2, 8, 3)})
+    longer = longer.assign(run_id=longer.run_id + "-long")
+    longer_epochs = longer_epochs.assign(run_id=longer_epochs.run_id + "-long")
+    runs, epochs = pd.concat([runs, longer]), pd.concat([epochs, longer_epochs])
+    for name in ("learning_curves", "compute", "noise"):
+        fig = figures.FIGURES[name][1](runs, epochs, None)
+        (ax,) = _data_axes(fig)
+        names = {t.rsplit(" (n=", 1)[0] for t in _legend(ax) if "(n=" in t}
+        assert {"ce, 4 epochs", "ce, 8 epochs", "icp-adam, 4 epochs", "icp-adam, 8 epochs"} == names, name
+        figures._libs()[0].close(fig)
+
+
+@pytest.mark.parametrize("name", CURVES)
+def test_legends_cover_neither_data_nor_the_y_label(drawn, name):
+    fig = drawn[name]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    checked = 0
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        if legend is None:
+            continue
+        box = legend.get_window_extent(renderer)
+        assert not box.overlaps(ax.get_window_extent(renderer)), ax.get_title()  # below the Axes: off the data
+        assert not box.overlaps(ax.yaxis.label.get_window_extent(renderer)), ax.get_title()
+        assert not box.overlaps(ax.xaxis.label.get_window_extent(renderer)), ax.get_title()
+        for other in fig.axes:  # nor another panel
+            if other is not ax:
+                assert not box.overlaps(other.get_window_extent(renderer)), (ax.get_title(), other.get_title())
+        checked += 1
+    assert checked >= 2
+
+
+def test_every_figure_function_says_what_it_draws():
+    for name, (_, fn) in figures.FIGURES.items():
+        assert fn.__doc__ and len(fn.__doc__.strip()) > 40, name  # its caption, where it has no docstring
+    assert "training compute" in figures.compute.__doc__ and "FLOP-matched" in figures.compute.__doc__
+
+
+def test_fewshot_ticks_give_the_range_of_epochs_where_a_control_trains_longer():
+    runs, _ = _fewshot_frames()
+    control = [_row("fewshot", "fashion-mnist", "resnet20", f"{shots}shot", "ce", seed, 4 * n_epochs,
+                    factors="+budget=icp-adam") for seed in range(3) for shots, n_epochs in SHOT_EPOCHS.items()]
+    runs = pd.concat([runs, pd.DataFrame(control)], ignore_index=True)
+    fig = figures.fewshot(runs, _epoch_rows(runs, {}), None)
+    (ax,) = [ax for ax in _data_axes(fig) if _which(ax) == {"fashion-mnist"}]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [f"{s}\n{e}–{4 * e} ep" for s, e in SHOT_EPOCHS.items()]
+    assert len([line for line in ax.lines if len(line.get_xdata()) == len(SHOT_EPOCHS)]) == 3  # with the control's
+    assert any(t.startswith("ce+budget=icp-adam (ce, FLOP-matched") for t in _legend(ax))
+    figures._libs()[0].close(fig)
