@@ -72,7 +72,7 @@ REPO = Path(__file__).resolve().parent.parent
 SCHEMA = REPO / "workflow" / "schemas" / "grid.schema.yaml"
 STUDIES = ("main", "noisy", "fewshot", "steps", "ablations", "generative", "authors")
 # With steps 0 an ICP variant refines nothing and distils nothing (the α-only control): only these options act
-ALPHA_ONLY_OPTIONS = ("steps", "warmup", "label_smoothing")
+ALPHA_ONLY_OPTIONS = ("steps", "warmup", "label_smoothing", "authors_eval_ce")  # and the eval-mode CE term
 CONTROLS = ("alpha_only", "compute_matched")
 TEACHER_METHODS = {"aikd": "ce"}  # method -> the method of the run whose checkpoint it needs (option `teacher`)
 # A generative model's FID features come from this classifier run of the same dataset (train.fid_features):
@@ -196,6 +196,8 @@ def variant_label(name: str) -> str:
     """A variant as tables and figures name it: the controls say plainly what they are."""
     if re.fullmatch(r"icp(\+label_smoothing=[^+]+)?\+steps=0(\+warmup=[^+]+)?", name):
         return f"{name} (α-only control: α-weighted CE, K = 0)"
+    if re.fullmatch(r"icp\+authors_eval_ce=true(\+label_smoothing=[^+]+)?\+steps=0(\+warmup=[^+]+)?", name):
+        return f"{name} (α-only control + the authors' eval-mode CE, K = 0)"
     m = re.search(r"\+budget=([^+]+)", name)
     if m:
         return f"{name} (ce, FLOP-matched to {m[1]})"

@@ -75,6 +75,11 @@ def check_dropout(dropout: float) -> None:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
 
 
+def check_stem(stem: str) -> None:
+    if stem not in ("3x3", "authors"):
+        raise ValueError(f"stem must be '3x3' or 'authors', got {stem!r}")
+
+
 def check_vae(image_size: int, latent: int, width: int, beta: float) -> None:
     if not all(isinstance(v, numbers.Integral) for v in (image_size, latent, width)):
         raise ValueError(f"image_size, latent and width must be integers, got {image_size!r}, {latent!r}, {width!r}")
@@ -118,6 +123,13 @@ def wrn16_4(num_classes: int, in_channels: int = 3, dropout: float = 0.0) -> "Wi
     from icp.models import WideResNet
 
     return WideResNet(16, 4, num_classes, in_channels, dropout)
+
+
+@register("resnet50_cifar", check=check_stem)
+def resnet50_cifar(num_classes: int, in_channels: int = 3, stem: str = "3x3") -> "ResNet50Cifar":  # noqa: F821
+    from icp.models import ResNet50Cifar
+
+    return ResNet50Cifar(num_classes, in_channels, stem)
 
 
 @register("vae", generative=True, check=check_vae)

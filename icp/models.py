@@ -18,6 +18,15 @@ Models (constructor signature ``(num_classes, in_channels=3, **options)``):
   2021, lgcnsai/PS-KD-Pytorch): 3x3 conv-64 stem with stride 1 and no
   max-pool, PreActBlocks [2, 2, 2, 2] with 64/128/256/512 channels and
   strides 1/2/2/2, 1x1 conv shortcut where the shape changes, final BN-ReLU.
+* ``resnet50_cifar`` -- the ICP authors' backbone (maheakdave/Self-Distillation-via-Iterative-Constructive-
+  Perturbations, ``Image Classification/train.py`` builds torchvision's ``resnet50`` and ``utils.py``'s
+  ``modify_resnet50`` changes its stem): torchvision's ResNet-50 (Bottleneck blocks [3, 4, 6, 3], widths
+  256/512/1024/2048, strides 1/2/2/2, torchvision's init) without the max-pool, the four ``layer1..4`` as the
+  tapped stages. Option ``stem``: ``3x3`` (default) a 3x3 conv-64 with stride 1 and padding 1, the usual CIFAR
+  ResNet-50 (stage maps 32/16/8/4 on 32x32); ``authors`` the stem their code actually trains: ``modify_resnet50``
+  sets ``conv1.kernel_size = 3`` and ``conv1.padding = 1`` on the built conv, which leaves its 7x7 weight (a
+  conv's forward reads the weight's shape, not ``kernel_size``) and its stride 2, so it is a 7x7 stride-2
+  padding-1 conv (stage maps 14/7/4/2 on 32x32), parameter for parameter torchvision's ``resnet50``.
 * ``vae`` -- a convolutional VAE (:class:`ConvVAE`) for the generative study: encoder stages tapped like the
   classifiers' stages, ``latent``, ``width``, ``beta`` and ``image_size`` options.
 * ``wrn16_4`` -- Wide ResNet 16-4 (Zagoruyko & Komodakis, "Wide Residual
@@ -48,7 +57,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from icp.model_registry import (GENERATIVE, MODELS, build_model, check_dropout, check_options,  # noqa: F401
-                                check_shortcut, check_vae, list_models, register)
+                                check_shortcut, check_stem, check_vae, list_models, register)
 
 __all__ = ["MODELS", "register", "list_models", "build_model", "ClassifierNet"]
 
@@ -212,6 +221,26 @@ class WideResNet(ClassifierNet):
         stages = _preact_stages(16, widths, (1, 2, 2), (n, n, n), dropout)
         super().__init__(_conv3x3(in_channels, 16), stages, widths, num_classes,
                          final=_bn_relu(widths[-1]))
+
+
+# ---------------------------------------------------------------- the ICP authors' ResNet-50
+class ResNet50Cifar(ClassifierNet):
+    """torchvision's ``resnet50`` with a CIFAR stem and no max-pool (module docstring; ``stem``: ``3x3`` or
+    ``authors``). Its stages are torchvision's ``layer1..4`` (post-ReLU Bottleneck outputs), so the taps are
+    those of the other classifiers; the classifier is this base class's ``nn.Linear(2048, num_classes)``."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, stem: str = "3x3"):
+        from torchvision.models.resnet import Bottleneck, ResNet
+
+        _check_in_channels(in_channels)
+        check_stem(stem)
+        tv = ResNet(Bottleneck, [3, 4, 6, 3], num_classes=num_classes)  # torchvision's resnet50, untrained
+        if stem == "3x3":
+            conv = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+        else:  # the authors' modify_resnet50: kernel_size and padding attributes changed on the 7x7 stride-2 conv
+            conv = nn.Conv2d(in_channels, 64, 7, stride=2, padding=1, bias=False)
+        stages = (tv.layer1, tv.layer2, tv.layer3, tv.layer4)
+        super().__init__(nn.Sequential(conv, tv.bn1, tv.relu), stages, (256, 512, 1024, 2048), num_classes)
 
 
 # ---------------------------------------------------------------- VAE (the ICP paper's generative experiment)

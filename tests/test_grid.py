@@ -219,6 +219,9 @@ def test_main_noisy_and_fewshot_carry_both_controls_with_the_recipe_otherwise(pa
                 assert c["schedule"]["milestones"] == [round(x * ratio) if x >= 1 else x for x in milestones]
             assert c["schedule"]["warmup_epochs"] == pytest.approx(base["schedule"]["warmup_epochs"] * ratio)
     assert grid.variant_label("icp+steps=0").endswith("(α-only control: α-weighted CE, K = 0)")
+    assert grid.variant_label("icp+authors_eval_ce=true+steps=0+recipe=authors") == \
+        "icp+authors_eval_ce=true+steps=0+recipe=authors"  # a recipe factor: no label (as the α-only control's)
+    assert "eval-mode CE" in grid.variant_label("icp+authors_eval_ce=true+steps=0")
     assert "FLOP-matched to icp-adam" in grid.variant_label("ce+budget=icp-adam")
 
 
@@ -231,7 +234,7 @@ def test_every_compute_matched_run_trains_within_two_percent_of_the_flops_it_mat
     controls = [r for r in g.runs.values() if dict(r.factors).get("budget")]
     assert controls
     for r in controls:
-        twin = g[r.run_id.replace(f"/{r.variant}/", f"/{like}/")]
+        twin = g[r.run_id.replace(f"/{r.variant}/", "/" + r.variant.replace(f"ce+budget={like}", like) + "/")]
         control, matched = _flops(_resolved(r)), _flops(_resolved(twin))
         assert _resolved(r)["method"]["name"] == "ce"
         assert control == pytest.approx(matched, rel=0.02), r.run_id
@@ -247,16 +250,29 @@ def test_declared_costs_follow_the_methods_passes():
 
 
 def test_authors_study_trains_their_protocol_beside_ours(paper):
+    """Their model, recipe and objective at one seed: ce, byot, both controls, their eval-mode CE term on and off
+    at their central point (and on the alpha-only control), and their sweep one factor at a time around it."""
     runs = paper.select("authors")
-    assert {r.variant for r in runs} == {"ce+recipe=authors", "byot+recipe=authors",
-                                         *(f"{m}+step_size=0.0003+recipe=authors" for m in
-                                           ("icp-sgd", "icp-adam", "icp-ademamix"))}
-    assert {r.seed for r in runs} == {0, 1, 2} and {(r.dataset, r.model) for r in runs} == {("cifar100", "resnet20")}
-    cfg = _resolved(next(r for r in runs if r.method == "icp-adam"))
-    assert (cfg["optim"]["name"], cfg["optim"]["lr"], cfg["optim"]["weight_decay"]) == ("adamw", 3e-4, 0.0)
-    assert (cfg["data"]["augment"], cfg["train"]["epochs"], cfg["train"]["batch_size"]) == ("randaugment", 100, 32)
-    assert cfg["schedule"]["name"] == "constant" and cfg["train"]["grad_clip"] == 5
-    assert cfg["method"]["options"]["step_size"] == 3e-4
+    theirs = "+authors_eval_ce=true"
+    assert {r.variant for r in runs} == {
+        "ce+recipe=authors", "byot+recipe=authors",
+        "icp+steps=0+recipe=authors", "icp-adam+recipe=authors", "ce+budget=icp-adam+recipe=authors",  # controls
+        f"icp{theirs}+steps=0+recipe=authors",
+        *(f"{m}{e}+step_size=0.0003+recipe=authors" for m in ("icp-sgd", "icp-adam") for e in ("", theirs)),
+        *(f"icp-adam{theirs}+step_size=0.0003+warmup={w}+recipe=authors" for w in ("0", "0.5", "0.75")),
+        f"icp-adam{theirs}+step_size=0.0003+steps=10+recipe=authors",
+        f"icp-adam{theirs}+layer_weights=uniform+step_size=0.0003+recipe=authors"}
+    assert {r.seed for r in runs} == {0} and {(r.dataset, r.model) for r in runs} == {("cifar100", "resnet50_cifar")}
+    on = _resolved(next(r for r in runs if r.variant == f"icp-adam{theirs}+step_size=0.0003+recipe=authors"))
+    off = _resolved(next(r for r in runs if r.variant == "icp-adam+step_size=0.0003+recipe=authors"))
+    for cfg in (on, off):
+        assert (cfg["optim"]["name"], cfg["optim"]["lr"], cfg["optim"]["weight_decay"]) == ("adamw", 3e-4, 0.0)
+        assert (cfg["data"]["augment"], cfg["train"]["epochs"], cfg["train"]["batch_size"]) == ("randaugment", 100, 32)
+        assert cfg["schedule"]["name"] == "constant" and cfg["train"]["grad_clip"] == 5
+        assert cfg["data"]["val_fraction"] == 0.1
+        assert cfg["model"] == {"name": "resnet50_cifar", "options": {"stem": "authors"}}
+        assert (cfg["method"]["options"]["step_size"], cfg["method"]["options"]["warmup"]) == (3e-4, 0.25)
+    assert (on["method"]["options"]["authors_eval_ce"], off["method"]["options"]["authors_eval_ce"]) == (True, False)
     assert not set(r.run_id for r in runs) & set(r.run_id for r in paper.select("main"))  # never our recipe's runs
 
 

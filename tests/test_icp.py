@@ -169,6 +169,78 @@ def test_no_eval_mode_gradient_leaks_into_the_weight_update(real):
     torch.testing.assert_close(out.losses["task"], alpha * task)
 
 
+def _grads_after_step(model, fn):
+    for p in model.parameters():
+        p.grad = None
+    fn(model)
+    return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
+
+
+@pytest.mark.parametrize("steps", [2, 0])
+def test_authors_eval_ce_adds_exactly_the_eval_mode_ce_gradient(real, steps):
+    """``authors_eval_ce``: the weight gradients of a step are those without it plus ∇_θ CE of the clean batch
+    with the model in eval mode (after the clean pass's BN update, as in their code), on the same weights and
+    batch; the term is recorded as ``eval_ce``. With K = 0 it is the α-only control plus that term."""
+    tr, b = real
+    start = copy.deepcopy(tr.model.state_dict())
+
+    def step(option):
+        def run(model):
+            m = _method(tr, optimizer="adam", steps=steps, warmup=0.0, authors_eval_ce=option)
+            model.train()
+            out = m.forward_train(b, epoch=2)
+            sum(out.losses.values()).backward()
+            run.out = out
+        return run
+
+    def eval_ce(model):
+        model.train()
+        with torch.no_grad():
+            model(b.x)  # the clean train-mode pass: its BN momentum update precedes the eval-mode forward
+        model.eval()
+        run_eval.loss = F.cross_entropy(model(b.x), b.y)
+        run_eval.loss.backward()
+        model.train()
+    run_eval = eval_ce
+
+    grads = {}
+    for name, fn in (("off", step(False)), ("on", step(True)), ("eval", eval_ce)):
+        tr.model.load_state_dict(start)
+        grads[name] = _grads_after_step(tr.model, fn)
+        if name == "on":
+            on_out = fn.out
+    tr.model.load_state_dict(start)
+    assert any(g.abs().sum() > 0 for g in grads["eval"])
+    for off, on, ev in zip(grads["off"], grads["on"], grads["eval"]):
+        assert_close_at_scale(on, off + ev)
+    assert not all(torch.equal(on, off) for off, on in zip(grads["off"], grads["on"]))
+    torch.testing.assert_close(on_out.stats["eval_ce"], run_eval.loss.detach())
+    assert "eval_ce" not in on_out.losses
+
+
+def test_authors_eval_ce_is_off_in_warmup_and_by_default(real):
+    tr, b = real
+    assert ICPOptions().authors_eval_ce is False
+    m = _method(tr, optimizer="adam", steps=2, warmup=0.5, authors_eval_ce=True)  # 4 epochs: warm-up 0, 1
+    tr.model.train()
+    for p in tr.model.parameters():
+        p.grad = None
+    out = m.forward_train(b, epoch=1)
+    assert all(p.grad is None for p in tr.model.parameters()) and "eval_ce" not in out.stats
+    for p in tr.model.parameters():
+        p.grad = None
+
+
+def test_authors_eval_ce_costs_one_ce_step_after_warmup():
+    from icp.methods.options import training_cost
+
+    assert ICPOptions(steps=5, warmup=0.0, authors_eval_ce=True).step_cost(0, 10) == pytest.approx(14 / 3 + 1)
+    assert ICPOptions(steps=5, warmup=0.5, authors_eval_ce=True).step_cost(4, 10) == 1.0  # warm-up: plain ce
+    assert ICPOptions(steps=0, authors_eval_ce=True).step_cost(9, 10) == 2.0  # alpha-only + the eval-mode ce
+    assert training_cost("icp-adam", {"steps": 10, "warmup": 0.25, "authors_eval_ce": True}, 100) == \
+        pytest.approx(25 + 75 * (24 / 3 + 1))
+
+
 def test_task_weight_and_layer_weights_match_the_formulas():
     E, W = 100, 25
     assert [task_weight(e, W, E) for e in (0, 10, 24)] == [1.0, 1.0, 1.0]

@@ -6,7 +6,8 @@ import torch.nn as nn
 from icp.models import MODELS, ClassifierNet, build_model, list_models
 from tests.conftest import assert_close_at_scale
 
-EXPECTED_MODELS = ["preact_resnet18", "resnet20", "resnet32", "resnet56", "wrn16_4"]
+EXPECTED_MODELS = ["preact_resnet18", "resnet20", "resnet32", "resnet56", "wrn16_4"]  # small ones, every test
+ALL_CLASSIFIERS = sorted(EXPECTED_MODELS + ["resnet50_cifar"])
 
 # Spatial size of each stage tap for a given input size (stem keeps resolution, then /2 per stage).
 EXPECTED_SPATIAL = {
@@ -29,9 +30,9 @@ def _n_params(model):
 
 
 def test_registry_lists_all_models():
-    assert list_models("classifier") == EXPECTED_MODELS
+    assert list_models("classifier") == ALL_CLASSIFIERS
     assert list_models("generative") == ["vae"]
-    assert sorted(MODELS) == sorted(EXPECTED_MODELS + ["vae"])
+    assert sorted(MODELS) == sorted(ALL_CLASSIFIERS + ["vae"])
 
 
 @pytest.mark.parametrize("name", EXPECTED_MODELS)
@@ -151,3 +152,94 @@ def test_smallest_supported_input(name):
         logits, feats = model(torch.randn(2, 3, 8, 8), features=True)
     assert logits.shape == (2, 10)
     assert feats[model.feature_names[-1]].shape[-1] == (1 if name.startswith("preact") else 2)
+
+
+# ---------------------------------------------------------------- the ICP authors' ResNet-50 (resnet50_cifar)
+def _authors_resnet50(num_classes):
+    """What the authors' code trains: torchvision's resnet50 after their ``modify_resnet50`` (Image
+    Classification/utils.py: conv1.kernel_size = 3, conv1.padding = 1, maxpool = Identity), as a fact to check."""
+    import torchvision
+
+    tv = torchvision.models.resnet50(num_classes=num_classes)
+    tv.conv1.kernel_size, tv.conv1.padding, tv.maxpool = 3, 1, nn.Identity()
+    return tv
+
+
+@pytest.mark.parametrize("stem,sizes", [("3x3", (32, 16, 8, 4)), ("authors", (14, 7, 4, 2))])
+def test_resnet50_cifar_shapes_and_taps(stem, sizes):
+    torch.manual_seed(0)
+    model = build_model("resnet50_cifar", 100, stem=stem).eval()
+    assert isinstance(model, ClassifierNet)
+    assert model.feature_names == ("stage1", "stage2", "stage3", "stage4")
+    assert model.feature_channels == {"stage1": 256, "stage2": 512, "stage3": 1024, "stage4": 2048}
+    assert not any(isinstance(m, nn.MaxPool2d) for m in model.modules())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        plain = model(x)
+        logits, feats = model(x, features=True)
+    assert plain.shape == logits.shape == (2, 100)
+    assert tuple(feats) == model.feature_names + ("pool",)
+    for name, s in zip(model.feature_names, sizes):
+        assert feats[name].shape == (2, model.feature_channels[name], s, s), name
+        assert feats[name].min() >= 0, name  # post-ReLU Bottleneck outputs
+    assert_close_at_scale(feats["pool"], feats["stage4"].mean(dim=(2, 3)))
+    assert_close_at_scale(logits, plain)
+
+
+def test_resnet50_cifar_parameters_are_torchvisions_resnet50_but_the_stem():
+    import torchvision
+
+    tv = torchvision.models.resnet50(num_classes=100)
+    stem_7x7, stem_3x3 = tv.conv1.weight.numel(), 64 * 3 * 3 * 3
+    assert _n_params(build_model("resnet50_cifar", 100, stem="3x3")) == _n_params(tv) - stem_7x7 + stem_3x3
+    assert _n_params(build_model("resnet50_cifar", 100, stem="authors")) == _n_params(tv)
+    assert _n_params(build_model("resnet50_cifar", 10)) == _n_params(tv) - stem_7x7 + stem_3x3 - 90 * (2048 + 1)
+
+
+def test_resnet50_cifar_authors_stem_is_the_function_their_code_trains():
+    """Loaded with the weights of torchvision's resnet50 as the authors' ``modify_resnet50`` leaves it, the
+    ``authors`` stem gives the same logits and the same stage maps (their 7x7 weight is kept, stride 2)."""
+    torch.manual_seed(0)
+    theirs = _authors_resnet50(100).eval()
+    ours = build_model("resnet50_cifar", 100, stem="authors").eval()
+    mapping = {"conv1.": "stem.0.", "bn1.": "stem.1.", "fc.": "classifier.",
+               **{f"layer{i}.": f"stages.{i - 1}." for i in range(1, 5)}}
+    state = {}
+    for key, value in theirs.state_dict().items():
+        prefix = next(p for p in mapping if key.startswith(p))
+        state[mapping[prefix] + key[len(prefix):]] = value
+    ours.load_state_dict(state)  # strict: every tensor has its counterpart, shapes included
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        logits, feats = ours(x, features=True)
+        expected = theirs(x)
+        h = theirs.relu(theirs.bn1(theirs.conv1(x)))
+        maps = []
+        for layer in (theirs.layer1, theirs.layer2, theirs.layer3, theirs.layer4):
+            h = layer(h)
+            maps.append(h)
+    assert_close_at_scale(logits, expected)
+    for name, m in zip(ours.feature_names, maps):
+        assert_close_at_scale(feats[name], m)
+
+
+def test_resnet50_cifar_bad_stem_is_named():
+    with pytest.raises(ValueError, match="stem must be '3x3' or 'authors'"):
+        build_model("resnet50_cifar", 10, stem="7x7")
+
+
+@pytest.mark.parametrize("method,options", [("byot", {}), ("icp-adam", {"steps": 1, "warmup": 0.0})])
+def test_icp_and_byot_train_a_step_on_resnet50_cifar(method, options):
+    """ICP distils every stage tap and BYOT builds its heads from ``feature_channels``: both take one step."""
+    from icp import methods
+    from icp.methods.base import Batch, MethodContext
+
+    torch.manual_seed(0)
+    model = build_model("resnet50_cifar", 10, stem="authors").train()
+    ctx = MethodContext(10, 4, 2, 1, torch.device("cpu"), torch.arange(4) % 10, input_shape=(3, 32, 32))
+    m = methods.build_method(method, model, options, ctx)
+    out = m.forward_train(Batch(torch.randn(4, 3, 32, 32), torch.arange(4) % 10, torch.arange(4)), epoch=1)
+    sum(out.losses.values()).backward()
+    assert model.stem[0].weight.grad is not None and model.stem[0].weight.grad.abs().sum() > 0
+    if method != "byot":
+        assert {k for k in out.stats if k.startswith("feature_mse.")} == {f"feature_mse.stage{i}" for i in range(1, 5)}

@@ -64,7 +64,7 @@ train-mode towards eval-mode features of the same x, neither of which is a re-we
 Bugs in the authors' code that are *not* reproduced (tests check that each is absent):
 
 - an extra ``loss.backward()`` on the eval-mode CE before the refinement loop, which adds eval-mode weight
-  gradients to the update;
+  gradients to the update (off by default; ``authors_eval_ce: true`` reproduces it, below);
 - ``AdemamixInvFGSM.forward`` returns ``None``;
 - validation on the training split;
 - torchmetrics that are never reset.
@@ -75,6 +75,23 @@ forward + input-gradient passes: (2K + 4)/3 CE steps in FLOPs.
 ``ifgsm`` (the paper's Figure 1 contrast) is the same loop *ascending* the loss with sign steps:
 x_{k+1} = x_k + ε·sign(g_k), ε = ``step_size`` = 0.002. It keeps the same distillation loss, so constructive
 against destructive is one switch: ``method.name: ifgsm``.
+
+*Their objective*, ``authors_eval_ce`` (off by default) **[authors]**: their ``train.py`` (``Trainer._run_epoch``),
+after warm-up only, puts the model in eval mode, computes CE(f(x), y) of the clean batch and calls
+``loss.backward()`` on it before the refinement loop, without zeroing the gradients afterwards, so its weight
+gradients (BatchNorm on its running statistics, dropout off) add with weight 1 to those of the training loss,
+before clipping and the optimizer step. The update then follows
+
+    ∇_θ [α_e·L_task + (1 − α_e)·Σ_l w_l·MSE_l] + ∇_θ CE_eval(f(x), y),
+
+whose CE weight is 1 + α_e, never below 1, while α_e → 0 (the distillation term's weight stays 1 − α_e). With
+``authors_eval_ce: true`` this method does the same: after the clean pass and before the refinement, one
+eval-mode forward of the clean batch (the options' label smoothing applies; a VAE's objective for a VAE), its
+backward into the parameters' ``.grad``, where the engine's backward of the returned losses accumulates. Its
+value is recorded as the ``eval_ce`` statistic, not as a loss. It adds one forward and one backward after warm-up
+(+1 ce step; in their code the same forward also gives the first refinement step's input gradient, here it is a
+pass of its own). With ``steps: 0`` it is the α-only control plus this term: it tells whether a gain comes
+from the full-weight CE rather than from the refinement.
 
 Opt-in deviations, off by default and not in the paper:
 
@@ -264,6 +281,20 @@ class ICP(Method):
     def _refine_task(self, out, y: torch.Tensor, reduction: str) -> torch.Tensor:
         return self.model.objective(out, y, reduction)
 
+    def _authors_eval_ce(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``authors_eval_ce``: the eval-mode task loss of the clean batch, back-propagated now (weight 1) into the
+        parameters' ``.grad``, where the engine's backward accumulates; returns it as the ``eval_ce`` statistic.
+        Done before the refinement and the target pass, as in the authors' code: its graph holds the running
+        statistics that a train-mode target pass then updates in place."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            loss = self.task_loss(self.model.forward(x.detach()), y)
+            loss.backward()
+        finally:
+            self.model.train(was_training)
+        return {"eval_ce": loss.detach().float()}
+
     def alpha(self, epoch: int) -> float:
         return task_weight(epoch, self.warmup_epochs, self.ctx.epochs)
 
@@ -341,12 +372,14 @@ class ICP(Method):
         o, alpha = self.options, self.alpha(epoch)
         if o.steps == 0:  # the α-only control: the α-weighted task loss, no refinement, no target, no distillation
             out = self.model(batch.x)
+            extra = self._authors_eval_ce(batch.x, y) if o.authors_eval_ce else {}
             return TrainOutput(None if self.generative else out, {"task": alpha * self.task_loss(out, y)},
                                stats={"alpha": batch.x.new_full((), alpha, dtype=torch.float32),
-                                      "input_shift": batch.x.new_zeros((), dtype=torch.float32)})
+                                      "input_shift": batch.x.new_zeros((), dtype=torch.float32), **extra})
         x = batch.x.detach().requires_grad_(True) if o.reuse_clean_grad else batch.x
         logits, feats = self.model(x, features=True)
         task = self.task_loss(logits, y)
+        extra = self._authors_eval_ce(batch.x, y) if o.authors_eval_ce else {}
         g0 = None
         if o.reuse_clean_grad and o.steps > 0:
             # One backward gives the task term's weight gradients (accumulated for the engine's step) and
@@ -362,7 +395,7 @@ class ICP(Method):
         with torch.no_grad():
             stats = {"alpha": batch.x.new_full((), alpha, dtype=torch.float32),
                      "input_shift": (xk - batch.x).abs().float().mean(),  # mean |x_K - x|, normalised units
-                     **{f"feature_mse.{name}": m.detach() for name, m in zip(self.layers, mse)}}
+                     **{f"feature_mse.{name}": m.detach() for name, m in zip(self.layers, mse)}, **extra}
         losses = {"task": alpha * task, "distill": (1 - alpha) * distill}
         return TrainOutput(None if self.generative else logits, losses, stats=stats)
 

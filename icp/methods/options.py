@@ -67,6 +67,7 @@ class ICPOptions(Cost):  # icp and its presets (icp/methods/icp.py)
     reuse_clean_grad: bool = False  # deviation: g_0 from the clean pass's backward ("free AT")
     warm_start: bool = False  # deviation: start from each sample's previous perturbation
     cuda_graph: bool = True  # on CUDA, replay the refinement loop as one captured graph
+    authors_eval_ce: bool = False  # [authors' code] after warm-up, + the eval-mode CE's weight gradient (weight 1)
 
     def __post_init__(self):
         def bad(key, expected, value):
@@ -91,16 +92,22 @@ class ICPOptions(Cost):  # icp and its presets (icp/methods/icp.py)
         if not all(isinstance(name, str) for name in self.layers):
             raise bad("layers", "a list of feature tap names", self.layers)
 
-    cost_basis = "ce's forward + backward, then after warm-up K refinement steps (forward + input gradient) and a target forward"
+    cost_basis = ("ce's forward + backward, then after warm-up K refinement steps (forward + input gradient), a target "
+                  "forward and with authors_eval_ce an eval-mode forward + backward")
 
     def step_cost(self, epoch: int, epochs: int) -> float:
         """A ce step during warm-up (epochs e < floor(warmup·E)) and with ``steps: 0``; after it the clean pass (3
         thirds), K forward + input-gradient passes (2 thirds each; one fewer with ``reuse_clean_grad``, whose g_0
-        comes from the clean backward) and the target forward (1 third): (2K + 4)/3 ce steps (icp/methods/icp.py)."""
-        if self.steps == 0 or epoch < int(self.warmup * epochs):
+        comes from the clean backward) and the target forward (1 third): (2K + 4)/3 ce steps (icp/methods/icp.py).
+        ``authors_eval_ce`` adds its eval-mode forward + backward after warm-up, one ce step (with ``steps: 0``
+        too), as the authors' code runs it only after warm-up."""
+        if epoch < int(self.warmup * epochs):
             return 1.0
+        extra = 1.0 if self.authors_eval_ce else 0.0
+        if self.steps == 0:
+            return 1.0 + extra
         passes = self.steps - (1 if self.reuse_clean_grad else 0)
-        return (2 * passes + 4) / 3
+        return (2 * passes + 4) / 3 + extra
 
 
 # ICP's presets: method name -> the input optimizer it fixes (the default of its ``optimizer`` option)
