@@ -112,6 +112,19 @@ def _refinement(rec: dict) -> dict:
     return {k: v for k, v in diag.items() if k == "input_shift" or k.startswith("feature_mse.")}
 
 
+def _compute(method: str, options: dict, epochs: int) -> float:
+    """A run's training FLOPs in ce epochs of its data (:func:`icp.methods.options.training_cost`); NaN for a
+    method this version does not know."""
+    from icp.methods.options import OPTIONS, training_cost
+
+    if method not in OPTIONS:
+        return math.nan
+    try:
+        return training_cost(method, options, int(epochs))
+    except Exception:  # noqa: BLE001  (options of another version: no cost to declare)
+        return math.nan
+
+
 def run_row(rec: Optional[dict], run=None, path: Optional[str] = None, problem: str = "") -> dict:
     """The summary row of one run: from its record, or (``rec`` None) the grid's factors with status missing, or
     corrupt (``problem``: a record.json that cannot be parsed, :func:`icp.records.load`)."""
@@ -146,6 +159,7 @@ def run_row(rec: Optional[dict], run=None, path: Optional[str] = None, problem: 
         "device": env.get("device"), "device_name": env.get("device_name"), "hours": hours,
         "gpu_hours": hours if str(env.get("device", "")).startswith("cuda") else 0.0,
         **_refinement(rec),
+        "compute_ce_epochs": _compute(rec["method"], options, cfg["train"]["epochs"]),
         "attempts": len(rec.get("jobs") or []), "teacher": options.get("teacher") or None,
         "method_options": json.dumps({k: v for k, v in options.items() if k not in PER_RUN_OPTIONS}, sort_keys=True),
         "fid_features": rec.get("fid_features"),
@@ -298,7 +312,8 @@ def _atomic_text(text: str, path: Path) -> None:
 # ------------------------------------------------------------------------------------------ cells
 # columns of runs_frame that cells reads; a grid whose runs all lack records has none of them
 RECORD_COLUMNS = ("config_key", "setting_key", "train_images", "train_time_s", "hours", "gpu_hours", "attempts",
-                  "teacher", "device_name", "best_by", "epochs", "fid_features", "test_size", "val_top1", "method_options")
+                  "teacher", "device_name", "best_by", "epochs", "fid_features", "test_size", "val_top1", "method_options",
+                  "compute_ce_epochs")
 # what a cell may leave out, counted per status in its text: "(2/3, 1 diverged)"
 LEFT_OUT = ("corrupt", "diverged", "failed", "interrupted", "missing", "requeued", "running")
 COMPARISON = ("delta", "ci_low", "ci_high", "t_stat", "p_value", "p_holm", "pairs", "test", "constant",
@@ -352,7 +367,7 @@ def _cell(row: dict, group: pd.DataFrame, runs: pd.DataFrame, run_dirs: pd.Serie
                not_final=int(len(group) - len(done) - counts.get("diverged", 0)),
                left_out=", ".join(f"{counts[s]} {s}" for s in LEFT_OUT if s in counts),
                setting_key=done.setting_key.iloc[0] if len(done) else math.nan)
-    for m in (*METRICS, "best_top1", "val_top1"):
+    for m in (*METRICS, "best_top1", "val_top1", "compute_ce_epochs"):
         values = done[m].astype(float) if m in done else pd.Series(dtype=float)
         row[f"{m}_mean"] = values.mean() if len(values) else math.nan
         row[f"{m}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
@@ -505,7 +520,26 @@ def _row_label(c: pd.DataFrame) -> pd.Series:
     several = c.groupby(["condition", "variant"], dropna=False).config_key.transform(
         lambda k: k.nunique(dropna=False)) > 1
     label = c.variant.map(grid_mod.variant_label)
+    label = label.where(~c.variant.str.contains(r"\+budget=", regex=True), _budget_labels(c, label))
     return label.where(~several, label + " @" + c.config_key.fillna("?").astype(str))
+
+
+def _budget_labels(c: pd.DataFrame, label: pd.Series) -> pd.Series:
+    """A FLOP-matched control's label with its ratio and epochs, ``ce+budget=icp-adam (ce, FLOP-matched to
+    icp-adam: 3.75×, 615 epochs)``, where they are one across the table's columns (else the compute table gives
+    them per condition)."""
+    if "compute_ce_epochs_mean" not in c:
+        return label
+    text = _compute_text(c)
+    out = label.copy()
+    for variant, rows in c[c.variant.str.contains(r"\+budget=", regex=True)].groupby("variant"):
+        shown = {text(r) for _, r in rows.iterrows()} - {"–"}
+        if len(shown) == 1:
+            epochs, _, ratio = shown.pop().partition(" (")
+            ratio = ratio.split("×")[0]
+            for i in rows.index:
+                out[i] = label[i].removesuffix(")") + (f": {ratio}×, {epochs} epochs)" if ratio else f": {epochs} epochs)")
+    return out
 
 
 def _p_text(label: str, p: float, tex: bool) -> str:
@@ -632,7 +666,28 @@ def sections(study_cells: pd.DataFrame, tex: bool = False) -> list[tuple[str, pd
         out.append(("How far the refinement moved at the last epoch (ICP variants, mean over seeds): mean |x_K − x| "
                     "in normalised input units; in brackets the feature MSE between clean and refined input per tap, "
                     "shallow to deep", moved[(moved != "–").any(axis=1)]))
+    if (study_cells.model.map(kind_of) == "classifier").all() and study_cells.compute_ce_epochs_mean.notna().any():
+        out.append((f"Training compute per run in {baseline} epochs of its condition (each method's declared FLOPs "
+                    "per step, icp/methods/options.py, summed over its epochs), and its ratio to "
+                    f"{baseline}'s: a FLOP-matched control's row gives the epochs and ratio it was given",
+                    _pivot(study_cells, _compute_text(study_cells), None, False, tex)))
     return [*out, _cost_table(study_cells, baseline)]
+
+
+def _compute_text(study_cells: pd.DataFrame):
+    """``615 (3.75× ce)``: a cell's training compute in baseline epochs and its ratio to the baseline cell of the
+    same condition and setting."""
+    base = {}
+    for _, r in study_cells[study_cells.variant == study_cells.baseline].iterrows():
+        base[tuple(r[k] for k in (*CONDITION, "setting_key"))] = r["compute_ce_epochs_mean"]
+
+    def text(r) -> str:
+        c = r["compute_ce_epochs_mean"]
+        if c != c:
+            return "–"
+        b = base.get(tuple(r[k] for k in (*CONDITION, "setting_key")), math.nan)
+        return f"{c:,.0f}" + ("" if b != b or not b else f" ({c / b:.2f}× {r['baseline']})")
+    return text
 
 
 def study_sections(study_cells: pd.DataFrame, tex: bool = False) -> list[tuple[str, pd.DataFrame]]:

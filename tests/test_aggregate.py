@@ -485,3 +485,26 @@ def test_best_epoch_is_selected_on_validation_and_no_table_shows_a_test_selected
     assert "95.00" not in text and "selected by test" not in text
     assert "| ce | 80.00 ± 0.00 (3) |" in _section(text, "Test top-1 (%) at the epoch of best validation top-1")
     assert "| ce | 81.00 ± 0.00 (3) |" in _section(text, "Validation top-1 (%) at the last epoch")
+
+
+def test_a_flop_matched_control_says_its_ratio_and_epochs_and_the_compute_table_holds_every_cell(tmp_path):
+    block = {"datasets": ["fashion-mnist"], "models": ["resnet20"], "methods": ["ce", "icp-adam"],
+             "controls": ["compute_matched"]}
+    spec = {"runs_dir": str(tmp_path / "runs"), "seeds": [0, 1],
+            "recipes": {"fashion-mnist/resnet20": "config/recipes/fmnist-resnet20.yaml"},
+            "compute_matched": {"like": "icp-adam"}, "studies": {"main": [block]}}
+    g = grid.expand(spec, check_recipes=False)
+    epochs = {"ce": 3, "icp-adam": 3, "ce+budget=icp-adam": 14}  # icp-adam, K = 5, warm-up floor(0.75) = 0: 14
+
+    def make(run):
+        rec = record(run, 0.8 + 0.01 * run.seed)
+        rec["config"]["train"]["epochs"] = epochs[run.variant]
+        return rec
+
+    write_records(g, make)
+    runs = aggregate.runs_frame(g)
+    _, md, *_ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path / "tables")
+    text = md.read_text()
+    compute = _section(text, "Training compute per run")
+    assert "| icp-adam | 14 (4.67× ce) |" in compute and "| ce | 3 (1.00× ce) |" in compute
+    assert "| ce+budget=icp-adam (ce, FLOP-matched to icp-adam: 4.67×, 14 epochs) | 14 (4.67× ce) |" in compute

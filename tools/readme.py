@@ -1,0 +1,76 @@
+"""Write (or ``--check``) the README's generated blocks, so that no number a reader sees there is typed by hand.
+
+A block is the text between ``<!-- generated: NAME -->`` and ``<!-- end: NAME -->``:
+
+* ``paper-cost``: ``icp grid --grid config/paper.yaml --cost`` (runs, training images and estimated H100 GPU-hours
+  per study, the total of distinct runs), as the code computes them from the grid and the bench tables;
+* ``laptop-main``: the headline (last-epoch test top-1) and difference tables of the laptop pipeline's
+  ``results/laptop/tables/main.md``, as ``dvc repro`` wrote them.
+
+``python tools/readme.py`` rewrites the blocks in place; ``--check`` exits 1 naming each block that differs
+(tests/test_readme.py runs it).
+"""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+README = REPO / "README.md"
+
+
+def paper_cost() -> str:
+    import os
+
+    from icp import cost
+
+    os.chdir(REPO)  # the grid names its recipes relative to the repository
+    lines = [line for line in cost.report("config/paper.yaml", runs_per_gpu=1).splitlines() if line.strip()]
+    table = [line for line in lines if not line.startswith(("images:", "GPU-hours per run:", "packing:"))]
+    return "```\n" + "\n".join(table) + "\n```"
+
+
+def laptop_main() -> str:
+    text = (REPO / "results" / "laptop" / "tables" / "main.md").read_text()
+    keep = []
+    for section in text.split("\n## ")[1:]:
+        title, _, body = section.partition("\n")
+        if title.startswith(("Test top-1 (%) at the last epoch", "Top-1 difference to ce")):
+            keep.append(f"*{title}*\n\n{body.strip()}")
+    return "\n\n".join(keep)
+
+
+BLOCKS = {"paper-cost": paper_cost, "laptop-main": laptop_main}
+
+
+def render(readme: str) -> str:
+    for name, make in BLOCKS.items():
+        pattern = re.compile(rf"(<!-- generated: {name} -->\n)(?:.*?\n)?(<!-- end: {name} -->)", re.S)
+        if not pattern.search(readme):
+            raise SystemExit(f"readme: README.md has no block '{name}'")
+        block = make()
+        readme = pattern.sub(lambda m: m[1] + block + "\n" + m[2], readme)
+    return readme
+
+
+def main(argv: list[str]) -> int:
+    current = README.read_text()
+    wanted = render(current)
+    if "--check" in argv:
+        if wanted != current:
+            differ = [n for n in BLOCKS if render_block(current, n) != render_block(wanted, n)]
+            print(f"readme: generated blocks out of date: {', '.join(differ)} (run python tools/readme.py)")
+            return 1
+        return 0
+    README.write_text(wanted)
+    return 0
+
+
+def render_block(text: str, name: str) -> str:
+    m = re.search(rf"<!-- generated: {name} -->\n(.*?)<!-- end: {name} -->", text, re.S)
+    return m[1] if m else ""
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
