@@ -13,7 +13,7 @@ def _byot(name, k=10, in_channels=1):
 
 
 EXPECTED_STRIDES = {"resnet20": [4, 2], "resnet32": [4, 2], "resnet56": [4, 2], "preact_resnet18": [8, 4, 2],
-                    "wrn16_4": [4, 2]}
+                    "wrn16_4": [4, 2], "resnet50_cifar": [8, 4, 2]}  # its default 3x3 stride-1 stem: maps 32 to 4
 
 
 @pytest.mark.parametrize("name", models.list_models("classifier"))
