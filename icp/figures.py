@@ -286,6 +286,22 @@ def _marker(df: pd.DataFrame) -> Optional[str]:
     return "o" if df.epochs.max() <= 40 else None
 
 
+def _top1_panels(ep: pd.DataFrame, x: str, title: str, xlim: dict):
+    """Test top-1 (%) against column ``x`` of per-epoch rows ``ep``: one panel per dataset, model and scenario,
+    a line per variant and training length (mean ± sd over seeds), the x axis limited by ``xlim``."""
+    ep["test top-1 (%)"] = ep.test_top1 * 100
+    ep = _line_per_length(ep, PANEL)
+    colours = _colours(ep.line)
+
+    def draw(part):
+        def on(ax):
+            _lines(ax, part, x, "test top-1 (%)", colours, hue="line", marker=_marker(part))
+            ax.set_xlim(**xlim)
+        return on
+
+    return _grid([(_condition_name(key), draw(part)) for key, part in _by(ep, PANEL)], title)
+
+
 @figure("learning_curves", "main",
         "Test top-1 vs training progress (epoch ÷ the run's epochs, %), mean ± sd band over seeds, a line per "
         "variant and training length; one panel per dataset, model and scenario, so that the compute-matched "
@@ -302,17 +318,7 @@ def learning_curves(runs, epochs, ctx):
     ep = _with_epochs(ep, done)
     x = "training progress (% of the run's epochs)"
     ep[x] = 100 * ep.epoch / ep.epochs
-    ep["test top-1 (%)"] = ep.test_top1 * 100
-    ep = _line_per_length(ep, PANEL)
-    colours = _colours(ep.line)
-
-    def draw(part):
-        def on(ax):
-            _lines(ax, part, x, "test top-1 (%)", colours, hue="line", marker=_marker(part))
-            ax.set_xlim(0, 102)
-        return on
-
-    return _grid([(_condition_name(key), draw(part)) for key, part in _by(ep, PANEL)], title)
+    return _top1_panels(ep, x, title, dict(left=0, right=102))
 
 
 def compute_curves(runs, epochs, study: str, methods: Optional[Sequence[str]] = (*ICP_METHODS, "ce")):
@@ -330,17 +336,7 @@ def compute_curves(runs, epochs, study: str, methods: Optional[Sequence[str]] = 
     ep = _with_compute(_with_epochs(ep, done), done)
     x = "training compute (ce epochs)"
     ep[x] = ep.compute
-    ep["test top-1 (%)"] = ep.test_top1 * 100
-    ep = _line_per_length(ep, PANEL)
-    colours = _colours(ep.line)
-
-    def draw(part):
-        def on(ax):
-            _lines(ax, part, x, "test top-1 (%)", colours, hue="line", marker=_marker(part))
-            ax.set_xlim(left=0)
-        return on
-
-    return _grid([(_condition_name(key), draw(part)) for key, part in _by(ep, PANEL)], title)
+    return _top1_panels(ep, x, title, dict(left=0))
 
 
 @figure("compute", "main",
