@@ -4,6 +4,9 @@ A block is the text between ``<!-- generated: NAME -->`` and ``<!-- end: NAME --
 
 * ``paper-cost``: ``icp grid --grid config/paper.yaml --cost`` (runs, training images and estimated H100 GPU-hours
   per study, the total of distinct runs), as the code computes them from the grid and the bench tables;
+* ``laptop-run``: what the laptop pipeline trains (``config/laptop.yaml`` with ``params.yaml``, expanded by
+  ``icp.grid``: studies, cells, variants, seeds, settings) and how long its last retraining took (from its
+  records: the first run's start to the last run's end, the CPU and threads they name);
 * ``laptop-main``: the headline (last-epoch test top-1) and difference tables of the laptop pipeline's
   ``results/laptop/tables/main.md``, as ``dvc repro`` wrote them.
 
@@ -41,7 +44,51 @@ def laptop_main() -> str:
     return "\n\n".join(keep)
 
 
-BLOCKS = {"paper-cost": paper_cost, "laptop-main": laptop_main}
+def _when(stamp: str):
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp)
+
+
+def laptop_run() -> str:
+    import json
+    import os
+
+    from icp import grid as gridlib
+
+    os.chdir(REPO)
+    g = gridlib.load_expand("config/laptop.yaml")
+    spec = gridlib.load("config/laptop.yaml")
+    parts = []
+    for study, ids in g.studies.items():
+        cells: dict[str, list[str]] = {}
+        for rid in ids:
+            run = g[rid]
+            cell = f"{run.dataset}/{run.model}/{run.scenario}"
+            if run.variant not in cells.setdefault(cell, []):
+                cells[cell].append(run.variant)
+        parts.append(f"`{study}`: " + "; ".join(f"{cell} with {', '.join(f'`{v}`' for v in variants)}"
+                                                for cell, variants in cells.items()))
+    seeds = ", ".join(str(s) for s in spec["seeds"])
+    settings = ", ".join(f"`{item}`" for item in spec["set"] if not item.startswith(("train.device", "train.progress")))
+    text = (f"{len(g.runs)} runs on the CPU ({'; '.join(parts)}; × seeds {seeds}; settings {settings}, "
+            f"10 % of the training images held out for validation)")
+    records = [json.loads(Path(run.record).read_text()) for run in g.runs.values() if Path(run.record).is_file()]
+    complete = [r for r in records if r.get("status") == "complete"]
+    if complete:
+        start = min(_when(r["started_at"]) for r in complete)
+        end = max(_when(r["updated_at"]) for r in complete)
+        minutes, seconds = divmod(round((end - start).total_seconds()), 60)
+        cpus = sorted({r["env"]["cpu"] for r in complete})
+        threads = sorted({r["env"]["cpu_threads"] for r in complete})
+        text += (f". Its last retraining (from the records: the first run's start to the last run's end) trained "
+                 f"{len(complete)} of the {len(g.runs)} runs in {minutes} min {seconds:02d} s on {' / '.join(cpus)} "
+                 f"({'/'.join(str(t) for t in threads)} torch thread{'s' if threads != [1] else ''} a run, two runs at "
+                 f"a time)")
+    return text + "."
+
+
+BLOCKS = {"paper-cost": paper_cost, "laptop-run": laptop_run, "laptop-main": laptop_main}
 
 
 def render(readme: str) -> str:

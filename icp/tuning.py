@@ -1,0 +1,124 @@
+"""Equal tuning: every method of a tuned study cell gets the same number of trials, drawn quasi-randomly from its
+declared search space, trained at one seed on the cell's recipe, and chosen on the validation split.
+
+The grid's ``tuning`` section (``workflow/schemas/grid.schema.yaml``) holds::
+
+    tuning:
+      trials: 5            # trials of every method of every tuned cell: one number, so no method gets more
+      seed: 0              # the seed every trial trains at
+      draw_seed: 0         # the seed of the scrambled Halton sequence the trials are drawn from
+      spaces:              # method -> config key -> range; each range names its source
+        ce:
+          optim.lr: {low: 0.02, high: 0.5, log: true, source: "..."}
+        icp-adam:
+          optim.lr: {...}
+          method.options.steps: {low: 1, high: 10, int: true, source: "..."}
+
+A study block with ``tune: true`` gets, per dataset, model, scenario and method, ``trials`` trial runs
+(``<method>+trial=<i>``, seed ``tuning.seed``), a selection (a Snakemake checkpoint: :func:`select`) and the
+final runs at the block's seeds (``<method>+tuned=<i>``: trial i's configuration, chosen on validation).
+
+The draws (:func:`unit_points`) are one scrambled Halton sequence (``scipy.stats.qmc.Halton``, seeded by
+``draw_seed``: the same points on every machine and in every expansion) of :data:`MAX_DIM` dimensions; a space's
+keys, in sorted order, take its first columns, so two methods' trials differ only through their spaces. A point
+maps into a range linearly, or in log space with ``log: true``; ``int: true`` rounds to an integer, and a
+``values`` list picks one of its items. Drawn floats keep 3 significant digits, so a trial's settings print as
+they train.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+from icp.config import ConfigError
+
+MAX_DIM = 12  # the most keys a space may have: the Halton sequence's dimension
+RULE = "best last-epoch validation top-1; ties broken by the earlier trial; a failed or diverged trial loses"
+
+
+def unit_points(n: int, draw_seed: int) -> list[list[float]]:
+    """The first ``n`` points of the scrambled Halton sequence of :data:`MAX_DIM` dimensions seeded by
+    ``draw_seed``, each a list of floats in [0, 1)."""
+    from scipy.stats import qmc
+
+    return qmc.Halton(d=MAX_DIM, scramble=True, seed=draw_seed).random(n).tolist()
+
+
+def _significant(value: float, digits: int = 3) -> float:
+    if value == 0:
+        return 0.0
+    return float(f"{value:.{digits}g}")
+
+
+def check_space(method: str, space: dict, where: str) -> None:
+    """One line for a space that cannot be drawn from: too many keys, an empty or inverted range, a log range
+    that is not positive."""
+    if not space:
+        raise ConfigError(f"{where}: tuning.spaces.{method}: an empty search space")
+    if len(space) > MAX_DIM:
+        raise ConfigError(f"{where}: tuning.spaces.{method}: {len(space)} keys, at most {MAX_DIM}")
+    for key, rng in space.items():
+        at = f"{where}: tuning.spaces.{method}.{key}"
+        if "values" in rng:
+            if not rng["values"]:
+                raise ConfigError(f"{at}: an empty values list")
+            continue
+        low, high = rng.get("low"), rng.get("high")
+        if low is None or high is None or not low <= high:
+            raise ConfigError(f"{at}: needs low <= high (got low={low}, high={high})")
+        if rng.get("log") and low <= 0:
+            raise ConfigError(f"{at}: a log range needs low > 0 (got {low})")
+
+
+def value_at(rng: dict, u: float) -> Any:
+    """The value of range ``rng`` at unit coordinate ``u`` in [0, 1)."""
+    if "values" in rng:
+        items = rng["values"]
+        return items[min(len(items) - 1, int(u * len(items)))]
+    low, high = float(rng["low"]), float(rng["high"])
+    if rng.get("int"):
+        lo, hi = math.ceil(low), math.floor(high)
+        return int(min(hi, lo + math.floor(u * (hi - lo + 1))))
+    if rng.get("log"):
+        value = math.exp(math.log(low) + u * (math.log(high) - math.log(low)))
+    else:
+        value = low + u * (high - low)
+    return _significant(min(max(value, low), high))
+
+
+def draws(space: dict, trials: int, draw_seed: int) -> list[dict[str, Any]]:
+    """The ``trials`` settings of a space: trial i is the i-th Halton point, its first columns mapped into the
+    space's keys in sorted order."""
+    keys = sorted(space)
+    return [{k: value_at(space[k], point[j]) for j, k in enumerate(keys)}
+            for point in unit_points(trials, draw_seed)]
+
+
+def check(tuning: Optional[dict], tuned_methods: dict[str, set], where: str) -> None:
+    """The grid's tuning section against the methods of its tuned blocks (study -> methods): every tuned method
+    needs a space (a method without one would get fewer trials than the others), and ``trials`` is one number."""
+    if not tuned_methods:
+        return
+    if not tuning:
+        raise ConfigError(f"{where}: a block sets tune: true but the grid has no 'tuning' section")
+    trials = tuning.get("trials")
+    if isinstance(trials, dict):
+        counts = sorted(set(trials.values()))
+        if len(counts) > 1:
+            raise ConfigError(f"{where}: tuning.trials gives methods different numbers of trials "
+                              f"({', '.join(f'{m}: {n}' for m, n in sorted(trials.items()))}); every method gets "
+                              "the same number")
+    spaces = tuning.get("spaces", {})
+    for study, methods in tuned_methods.items():
+        missing = sorted(m for m in methods if m not in spaces)
+        if missing:
+            raise ConfigError(f"{where}: study '{study}' tunes {', '.join(missing)} but tuning.spaces has no space "
+                              f"for {'it' if len(missing) == 1 else 'them'}: every tuned method gets the same "
+                              "number of trials, from its own space")
+    for method, space in spaces.items():
+        check_space(method, space, where)
+
+
+def trial_count(tuning: dict) -> int:
+    trials = tuning["trials"]
+    return int(next(iter(trials.values())) if isinstance(trials, dict) else trials)
