@@ -26,7 +26,9 @@ try:
         GRID_CONFIG["fid_features"] = str(config["fid_features"])
     # workflow/schemas/grid.schema.yaml; a bad grid is one line: file, item, what is accepted, did-you-mean
     icp_grid.validate_schema(GRID_CONFIG, GRID_FILE)
+    # with the final runs of the tuned cells whose selection an earlier invocation wrote (workflow/rules/tuning.smk)
     GRID = icp_grid.expand(icp_grid.with_params(GRID_CONFIG, GRID_FILE), GRID_FILE)
+    GRID = GRID.with_selections()
 except ConfigError as exc:
     sys.exit(f"icp: error: {exc}")
 for _line in icp_figures.unknown_studies(GRID.studies):
@@ -42,6 +44,7 @@ for _run in GRID.runs.values():
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/tuning.smk"
 include: "workflow/rules/aggregate.smk"
 
 
@@ -49,6 +52,7 @@ rule all:
     default_target: True
     input:
         records,
+        tuned_finals,
         expand(
             f"{GRID.results_dir}/tables/{{study}}.{{ext}}",
             study=GRID.studies,
@@ -64,3 +68,4 @@ rule all:
 rule runs:
     input:
         records,
+        tuned_finals,

@@ -111,6 +111,34 @@ def _summarize(args) -> int:
     return 0
 
 
+def _select(args) -> int:
+    """Write the selection record of one tuned cell and method (``--cell dataset/model/scenario/method``) from its
+    trials' records (icp.tuning.select): the chosen trial on validation, every trial's metric, the rule."""
+    from pathlib import Path
+
+    from icp import grid, jsonfile, tuning
+
+    g = grid.load_expand(args.grid, check_recipes=False)
+    cells = {c.name: c for c in g.tuned}
+    if args.cell not in cells:
+        raise ConfigError(f"{args.grid}: no tuned cell '{args.cell}'" + (
+            f"; the grid tunes: {', '.join(cells)}" if cells else "; the grid tunes nothing"))
+    cell = cells[args.cell]
+    records = [jsonfile.read(g[rid].record) for rid in cell.trials]  # unreadable or absent: the trial lost
+    sel = tuning.select(list(zip(cell.trials, cell.settings)), records)
+    sel.update(cell=cell.name, study=cell.study, seeds=list(cell.seeds),
+               finals=[r.run_id for r in g.finals(cell, sel["chosen"])] if sel["chosen"] is not None else [])
+    out = Path(args.out or g.selection(cell))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    jsonfile.write(sel, out)
+    lost = sum(t["lost"] for t in sel["trials"])
+    chosen = "none (every trial lost)" if sel["chosen"] is None else (
+        f"trial {sel['chosen']} ({', '.join(f'{k}={v}' for k, v in sel['chosen_settings'].items())}, "
+        f"validation top-1 {100 * sel['trials'][sel['chosen']]['val_top1']:.2f} %)")
+    print(f"{cell.name}: {len(records)} trials, {lost} lost; chosen: {chosen} -> {out}")
+    return 0
+
+
 def _tables(args) -> int:
     from icp import aggregate, grid
 
@@ -250,6 +278,11 @@ def parser() -> argparse.ArgumentParser:
     su.add_argument("--out", default=None, help="output directory (default: the grid's results_dir)")
     su.add_argument("--show", type=int, default=20, help="list this many runs that are not complete")
     su.set_defaults(func=_summarize)
+    se = sub.add_parser("select", parents=[on_grid], help="a tuned cell's selection on validation, from its trials' "
+                        "records (a Snakemake checkpoint runs it)")
+    se.add_argument("--cell", required=True, metavar="DATASET/MODEL/SCENARIO/METHOD", help="the tuned cell and method")
+    se.add_argument("--out", default=None, help="selection file (default: <results_dir>/tuning/<cell>/selection.json)")
+    se.set_defaults(func=_select)
     ta = sub.add_parser("tables", parents=[on_grid], help="per-study tables (csv, md, tex, html) from summary.csv")
     ta.add_argument("--summary", default=None, help="summary.csv (default: <results_dir>/summary.csv)")
     ta.add_argument("--study", action="append", default=None, help="only this study (repeatable)")

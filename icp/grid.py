@@ -63,6 +63,7 @@ from typing import Any, Iterable, Iterator, Optional
 
 import yaml
 
+from icp import tuning
 from icp.config import ConfigError, did_you_mean, read_yaml
 from icp.methods import options_of, validate_options
 from icp.methods.options import ICP_FAMILY
@@ -123,6 +124,26 @@ class Run:
         return args + ["--out", self.run_dir, "--run-id", self.run_id]
 
 
+@dataclass(frozen=True)
+class Tuned:
+    """One tuned (study, dataset, model, scenario, method): its trial runs (``<method>+trial=<i>``, in draw order),
+    their drawn settings, and the seeds of its final runs (``<method>+tuned=<i>``, trial i's configuration)."""
+
+    study: str
+    dataset: str
+    model: str
+    scenario: str
+    method: str
+    trials: tuple[str, ...]  # run ids
+    settings: tuple[dict, ...]  # config key -> value, per trial
+    seeds: tuple[int, ...]
+
+    @property
+    def name(self) -> str:
+        """``<dataset>/<model>/<scenario>/<method>``: the selection's place under ``<results_dir>/tuning/``."""
+        return f"{self.dataset}/{self.model}/{self.scenario}/{self.method}"
+
+
 @dataclass
 class Grid:
     runs: dict[str, Run]  # by run id, in grid order
@@ -131,9 +152,74 @@ class Grid:
     source: Optional[str] = None
     results_dir: str = "results"  # summary.csv, epochs.csv, tables/
     figures_dir: str = "figures"
+    tuned: tuple[Tuned, ...] = ()  # the tuned cells and methods (icp.tuning)
 
     def __getitem__(self, run_id: str) -> Run:
-        return self.runs[run_id]
+        if run_id in self.runs:
+            return self.runs[run_id]
+        final = self._final_of_id(run_id)
+        if final is None:
+            raise KeyError(run_id)
+        return final
+
+    def selection(self, cell: Tuned) -> str:
+        """Where the selection record of a tuned cell and method goes."""
+        return f"{self.results_dir}/tuning/{cell.name}/selection.json"
+
+    def finals(self, cell: Tuned, trial: int) -> list[Run]:
+        """The final runs of ``cell`` if trial ``trial`` is chosen: its configuration at each of the cell's seeds
+        (the trial's overrides with the seed, and an AI-KD teacher of that seed), ids ending ``+tuned=<trial>``."""
+        base = self.runs[cell.trials[trial]]
+        out = []
+        for seed in cell.seeds:
+            factors = tuple(("tuned", str(trial)) if k == "trial" else (k, v) for k, v in base.factors)
+            rid = run_id(base.dataset, base.model, base.scenario, base.method, base.options, seed, factors)
+            swap = {d: d.rsplit("/", 1)[0] + f"/s{seed}" for d in base.depends
+                    if self.runs[d].method in TEACHER_METHODS.values() and base.method in TEACHER_METHODS}
+            overrides = []
+            for item in base.overrides:
+                if item.startswith("train.seed="):
+                    item = f"train.seed={seed}"
+                for old, new in swap.items():
+                    item = item.replace(self.runs[old].run_dir, f"{self.runs_dir}/{new}")
+                overrides.append(item)
+            out.append(dataclasses.replace(base, run_id=rid, run_dir=f"{self.runs_dir}/{rid}", seed=seed,
+                                           overrides=tuple(overrides),
+                                           depends=tuple(swap.get(d, d) for d in base.depends), factors=factors))
+        return out
+
+    def chosen(self, cell: Tuned) -> Optional[int]:
+        """The trial chosen for ``cell`` by its selection record, or None (no selection yet, or every trial
+        lost)."""
+        from icp import jsonfile
+
+        sel = jsonfile.read(self.selection(cell))
+        return None if not sel or sel.get("chosen") is None else int(sel["chosen"])
+
+    def with_selections(self) -> "Grid":
+        """This grid with the final runs of every tuned cell whose selection record exists (in its study, after
+        the cell's other runs): what the tables, ``icp status`` and the summary read once trials are chosen."""
+        runs, studies = dict(self.runs), {k: list(v) for k, v in self.studies.items()}
+        for cell in self.tuned:
+            trial = self.chosen(cell)
+            if trial is None:
+                continue
+            for run in self.finals(cell, trial):
+                runs.setdefault(run.run_id, dataclasses.replace(run, studies=(cell.study,)))
+                if run.run_id not in studies[cell.study]:
+                    studies[cell.study].append(run.run_id)
+        return dataclasses.replace(self, runs=runs, studies=studies)
+
+    def _final_of_id(self, rid: str) -> Optional[Run]:
+        m = re.search(r"\+tuned=(\d+)/s\d+$", rid)
+        if not m:
+            return None
+        for cell in self.tuned:
+            if int(m[1]) < len(cell.trials) and rid.startswith(f"{cell.dataset}/{cell.model}/{cell.scenario}/"):
+                for run in self.finals(cell, int(m[1])):
+                    if run.run_id == rid:
+                        return run
+        return None
 
     def select(self, study: Optional[str] = None) -> list[Run]:
         if study is None:
@@ -143,7 +229,7 @@ class Grid:
         return [self.runs[i] for i in self.studies[study]]
 
     def depends_records(self, run_id: str) -> list[str]:
-        return [self.runs[d].record for d in self.runs[run_id].depends]
+        return [self.runs[d].record for d in self[run_id].depends]
 
 
 def parse_scenario(tag: str) -> list[str]:
@@ -309,19 +395,24 @@ def expand(grid: dict, source: Optional[str] = None, check_recipes: bool = True)
     runs: dict[str, Run] = {}
     studies: dict[str, list[str]] = {}
     checked: set = set()
+    tuned_cells: list[Tuned] = []
 
     def add(study: str, dataset, model, scenario, method, options: dict, seed: int, recipe: Optional[dict] = None,
-            budget: Optional[tuple[str, "Run"]] = None, steps: Optional[int] = None) -> str:
+            budget: Optional[tuple[str, "Run"]] = None, steps: Optional[int] = None,
+            tuned: tuple[tuple[str, str], tuple[str, ...]] = ((), ())) -> str:
         """Add one run (and the runs it depends on); ``recipe``: the block's own ({name, file}); ``budget``: (the
         method whose training FLOPs a compute-matched run gets, the run of that method it matches); ``steps``: a
-        few-shot run's budget of optimizer steps."""
+        few-shot run's budget of optimizer steps; ``tuned``: (the factor of a tuning trial, ``("trial", i)``, and
+        its drawn ``--set`` items)."""
+        tune_factor, tune_sets = tuned
         key = f"{dataset}/{model}"
         recipe_file = recipe["file"] if recipe else recipes.get(key)
         if recipe_file is None:
             raise ConfigError(f"study '{study}': no recipe for {key}; add it under 'recipes'")
         method, options = canonical_method(method, options)
         opts = _normalise_options(method, options)
-        factors = ((("budget", budget[0]),) if budget else ()) + ((("recipe", recipe["name"]),) if recipe else ())
+        factors = ((("budget", budget[0]),) if budget else ()) + ((("recipe", recipe["name"]),) if recipe else ()) \
+            + ((tune_factor,) if tune_factor else ())
         rid = run_id(dataset, model, scenario, method, opts, seed, factors)
         if rid not in runs:
             depends: tuple[str, ...] = ()
@@ -340,7 +431,7 @@ def expand(grid: dict, source: Optional[str] = None, check_recipes: bool = True)
             overrides = [f"data.dataset={dataset}", f"data.root={data_root}", f"model.name={model}",
                          *parse_scenario(scenario), f"method.name={method}",
                          *(f"method.options.{k}={_yaml_value(v)}" for k, v in opts), *extra,
-                         f"train.seed={seed}", *common]
+                         f"train.seed={seed}", *common, *tune_sets]
             if steps is not None:
                 overrides += _step_budget(recipe_file, overrides, steps)
             if budget:
@@ -371,6 +462,23 @@ def expand(grid: dict, source: Optional[str] = None, check_recipes: bool = True)
                 with _naming(where, f"studies.{study}.{i}.methods.{j}"):
                     add(study, dataset, model, scenario, method, dict(zip(names, combo)), seed, recipe,
                         steps=steps(dataset, scenario))
+            if block.get("tune"):
+                tuning_spec = grid.get("tuning") or {}
+                tuning.check(tuning_spec, {study: set(block["methods"])}, where)
+                cells = list(dict.fromkeys((d, m, sc) for d, m, sc, _ in conditions))
+                seeds = tuple(block.get("seeds", grid.get("seeds", [0])))
+                for (dataset, model, scenario), method in itertools.product(cells, block["methods"]):
+                    draws = tuning.draws(tuning_spec["spaces"][method], tuning.trial_count(tuning_spec),
+                                         int(tuning_spec.get("draw_seed", 0)))
+                    trials = []
+                    for t, setting in enumerate(draws):
+                        sets = tuple(f"{k}={_yaml_value(v)}" for k, v in sorted(setting.items()))
+                        with _naming(where, f"studies.{study}.{i}.tune"):
+                            trials.append(add(study, dataset, model, scenario, method, {},
+                                              int(tuning_spec.get("seed", 0)), recipe, steps=steps(dataset, scenario),
+                                              tuned=(("trial", str(t)), sets)))
+                    tuned_cells.append(Tuned(study, dataset, model, canonical_scenario(scenario), method,
+                                             tuple(trials), tuple(draws), seeds))
             controls = block.get("controls", [])
             for dataset, model, scenario, seed in conditions:
                 if "alpha_only" in controls:  # ICP's α schedule re-weighting CE, nothing refined or distilled
@@ -389,7 +497,7 @@ def expand(grid: dict, source: Optional[str] = None, check_recipes: bool = True)
             membership.setdefault(rid, []).append(study)
     runs = {rid: dataclasses.replace(r, studies=tuple(membership[rid])) for rid, r in runs.items()}
     return Grid(runs, studies, runs_dir, source, str(grid.get("results_dir", "results")).rstrip("/"),
-                str(grid.get("figures_dir", "figures")).rstrip("/"))
+                str(grid.get("figures_dir", "figures")).rstrip("/"), tuple(tuned_cells))
 
 
 @contextlib.contextmanager
@@ -485,4 +593,5 @@ def _check_recipe(recipe: str, dataset: str, model: str) -> None:
 
 
 def load_expand(path: str | Path, check_recipes: bool = True) -> Grid:
-    return expand(load(path), str(path), check_recipes)
+    """The grid of a file, with the final runs of its tuned cells that are chosen (:meth:`Grid.with_selections`)."""
+    return expand(load(path), str(path), check_recipes).with_selections()

@@ -122,3 +122,28 @@ def check(tuning: Optional[dict], tuned_methods: dict[str, set], where: str) -> 
 def trial_count(tuning: dict) -> int:
     trials = tuning["trials"]
     return int(next(iter(trials.values())) if isinstance(trials, dict) else trials)
+
+
+def _val_top1(record: Optional[dict]) -> Optional[float]:
+    """A trial's last-epoch validation top-1, or None where it lost (no record, failed, diverged, no split)."""
+    if not record or record.get("status") != "complete":
+        return None
+    value = ((record.get("last") or {}).get("val") or {}).get("top1")
+    return None if value is None or value != value else float(value)  # NaN loses too
+
+
+def select(trials: list[tuple[str, dict]], records: list[Optional[dict]]) -> dict:
+    """The selection record of one tuned cell and method, from its trials ((run id, drawn settings), in draw
+    order) and their records (None: no record): every trial's settings, status and last-epoch validation top-1,
+    the chosen trial (:data:`RULE`), and ``chosen: null`` where every trial lost. Reads the validation metric
+    only: no test number enters the choice."""
+    rows, best = [], None
+    for i, ((rid, settings), record) in enumerate(zip(trials, records)):
+        value = _val_top1(record)
+        status = (record or {}).get("status", "missing")
+        rows.append({"trial": i, "run_id": rid, "settings": settings, "status": status, "val_top1": value,
+                     "lost": value is None})
+        if value is not None and (best is None or value > rows[best]["val_top1"]):
+            best = i
+    return {"schema": 1, "rule": RULE, "metric": "last.val.top1", "trials": rows, "chosen": best,
+            "chosen_settings": rows[best]["settings"] if best is not None else None}

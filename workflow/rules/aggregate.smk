@@ -13,6 +13,7 @@ report: "../report/workflow.rst"
 rule summary:
     input:
         records,
+        tuned_finals,
     output:
         summary=f"{GRID.results_dir}/summary.csv",
         epochs=f"{GRID.results_dir}/epochs.csv",
