@@ -6,7 +6,7 @@ A block is the text between ``<!-- generated: NAME -->`` and ``<!-- end: NAME --
   per study, the total of distinct runs), as the code computes them from the grid and the bench tables;
 * ``laptop-run``: what the laptop pipeline trains (``config/laptop.yaml`` with ``params.yaml``, expanded by
   ``icp.grid``: studies, cells, variants, seeds, settings) and how long its last retraining took (from its
-  records: the first run's start to the last run's end, the CPU and threads they name);
+  summary, which git holds: the runs' wall times summed, and the CPU they name);
 * ``laptop-main``: the headline (last-epoch test top-1) and difference tables of the laptop pipeline's
   ``results/laptop/tables/main.md``, as ``dvc repro`` wrote them.
 
@@ -44,14 +44,7 @@ def laptop_main() -> str:
     return "\n\n".join(keep)
 
 
-def _when(stamp: str):
-    from datetime import datetime
-
-    return datetime.fromisoformat(stamp)
-
-
 def laptop_run() -> str:
-    import json
     import os
 
     from icp import grid as gridlib
@@ -73,18 +66,17 @@ def laptop_run() -> str:
     settings = ", ".join(f"`{item}`" for item in spec["set"] if not item.startswith(("train.device", "train.progress")))
     text = (f"{len(g.runs)} runs on the CPU ({'; '.join(parts)}; × seeds {seeds}; settings {settings}, "
             f"10 % of the training images held out for validation)")
-    records = [json.loads(Path(run.record).read_text()) for run in g.runs.values() if Path(run.record).is_file()]
-    complete = [r for r in records if r.get("status") == "complete"]
-    if complete:
-        start = min(_when(r["started_at"]) for r in complete)
-        end = max(_when(r["updated_at"]) for r in complete)
-        minutes, seconds = divmod(round((end - start).total_seconds()), 60)
-        cpus = sorted({r["env"]["cpu"] for r in complete})
-        threads = sorted({r["env"]["cpu_threads"] for r in complete})
-        text += (f". Its last retraining (from the records: the first run's start to the last run's end) trained "
-                 f"{len(complete)} of the {len(g.runs)} runs in {minutes} min {seconds:02d} s on {' / '.join(cpus)} "
-                 f"({'/'.join(str(t) for t in threads)} torch thread{'s' if threads != [1] else ''} a run, two runs at "
-                 f"a time)")
+    summary = REPO / "results" / "laptop" / "summary.csv"  # in git (the records are DVC outputs)
+    if summary.is_file():
+        import pandas as pd
+
+        runs = pd.read_csv(summary)
+        done = runs[runs.status == "complete"]
+        if len(done):
+            minutes, seconds = divmod(round(done.wall_time_s.sum()), 60)
+            text += (f". Its last retraining (`results/laptop/summary.csv`) trained {len(done)} of the {len(g.runs)} "
+                     f"runs for {minutes} min {seconds:02d} s of run time in all, two at a time, on "
+                     f"{' / '.join(sorted(set(done.device_name.astype(str))))}")
     return text + "."
 
 
