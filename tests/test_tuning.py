@@ -142,9 +142,8 @@ def test_icp_select_writes_the_selection_from_the_trials_records(tmp_path, monke
 
     from icp import cli, grid, jsonfile
 
-    g = _tuned_grid(tmp_path)
     spec = yaml.safe_load(yaml.safe_dump({
-        "runs_dir": g.runs_dir, "results_dir": g.results_dir, "seeds": [0, 1],
+        "runs_dir": str(tmp_path / "runs"), "results_dir": str(tmp_path / "res"), "seeds": [0, 1],
         "recipes": {"fashion-mnist/resnet20": "config/recipes/fmnist-resnet20.yaml"},
         "tuning": {"trials": 3, "spaces": {"ce": {"optim.lr": {"low": 0.01, "high": 0.5, "log": True,
                                                                "source": "test"}}}},
