@@ -137,6 +137,7 @@ class Tuned:
     trials: tuple[str, ...]  # run ids
     settings: tuple[dict, ...]  # config key -> value, per trial
     seeds: tuple[int, ...]
+    finals: tuple[tuple[str, ...], ...] = ()  # per trial, the ids of its final runs (one per seed)
 
     @property
     def name(self) -> str:
@@ -153,14 +154,12 @@ class Grid:
     results_dir: str = "results"  # summary.csv, epochs.csv, tables/
     figures_dir: str = "figures"
     tuned: tuple[Tuned, ...] = ()  # the tuned cells and methods (icp.tuning)
+    candidates: dict[str, Run] = dataclasses.field(default_factory=dict)  # final runs of every trial, by id
 
     def __getitem__(self, run_id: str) -> Run:
         if run_id in self.runs:
             return self.runs[run_id]
-        final = self._final_of_id(run_id)
-        if final is None:
-            raise KeyError(run_id)
-        return final
+        return self.candidates[run_id]  # a tuned cell's final run, chosen or not (KeyError: neither)
 
     def selection(self, cell: Tuned) -> str:
         """Where the selection record of a tuned cell and method goes."""
@@ -168,25 +167,9 @@ class Grid:
 
     def finals(self, cell: Tuned, trial: int) -> list[Run]:
         """The final runs of ``cell`` if trial ``trial`` is chosen: its configuration at each of the cell's seeds
-        (the trial's overrides with the seed, and an AI-KD teacher of that seed), ids ending ``+tuned=<trial>``."""
-        base = self.runs[cell.trials[trial]]
-        out = []
-        for seed in cell.seeds:
-            factors = tuple(("tuned", str(trial)) if k == "trial" else (k, v) for k, v in base.factors)
-            rid = run_id(base.dataset, base.model, base.scenario, base.method, base.options, seed, factors)
-            swap = {d: d.rsplit("/", 1)[0] + f"/s{seed}" for d in base.depends
-                    if self.runs[d].method in TEACHER_METHODS.values() and base.method in TEACHER_METHODS}
-            overrides = []
-            for item in base.overrides:
-                if item.startswith("train.seed="):
-                    item = f"train.seed={seed}"
-                for old, new in swap.items():
-                    item = item.replace(self.runs[old].run_dir, f"{self.runs_dir}/{new}")
-                overrides.append(item)
-            out.append(dataclasses.replace(base, run_id=rid, run_dir=f"{self.runs_dir}/{rid}", seed=seed,
-                                           overrides=tuple(overrides),
-                                           depends=tuple(swap.get(d, d) for d in base.depends), factors=factors))
-        return out
+        (built by the expansion as any run of the grid, an AI-KD teacher of each seed included), ids ending
+        ``+tuned=<trial>``."""
+        return [self.candidates[rid] for rid in cell.finals[trial]]
 
     def chosen(self, cell: Tuned) -> Optional[int]:
         """The trial chosen for ``cell`` by its selection record, or None (no selection yet, or every trial
@@ -209,17 +192,6 @@ class Grid:
                 if run.run_id not in studies[cell.study]:
                     studies[cell.study].append(run.run_id)
         return dataclasses.replace(self, runs=runs, studies=studies)
-
-    def _final_of_id(self, rid: str) -> Optional[Run]:
-        m = re.search(r"\+tuned=(\d+)/s\d+$", rid)
-        if not m:
-            return None
-        for cell in self.tuned:
-            if int(m[1]) < len(cell.trials) and rid.startswith(f"{cell.dataset}/{cell.model}/{cell.scenario}/"):
-                for run in self.finals(cell, int(m[1])):
-                    if run.run_id == rid:
-                        return run
-        return None
 
     def select(self, study: Optional[str] = None) -> list[Run]:
         if study is None:
@@ -396,14 +368,16 @@ def expand(grid: dict, source: Optional[str] = None, check_recipes: bool = True)
     studies: dict[str, list[str]] = {}
     checked: set = set()
     tuned_cells: list[Tuned] = []
+    candidates: dict[str, Run] = {}  # the final runs of every trial: in the grid once a selection chooses it
 
     def add(study: str, dataset, model, scenario, method, options: dict, seed: int, recipe: Optional[dict] = None,
             budget: Optional[tuple[str, "Run"]] = None, steps: Optional[int] = None,
-            tuned: tuple[tuple[str, str], tuple[str, ...]] = ((), ())) -> str:
+            tuned: tuple[tuple[str, str], tuple[str, ...]] = ((), ()), candidate: bool = False) -> str:
         """Add one run (and the runs it depends on); ``recipe``: the block's own ({name, file}); ``budget``: (the
         method whose training FLOPs a compute-matched run gets, the run of that method it matches); ``steps``: a
         few-shot run's budget of optimizer steps; ``tuned``: (the factor of a tuning trial, ``("trial", i)``, and
-        its drawn ``--set`` items)."""
+        its drawn ``--set`` items); ``candidate``: a final run of a tuning trial (``("tuned", i)``), kept apart from
+        the grid's runs until a selection chooses its trial (:meth:`Grid.with_selections`)."""
         tune_factor, tune_sets = tuned
         key = f"{dataset}/{model}"
         recipe_file = recipe["file"] if recipe else recipes.get(key)
@@ -414,7 +388,8 @@ def expand(grid: dict, source: Optional[str] = None, check_recipes: bool = True)
         factors = ((("budget", budget[0]),) if budget else ()) + ((("recipe", recipe["name"]),) if recipe else ()) \
             + ((tune_factor,) if tune_factor else ())
         rid = run_id(dataset, model, scenario, method, opts, seed, factors)
-        if rid not in runs:
+        into = candidates if candidate else runs
+        if rid not in into:
             depends: tuple[str, ...] = ()
             extra: list[str] = []
             if method in TEACHER_METHODS:
@@ -437,11 +412,13 @@ def expand(grid: dict, source: Optional[str] = None, check_recipes: bool = True)
             if budget:
                 epochs, _ = matched_epochs(budget[1])
                 overrides += _stretched(recipe_file, overrides, epochs)
-            runs[rid] = Run(rid, f"{runs_dir}/{rid}", dataset, model, canonical_scenario(scenario), method, opts,
+            into[rid] = Run(rid, f"{runs_dir}/{rid}", dataset, model, canonical_scenario(scenario), method, opts,
                             seed, recipe_file, tuple(overrides), depends, factors=factors)
             if check_recipes and recipe_file not in checked:
                 _check_recipe(recipe_file, dataset, model)
                 checked.add(recipe_file)
+        if candidate:
+            return rid
         members = studies.setdefault(study, [])
         if rid not in members:
             members.append(rid)
@@ -470,15 +447,18 @@ def expand(grid: dict, source: Optional[str] = None, check_recipes: bool = True)
                 for (dataset, model, scenario), method in itertools.product(cells, block["methods"]):
                     draws = tuning.draws(tuning_spec["spaces"][method], tuning.trial_count(tuning_spec),
                                          int(tuning_spec.get("draw_seed", 0)))
-                    trials = []
+                    trials, finals = [], []
                     for t, setting in enumerate(draws):
                         sets = tuple(f"{k}={_yaml_value(v)}" for k, v in sorted(setting.items()))
                         with _naming(where, f"studies.{study}.{i}.tune"):
                             trials.append(add(study, dataset, model, scenario, method, {},
                                               int(tuning_spec.get("seed", 0)), recipe, steps=steps(dataset, scenario),
                                               tuned=(("trial", str(t)), sets)))
+                            finals.append(tuple(add(study, dataset, model, scenario, method, {}, seed, recipe,
+                                                    steps=steps(dataset, scenario), tuned=(("tuned", str(t)), sets),
+                                                    candidate=True) for seed in seeds))
                     tuned_cells.append(Tuned(study, dataset, model, canonical_scenario(scenario), method,
-                                             tuple(trials), tuple(draws), seeds))
+                                             tuple(trials), tuple(draws), seeds, tuple(finals)))
             controls = block.get("controls", [])
             for dataset, model, scenario, seed in conditions:
                 if "alpha_only" in controls:  # ICP's α schedule re-weighting CE, nothing refined or distilled
@@ -497,7 +477,8 @@ def expand(grid: dict, source: Optional[str] = None, check_recipes: bool = True)
             membership.setdefault(rid, []).append(study)
     runs = {rid: dataclasses.replace(r, studies=tuple(membership[rid])) for rid, r in runs.items()}
     return Grid(runs, studies, runs_dir, source, str(grid.get("results_dir", "results")).rstrip("/"),
-                str(grid.get("figures_dir", "figures")).rstrip("/"), tuple(tuned_cells))
+                str(grid.get("figures_dir", "figures")).rstrip("/"), tuple(tuned_cells),
+                candidates)
 
 
 @contextlib.contextmanager
