@@ -149,7 +149,7 @@ def _tables(args) -> int:
         if study not in g.studies:
             raise ConfigError(f"unknown study '{study}'; the grid has: {', '.join(g.studies)}")
         paths = aggregate.write_tables(study, aggregate.study_runs(runs, study), cells,
-                                       args.out or f"{g.results_dir}/tables")
+                                       args.out or f"{g.results_dir}/tables", grid=g)
         print(" ".join(map(str, paths)))
     return 0
 

@@ -469,6 +469,48 @@ def steps(runs, epochs, ctx):
     return _grid(panels, title, ncols=2, size=(5.2, 3.4))
 
 
+@figure("tuning", "tuned",
+        "Equal tuning: the expected best validation top-1 of k trials against k, for every method of each tuned "
+        "condition (order statistics over its trials at the tuning seed, k drawn without replacement; a failed "
+        "or diverged trial counts as 0 %): a line still rising at the last trial says the budget was not enough.")
+def tuning(runs, epochs, ctx):
+    from icp.tuning_table import TRIAL, expected_best
+
+    title = ("Study tuned: expected best validation top-1 (%) of k of a method's trials (k drawn without "
+             "replacement; lost trials count as 0 %), one line per method; the legend gives trials and lost ones")
+    trials = runs[runs.variant.fillna("").str.contains(TRIAL, regex=True)].copy()
+    trials = trials[trials.studies.fillna("").str.split(";").map(lambda s: "tuned" in s).astype(bool)]
+    if trials.empty:
+        return _empty(title, "no tuning trial of study tuned yet")
+    trials["method"] = trials.variant.str.replace(TRIAL, "", regex=True)
+    value = trials.val_top1.astype(float).where(trials.status == "complete")
+    trials["lost"] = value.isna()
+    trials["value"] = value.fillna(0.0) * 100
+    rows = []
+    for key, part in _by(trials, CONDITION):
+        for method, m in part.groupby("method", sort=True):
+            n = len(m)
+            name = f"{method} ({n} trials, {int(m.lost.sum())} lost)"
+            rows += [{**key, "method": method, "name": name, "k (trials)": k,
+                      "expected best val top-1 (%)": expected_best(m.value, k)} for k in range(1, n + 1)]
+    curves = pd.DataFrame(rows)
+    colours = _colours(curves.method)
+
+    def draw(part):
+        def on(ax):
+            from matplotlib.ticker import MaxNLocator
+
+            for method, m in part.groupby("method", sort=True):
+                ax.plot(m["k (trials)"], m["expected best val top-1 (%)"], marker="o", color=colours[method],
+                        label=m.name.iloc[0])
+            ax.set(xlabel="k (trials)", ylabel="expected best val top-1 (%)")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.legend(fontsize=7, title="method", title_fontsize=7, framealpha=0.8)
+        return on
+
+    return _grid([(_condition_name(key), draw(part)) for key, part in _by(curves, CONDITION)], title)
+
+
 def _icp_epochs(runs, epochs, study="main") -> pd.DataFrame:
     done = _complete(runs, study)
     done = done[done.method.isin(ICP_METHODS)]

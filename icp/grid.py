@@ -256,6 +256,9 @@ def variant_label(name: str) -> str:
         return f"{name} (α-only control: α-weighted CE, K = 0)"
     if re.fullmatch(r"icp\+authors_eval_ce=true(\+label_smoothing=[^+]+)?\+steps=0(\+warmup=[^+]+)?", name):
         return f"{name} (α-only control + the authors' eval-mode CE, K = 0)"
+    m = re.search(r"\+tuned=(\d+)$", name)
+    if m:
+        return f"{name} (tuned: trial {m[1]}'s setting, chosen on validation)"
     m = re.search(r"\+budget=([^+]+)", name)
     if m:
         return f"{name} (ce, FLOP-matched to {m[1]})"

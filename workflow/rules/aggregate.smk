@@ -35,6 +35,8 @@ rule summary:
 rule tables:
     input:
         f"{GRID.results_dir}/summary.csv",
+        # a tuned study's Equal tuning section reads its cells' selection records (icp.tuning_table)
+        lambda wc: [GRID.selection(c) for c in GRID.tuned if c.study == wc.study],
     output:
         csv=f"{GRID.results_dir}/tables/{{study}}.csv",
         md=f"{GRID.results_dir}/tables/{{study}}.md",
