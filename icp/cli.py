@@ -86,6 +86,14 @@ def _grid(args) -> int:
         dep = f"  (after {', '.join(r.depends)})" if r.depends else ""
         print(f"{r.run_id}  [{','.join(r.studies)}]{dep}")
     counts = ", ".join(f"{s} {len(ids)}" for s, ids in g.studies.items() if args.study in (None, s))
+    for cell in g.tuned:
+        if args.study in (None, cell.study):
+            chosen = g.chosen(cell)
+            print(f"tuning {cell.name} [{cell.study}]: {len(cell.trials)} trials of {', '.join(cell.settings[0])} at "
+                  f"seed {g[cell.trials[0]].seed}; then {len(cell.seeds)} final runs "
+                  f"({cell.method}+tuned=<chosen>) at seeds {', '.join(map(str, cell.seeds))}: "
+                  + ("no trial chosen yet" if chosen is None else f"trial {chosen} chosen, listed above"),
+                  file=sys.stderr)
     print(f"{len(runs)} runs ({counts}; a run shared by studies is counted in each and trained once)",
           file=sys.stderr)
     return 0

@@ -136,3 +136,19 @@ def test_the_tuning_curve_is_the_expected_best_of_k_trials_with_lost_ones_at_zer
         want = [sum(max(s) for s in itertools.combinations(vals, k)) / math.comb(3, k) for k in (1, 2, 3)]
         assert lines[label] == pytest.approx(want, rel=1e-6)
     assert [p.name for p in figures.make("tuning", runs, None, tmp_path / "fig")] == ["tuning.png", "tuning.pdf"]
+
+
+def test_icp_grid_lists_each_tuned_cell_and_its_finals_once_chosen(tuned, tmp_path, capsys):
+    g, _ = tuned
+    path = tmp_path / "g.yaml"
+    assert cli.main(["grid", "--grid", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "tuning fashion-mnist/resnet20/clean/ce [tuned]: 3 trials of optim.lr at seed 0; then 3 final runs " \
+           "(ce+tuned=<chosen>) at seeds 0, 1, 2: trial 1 chosen, listed above" in err
+    assert [line.split()[0] for line in out.splitlines() if "+tuned=" in line] == \
+        [f"fashion-mnist/resnet20/clean/{m}+tuned=1/s{s}" for m in ("ce", "ls") for s in SEEDS]
+    for cell in g.tuned:
+        os.remove(g.selection(cell))
+    assert cli.main(["grid", "--grid", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert err.count("no trial chosen yet") == 2 and "+tuned=" not in out
