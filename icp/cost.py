@@ -33,6 +33,12 @@ For every run of the grid: GPU-hours = training images ÷ images/s ÷ 3600 ÷ th
      model's eager/compiled ratio from the same file (``estimated`` in the csv).
   5. **A configuration without rows:** the ``eager`` rows.
 
+* **Tuned studies** (``tune: true``, :mod:`icp.tuning`): a tuned cell's trials are runs of the grid, costed as
+  any run. Its final runs (the chosen trial's configuration at each of the block's seeds) are not known before the
+  selection, but their number is; until a selection chooses a trial they are costed as an **upper bound**: the
+  final runs of the cell's priciest trial (the most GPU-hours at its seeds: a trial's options, ICP's K or warm-up,
+  change what a step costs). A cell whose selection is in the grid (:meth:`icp.grid.Grid.with_selections`)
+  counts its chosen finals, as any run. The study's row and the total include the finals.
 * **Packing** (``runs_per_gpu`` of ``profiles/slurm/config.yaml``, or ``--runs-per-gpu``): k runs share a GPU, and
   each run's GPU-hours are divided by min(k, C). C is the reference model's baseline images/s compiled with
   ``train.compile=reduce-overhead`` (CUDA graphs, no launch gaps) ÷ eager, from one bench file: packed eager runs
@@ -407,6 +413,19 @@ class RunCost:
 
 
 @dataclass
+class TunedCost:
+    """One tuned cell and method of a study: its trials' costs and its final runs' (the chosen trial's, or, before
+    a selection, those of the priciest trial: an upper bound)."""
+
+    study: str
+    name: str  # <dataset>/<model>/<scenario>/<method>
+    trials: list[RunCost]
+    finals: list[RunCost]  # one per seed of the block
+    trial: int  # the trial whose final runs are costed
+    chosen: bool  # True: the selection chose ``trial`` (its finals are runs of the grid); False: the upper bound
+
+
+@dataclass
 class Estimate:
     gpu: str
     table: str
@@ -415,6 +434,43 @@ class Estimate:
     cap_basis: str
     runs: list[RunCost]
     studies: dict  # study -> run ids (of the runs estimated)
+    tuned: list[TunedCost] = field(default_factory=list)  # the tuned cells of the studies estimated
+
+    @property
+    def bounds(self) -> list[RunCost]:
+        """The final runs of the tuned cells no selection has chosen yet, as their upper bound: not runs of the
+        grid yet, counted in their study's row and the total (once where two studies tune the same cell)."""
+        return list({r.run_id: r for t in self.tuned if not t.chosen for r in t.finals}.values())
+
+
+def _run_cost(run, tp: "Throughput", runs_per_gpu: int, cap: float, studies: Optional[tuple] = None) -> RunCost:
+    p = plan(run)
+    s = tp.speed(p)
+    # a step costs batch / img_per_s, full or the epoch's last partial batch alike (rule 1)
+    seconds = (p.epochs - p.warmup_epochs) * p.steps_per_epoch * p.batch / s.img_per_s
+    estimated = s.estimated
+    if p.warmup_epochs:
+        b = tp.speed(p, baseline_only=True)
+        seconds += p.warmup_epochs * p.steps_per_epoch * p.batch / b.img_per_s
+        estimated = estimated or b.estimated
+    speedup = min(runs_per_gpu, cap) if p.config == EAGER else 1.0
+    return RunCost(run.run_id, run.studies if studies is None else studies, p.images, seconds / 3600 / speedup,
+                   estimated, s, p)
+
+
+def _tuned_cost(g, cell, costs: dict, cost_of) -> TunedCost:
+    """A tuned cell's trials (runs of the grid, in ``costs``) and final runs: the chosen trial's where the grid
+    holds them (a selection chose it), else those of the trial whose finals cost the most GPU-hours (the first of
+    equals)."""
+    trials = [costs[rid] if rid in costs else cost_of(g[rid]) for rid in cell.trials]
+    for t, ids in enumerate(cell.finals):
+        if ids and all(rid in g.runs for rid in ids):
+            return TunedCost(cell.study, cell.name, trials, [costs.get(rid) or cost_of(g.runs[rid]) for rid in ids],
+                             t, True)
+    options = [[cost_of(r, (cell.study,)) for r in g.finals(cell, t)] for t in range(len(cell.finals))]
+    hours = [sum(r.gpu_hours for r in runs) for runs in options]
+    t = max(range(len(options)), key=lambda i: (hours[i], -i))
+    return TunedCost(cell.study, cell.name, trials, options[t], t, False)
 
 
 def estimate(g, gpu: str = "h100", runs_per_gpu: Optional[int] = None, study: Optional[str] = None,
@@ -426,21 +482,12 @@ def estimate(g, gpu: str = "h100", runs_per_gpu: Optional[int] = None, study: Op
         raise ConfigError(f"--runs-per-gpu: expected an integer >= 1, got {runs_per_gpu}")
     tp = Throughput(read_table(gpu, reference))
     cap, cap_basis = tp.pack_cap()
-    out = []
-    for run in g.select(study):
-        p = plan(run)
-        s = tp.speed(p)
-        # a step costs batch / img_per_s, full or the epoch's last partial batch alike (rule 1)
-        seconds = (p.epochs - p.warmup_epochs) * p.steps_per_epoch * p.batch / s.img_per_s
-        estimated = s.estimated
-        if p.warmup_epochs:
-            b = tp.speed(p, baseline_only=True)
-            seconds += p.warmup_epochs * p.steps_per_epoch * p.batch / b.img_per_s
-            estimated = estimated or b.estimated
-        speedup = min(runs_per_gpu, cap) if p.config == EAGER else 1.0
-        out.append(RunCost(run.run_id, run.studies, p.images, seconds / 3600 / speedup, estimated, s, p))
+    cost_of = lambda run, studies=None: _run_cost(run, tp, runs_per_gpu, cap, studies)  # noqa: E731
+    out = [cost_of(run) for run in g.select(study)]
     studies = {s: ids for s, ids in g.studies.items() if study in (None, s)}
-    return Estimate(gpu, str(reference / gpu / TABLE), runs_per_gpu, cap, cap_basis, out, studies)
+    costs = {r.run_id: r for r in out}
+    tuned = [_tuned_cost(g, cell, costs, cost_of) for cell in getattr(g, "tuned", ()) if cell.study in studies]
+    return Estimate(gpu, str(reference / gpu / TABLE), runs_per_gpu, cap, cap_basis, out, studies, tuned)
 
 
 def render(est: Estimate, source: str = "grid", detail: bool = False) -> str:
@@ -450,15 +497,34 @@ def render(est: Estimate, source: str = "grid", detail: bool = False) -> str:
     lines = [f"Estimated cost of {source} on {est.gpu} (images/s from {table}), {est.runs_per_gpu} run(s) per GPU",
              f"{'study':12s} {'runs':>6s} {'images':>10s} {unit:>10s} {'estimated':>10s}"]
 
-    def row(name: str, runs: list[RunCost]) -> str:
+    def row(name: str, runs: list[RunCost], bound: bool = False) -> str:
         hours = sum(r.gpu_hours for r in runs)
         est_h = sum(r.gpu_hours for r in runs if r.estimated)
         share = f"{100 * est_h / hours:.0f} %" if hours else "-"
-        return f"{name:12s} {len(runs):6d} {sum(r.images for r in runs) / 1e9:9.2f}G {hours:10.1f} {share:>10s}"
+        le = "<=" if bound else ""
+        return (f"{name:12s} {len(runs):6d} {le + f'{sum(r.images for r in runs) / 1e9:.2f}G':>10s} "
+                f"{le + f'{hours:.1f}':>10s} {share:>10s}")
 
     for s, ids in est.studies.items():
-        lines.append(row(s, [by_id[i] for i in ids if i in by_id]))
-    lines.append(row("total", est.runs) + "   (distinct runs: a run in several studies counted once)")
+        cells = [t for t in est.tuned if t.study == s]
+        bounds = [r for t in cells if not t.chosen for r in t.finals]
+        lines.append(row(s, [by_id[i] for i in ids if i in by_id] + bounds)
+                     + ("   (its final runs as their upper bound: below)" if bounds else ""))
+        if cells:
+            trials = list({r.run_id: r for t in cells for r in t.trials}.values())
+            finals = [r for t in cells for r in t.finals]
+            per = lambda counts: "/".join(map(str, sorted(set(counts))))  # noqa: E731
+            lines.append(row("  trials", trials) + f"   ({per(len(t.trials) for t in cells)} trials x {len(cells)} "
+                         "tuned methods and cells, at one seed)")
+            chosen = sum(t.chosen for t in cells)
+            how = ("the chosen trial's configuration" if not bounds else
+                   "an upper bound, the priciest trial's configuration" + (f" ({chosen} of {len(cells)} chosen)"
+                                                                         if chosen else ""))
+            lines.append(row("  finals", finals, bound=bool(bounds))
+                         + f"   ({per(len(t.finals) for t in cells)} seeds x {len(cells)}: {how} at each seed)")
+    note = "; tuned final runs as their upper bound" if est.bounds else ""
+    lines.append(row("total", est.runs + est.bounds)
+                 + f"   (distinct runs: a run in several studies counted once{note})")
     if est.runs:
         longest = max(est.runs, key=lambda r: r.gpu_hours)
         lines.append(f"longest run: {longest.gpu_hours:.1f} {unit} ({longest.run_id})")
@@ -475,7 +541,7 @@ def render(est: Estimate, source: str = "grid", detail: bool = False) -> str:
     ]
     if detail:
         used: dict = {}
-        for r in est.runs:
+        for r in est.runs + est.bounds:
             p = r.plan
             key = (p.model, p.area, p.batch, p.config, p.method, p.cost_options)
             u = used.setdefault(key, [r.speed, 0, 0.0])

@@ -108,10 +108,105 @@ def test_cost_on_the_command_line(tmp_path, capsys):
 
 def test_paper_grid_cost_counts_every_run():
     g = grid.load_expand(REPO / "config" / "paper.yaml")
-    out = cost.render(cost.estimate(g, "h100"), "config/paper.yaml")
+    est = cost.estimate(g, "h100")
+    out = cost.render(est, "config/paper.yaml")
     rows = {m[1]: (int(m[2]), float(m[3])) for m in
             re.finditer(r"^(\w+)\s+(\d+)\s+[\d.]+G\s+([\d.]+)", out, re.M)}
-    assert rows["total"][0] == len(g.runs) and rows["total"][1] > 0
+    # the runs of the grid, and the final runs of tuned cells not chosen yet (their upper bound)
+    assert rows["total"][0] == len(g.runs) + len(est.bounds) and rows["total"][1] > 0
     for study, ids in g.studies.items():
-        assert rows[study][0] == len(ids) and rows[study][1] > 0
+        finals = sum(len(t.finals) for t in est.tuned if t.study == study and not t.chosen)
+        assert rows[study][0] == len(ids) + finals and rows[study][1] > 0
     assert rows["total"][1] <= sum(h for s, (_, h) in rows.items() if s != "total") + 0.5  # shared runs once
+
+
+def _tuned_cost_grid(tmp_path, epochs=3, batch=100):
+    """A tuned study (2 methods x 3 trials at seed 0, finals at seeds 0 and 1) beside a plain one, on the tiny
+    recipe; icp-adam's trials differ in K, so their finals differ in cost."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"optim": {"name": "sgd", "lr": 0.1}, "schedule": {"name": "cosine"},
+                                      "train": {"epochs": epochs, "batch_size": batch}}))
+    lr = {"low": 0.01, "high": 0.5, "log": True, "source": "test"}
+    spec = {"runs_dir": str(tmp_path / "runs"), "results_dir": str(tmp_path / "res"), "seeds": [0, 1],
+            "recipes": {"fashion-mnist/resnet20": str(recipe)},
+            "tuning": {"trials": 3, "seed": 0, "draw_seed": 0, "spaces": {
+                "ce": {"optim.lr": lr},
+                "icp-adam": {"optim.lr": lr, "method.options.steps": {"low": 1, "high": 8, "int": True,
+                                                                      "source": "test"}}}},
+            "studies": {"main": [{"datasets": ["fashion-mnist"], "models": ["resnet20"], "methods": ["ce"]}],
+                        "tuned": [{"datasets": ["fashion-mnist"], "models": ["resnet20"], "methods": ["ce", "icp-adam"],
+                                   "tune": True}]}}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _rows(text):
+    """The rendered table's rows, sub-rows (``  trials``, ``  finals``) included: name -> (runs, GPU-hours)."""
+    return {m[1].strip(): (int(m[2]), float(m[3])) for m in
+            re.finditer(r"^(\s*\w+)\s+(\d+)\s+(?:<=)?[\d.]+G\s+(?:<=)?([\d.]+)", text, re.M)}
+
+
+def test_a_tuned_grid_counts_its_trials_and_its_finals_as_an_upper_bound(tmp_path):
+    ref = _table(tmp_path / "ref", "testgpu", ["resnet20,ce,fashion-mnist,eager,100,1000.0,0,t.txt",
+                                               "resnet20,icp-adam,fashion-mnist,eager,100,500.0,0,t.txt"])
+    g = grid.load_expand(_tuned_cost_grid(tmp_path))
+    est = cost.estimate(g, "testgpu", runs_per_gpu=1, reference=ref)
+    # the trials are runs of the grid and of their study: 2 methods x 3 trials at seed 0, beside the block's
+    # default runs (2 methods x 2 seeds; ce's shared with main)
+    trials = [rid for rid in g.studies["tuned"] if "+trial=" in rid]
+    assert len(trials) == 2 * 3 and len(g.runs) == 2 * 2 + 2 * 3 and len(est.runs) == len(g.runs)
+    # the finals: 2 methods x 2 seeds, not runs of the grid before a selection, counted as their upper bound
+    assert [t.name for t in est.tuned] == ["fashion-mnist/resnet20/clean/ce", "fashion-mnist/resnet20/clean/icp-adam"]
+    assert len(est.bounds) == 2 * 2 and not any(r.run_id in g.runs for r in est.bounds)
+
+    def direct(runs):  # the estimator on exactly these runs: their GPU-hours
+        alone = grid.Grid({r.run_id: r for r in runs}, {"x": [r.run_id for r in runs]}, g.runs_dir)
+        return sum(r.gpu_hours for r in cost.estimate(alone, "testgpu", runs_per_gpu=1, reference=ref).runs)
+
+    for cell, tc in zip(g.tuned, est.tuned):
+        assert not tc.chosen and [r.run_id for r in tc.trials] == list(cell.trials)
+        per_trial = [direct(g.finals(cell, t)) for t in range(3)]
+        assert tc.trial == max(range(3), key=lambda t: (per_trial[t], -t))
+        assert [r.run_id for r in tc.finals] == [f"fashion-mnist/resnet20/clean/{cell.method}+tuned={tc.trial}/s{s}"
+                                                 for s in (0, 1)]
+        assert sum(r.gpu_hours for r in tc.finals) == pytest.approx(max(per_trial))
+        # a final costs what its trial's configuration costs, at each seed
+        trial = next(r for r in est.runs if r.run_id == cell.trials[tc.trial])
+        assert [r.gpu_hours for r in tc.finals] == pytest.approx([trial.gpu_hours] * 2)
+        assert all(cost.plan(r) == cost.plan(g[cell.trials[tc.trial]]) for r in g.finals(cell, tc.trial))
+    ce, icp = est.tuned
+    assert ce.trial == 0 and sum(r.gpu_hours for r in ce.finals) == pytest.approx(2 * 60000 * 3 / 1000 / 3600)
+    assert g.tuned[1].settings[icp.trial]["method.options.steps"] == max(
+        s["method.options.steps"] for s in g.tuned[1].settings)  # the priciest icp-adam trial: the largest K
+    rows = _rows(cost.render(est, "tuned"))
+    bound = sum(r.gpu_hours for r in est.bounds)
+    assert rows["trials"] == (6, pytest.approx(sum(r.gpu_hours for r in est.runs if r.run_id in trials), abs=0.05))
+    assert rows["finals"] == (4, pytest.approx(bound, abs=0.05))
+    assert rows["tuned"][0] == 2 * 2 + 6 + 4 and rows["main"][0] == 2
+    assert rows["total"] == (10 + 4, pytest.approx(sum(r.gpu_hours for r in est.runs) + bound, abs=0.05))
+    text = cost.render(est, "tuned")
+    assert re.search(r"^  finals\s+4\s+<=[\d.]+G\s+<=[\d.]+ .*upper bound, the priciest trial", text, re.M)
+    # another study's estimate holds no tuned cell
+    assert cost.estimate(g, "testgpu", runs_per_gpu=1, study="main", reference=ref).tuned == []
+
+
+def test_a_chosen_trial_counts_its_finals_as_runs(tmp_path):
+    from pathlib import Path
+
+    from icp import jsonfile
+
+    ref = _table(tmp_path / "ref", "testgpu", ["resnet20,ce,fashion-mnist,eager,100,1000.0,0,t.txt",
+                                               "resnet20,icp-adam,fashion-mnist,eager,100,500.0,0,t.txt"])
+    path = _tuned_cost_grid(tmp_path)
+    g = grid.load_expand(path)
+    selection = Path(g.selection(g.tuned[1]))
+    selection.parent.mkdir(parents=True)
+    jsonfile.write({"chosen": 0}, selection)  # icp-adam's first trial, whatever its cost
+    g = grid.load_expand(path)
+    est = cost.estimate(g, "testgpu", runs_per_gpu=1, reference=ref)
+    ce, icp = est.tuned
+    assert icp.chosen and icp.trial == 0 and all(r.run_id in g.runs for r in icp.finals)
+    assert not ce.chosen and est.bounds == ce.finals
+    rows = _rows(cost.render(est, "tuned"))
+    assert rows["total"][0] == len(g.runs) + 2 == 2 * 2 + 6 + 4 and rows["finals"][0] == 4
