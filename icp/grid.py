@@ -71,7 +71,7 @@ from icp.model_registry import GENERATIVE
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = REPO / "workflow" / "schemas" / "grid.schema.yaml"
-STUDIES = ("main", "noisy", "fewshot", "steps", "ablations", "generative", "authors")
+STUDIES = ("main", "noisy", "fewshot", "steps", "ablations", "generative", "authors", "tuned")
 # With steps 0 an ICP variant refines nothing and distils nothing (the α-only control): only these options act
 ALPHA_ONLY_OPTIONS = ("steps", "warmup", "label_smoothing", "authors_eval_ce")  # and the eval-mode CE term
 CONTROLS = ("alpha_only", "compute_matched")

@@ -353,3 +353,30 @@ def test_every_classifier_run_has_the_same_validation_split_within_its_cell(grid
             trees[key] = config.resolve(grid._recipe_tree(r.recipe), list(r.overrides)).data
         data = trees[key]
         assert data.val_fraction == pytest.approx(0.1) and data.split_seed == 0, r.run_id
+
+
+def test_the_tuned_study_tunes_the_headline_methods_equally_and_every_trial_builds(paper):
+    """config/paper.yaml's `tuned` study: CIFAR-100 ResNet-20 clean, the headline methods, 5 trials each at seed 0
+    from a space whose keys are real config keys (every trial's and final's config resolves to its draws), finals
+    at seeds 0-2; every other study keeps its runs."""
+    headline = ["ce", "ls", "pskd", "aikd", "cskd", "tfkd", "byot", "icp-adam"]
+    assert [c.method for c in paper.tuned] == headline
+    spec = grid.load(PAPER)
+    for cell in paper.tuned:
+        assert (cell.study, cell.dataset, cell.model, cell.scenario, cell.seeds) == (
+            "tuned", "cifar100", "resnet20", "clean", (0, 1, 2))
+        assert len(cell.trials) == 5 and all(paper[rid].seed == 0 for rid in cell.trials)
+        space = spec["tuning"]["spaces"][cell.method]
+        assert {"optim.lr", "optim.weight_decay"} <= set(space) and all(r.get("source") for r in space.values())
+        for t, (rid, setting) in enumerate(zip(cell.trials, cell.settings)):
+            for run in (paper[rid], *paper.finals(cell, t)):
+                cfg = config.load(REPO / run.recipe, list(run.overrides)).to_dict()
+                for key, value in setting.items():
+                    section, name = key.rsplit(".", 1)
+                    node = cfg
+                    for part in section.split("."):
+                        node = node[part]
+                    assert node[name] == value, (run.run_id, key)
+    trials = [rid for rid in paper.studies["tuned"] if "+trial=" in rid]
+    assert len(trials) == 8 * 5 and len(paper.studies["tuned"]) == 8 * 5 + 8 * 3  # + the default runs (main's)
+    assert not any("+trial=" in rid for s, ids in paper.studies.items() if s != "tuned" for rid in ids)
