@@ -4,6 +4,9 @@ A block is the text between ``<!-- generated: NAME -->`` and ``<!-- end: NAME --
 
 * ``paper-cost``: ``icp grid --grid config/paper.yaml --cost`` (runs, training images and estimated H100 GPU-hours
   per study, the total of distinct runs), as the code computes them from the grid and the bench tables;
+* ``paper-tuning``: the paper grid's equal-tuning cost from the same estimate (``icp.cost``): its tuned studies'
+  trials, their final runs (an upper bound before the selection: the priciest trial's configuration at each
+  seed) and the GPU-hours they add to the other studies' runs;
 * ``laptop-run``: what the laptop pipeline trains (``config/laptop.yaml`` with ``params.yaml``, expanded by
   ``icp.grid``: studies, cells, variants, seeds, settings) and how long its last retraining took (from its
   summary, which git holds: the runs' wall times summed, and the CPU they name);
@@ -32,6 +35,35 @@ def paper_cost() -> str:
     lines = [line for line in cost.report("config/paper.yaml", runs_per_gpu=1).splitlines() if line.strip()]
     table = [line for line in lines if not line.startswith(("images:", "GPU-hours per run:", "packing:"))]
     return "```\n" + "\n".join(table) + "\n```"
+
+
+def paper_tuning() -> str:
+    import os
+
+    from icp import cost, grid as gridlib
+
+    os.chdir(REPO)
+    est = cost.estimate(gridlib.load_expand("config/paper.yaml"), "h100", runs_per_gpu=1)
+    if not est.tuned:
+        return "The paper grid tunes no study."
+    parts = []
+    for study in dict.fromkeys(t.study for t in est.tuned):
+        cells = [t for t in est.tuned if t.study == study]
+        trials = list({r.run_id: r for t in cells for r in t.trials}.values())
+        finals = [r for t in cells for r in t.finals]
+        bound = any(not t.chosen for t in cells)
+        seeds = sorted({int(r.run_id.rsplit("/s", 1)[1]) for r in finals})
+        own = [r for r in est.runs if r.studies == (study,)] + [r for r in est.bounds if r.studies == (study,)]
+        parts.append(
+            f"`{study}` trains {len(trials)} trials ({len(cells)} methods and cells × "
+            f"{'/'.join(str(n) for n in sorted({len(t.trials) for t in cells}))}, at one seed), "
+            f"{sum(r.gpu_hours for r in trials):.1f} H100 GPU-hours, then {len(finals)} final runs (the chosen "
+            f"trial at seeds {', '.join(map(str, seeds))}), "
+            + (f"at most {sum(r.gpu_hours for r in finals):.1f} GPU-hours (each method's priciest trial at every "
+               "seed: an upper bound until the selection)" if bound else
+               f"{sum(r.gpu_hours for r in finals):.1f} GPU-hours")
+            + f": {sum(r.gpu_hours for r in own):.1f} GPU-hours beyond the runs other studies train")
+    return "Equal tuning (`icp grid --cost`, one run per GPU): " + "; ".join(parts) + "."
 
 
 def laptop_main() -> str:
@@ -80,7 +112,8 @@ def laptop_run() -> str:
     return text + "."
 
 
-BLOCKS = {"paper-cost": paper_cost, "laptop-run": laptop_run, "laptop-main": laptop_main}
+BLOCKS = {"paper-cost": paper_cost, "paper-tuning": paper_tuning, "laptop-run": laptop_run,
+          "laptop-main": laptop_main}
 
 
 def render(readme: str) -> str:
