@@ -81,8 +81,7 @@ def unknown_studies(studies) -> list[str]:
 
 # studies that are tables only (no figure draws them), and why
 TABLE_ONLY = {"authors": "the ICP authors' own recipe beside ours: a table",
-              "ablations": "ICP's options one at a time: a table (its runs also feed the schedule figures)",
-              "tuned": "equal tuning (icp.tuning): default and tuned results, the chosen trials, a table"}
+              "ablations": "ICP's options one at a time: a table (its runs also feed the schedule figures)"}
 
 
 def _complete(runs: pd.DataFrame, study: Optional[str]) -> pd.DataFrame:
