@@ -13,7 +13,9 @@ installed, non-editable packages). The login node then holds one process whateve
   ``sacct`` for those that left the queue (:func:`icp.faults.slurm_states`); a job with a result file is read, one
   that ended without (cancelled, out of memory, node failure, time limit with its requeues used up) is reported
   within that poll in one line naming the cause (:func:`icp.faults.describe`), which its record keeps; the record
-  is set aside (:func:`icp.records.set_aside`) so that running the same command again resumes the run.
+  is set aside (:func:`icp.records.set_aside`) so that running the same command again resumes the run. A tuning
+  trial that its training ended with an error of its own is the exception (:func:`icp.launch.lost_trial`): a lost
+  trial, kept, its job a success.
 * Runs are packed here, in the process that sees every ready job, rather than with Snakemake's ``group``: a group
   fuses dependent runs (an AI-KD student and its teacher) into one sequential job, and ``--group-components`` is
   counted per group id.
@@ -159,7 +161,9 @@ class Executor(RemoteExecutor):
                 self._finish(info, state)
 
     def _finish(self, info: SubmittedJobInfo, state: str) -> None:
-        """The job is over: success when its run's record is final, else one line naming the cause."""
+        """The job is over: success when its run's record is final or it is a tuning trial that lost
+        (:func:`icp.launch.lost_trial`: a failed trial counts as lost, the selection must see it), else one line
+        naming the cause."""
         run = info.aux["runs"][0]
         sjob = info.aux["job"]
         result: dict = {}
@@ -171,6 +175,11 @@ class Executor(RemoteExecutor):
         if result.get("status") in pack.FINAL:
             if result["status"] == "diverged":
                 self.logger.warning(f"{run['run_id']} diverged: {result['error']}")
+            self.report_job_success(info)
+            return
+        lost = launch.lost_trial(run["run_id"], run["run_dir"], sjob.job_id, state)
+        if lost is not None:  # a tuning trial that lost: its record is final, the selection counts it lost
+            self.logger.warning(f"icp.launch: warning: {run['run_id']}: tuning trial lost: {lost}")
             self.report_job_success(info)
             return
         cause = launch.record_stop(Path(run["run_dir"]), sjob, info.aux["folder"], state,

@@ -14,12 +14,18 @@ SLURM variables of an enclosing allocation leak into it) with an explicit ``time
 calls :meth:`TrainJob.checkpoint`, which marks the record ``requeued``, and requeues the job, which resumes from
 ``last.pt``. Exit status: 0 when the record is ``complete`` or ``diverged`` (a final result that aggregation
 reports), else 1 with one line naming the run and the error text. Ctrl-C or SIGTERM cancels the job.
+
+One exception to exit 1: a tuning trial (a ``+trial=<i>`` run of :mod:`icp.tuning`) that the training itself ended
+with an error of its own (:func:`lost_trial`) is a trial that lost, kept as final with exit 0 and a warning, so that
+the selection runs and counts it lost rather than the workflow stopping at it.
 """
 from __future__ import annotations
 
 import argparse
+import builtins
 import contextlib
 import os
+import re
 import signal
 import sys
 import time
@@ -234,6 +240,58 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+# errors of the machine, the scheduler or the run's files rather than of a trial's settings: a tuning trial that
+# stops on one is not lost but resumes when the workflow runs again, as any run. By type name (the record's error is
+# ``Type: message``): the OSError family (a full disk, a missing or unreadable file, a lost connection), memory,
+# signals, torch's CUDA out-of-memory and accelerator errors, and the project's data, checkpoint and lock errors
+ENVIRONMENTAL = frozenset(
+    name for name, obj in vars(builtins).items()
+    if isinstance(obj, type) and issubclass(obj, (OSError, MemoryError, KeyboardInterrupt, SystemExit))
+) | {"OutOfMemoryError", "AcceleratorError", "DataError", "CheckpointError", "RunBusy"}
+# the same causes where a RuntimeError's text is all that names them (older torch, DataLoader workers)
+_ENVIRONMENTAL_TEXT = re.compile(r"CUDA out of memory|CUDA error|CUBLAS_STATUS|cuDNN error|NCCL|"
+                                 r"No space left on device|DataLoader worker \(pid")
+
+
+def trial_of(run_id: str) -> Optional[int]:
+    """The trial number of a tuning trial's run id (``.../<method>+trial=<i>/s<seed>``: the ``trial`` factor of its
+    method segment, :func:`icp.grid.variant_of_id`), else None."""
+    from icp import grid
+
+    found = re.search(r"\+trial=(\d+)(?=\+|$)", grid.variant_of_id(run_id) or "")
+    return int(found.group(1)) if found else None
+
+
+def lost_trial(run_id: str, run_dir: str | Path, job_id: Optional[str] = None, state: str = "") -> Optional[str]:
+    """The error of a tuning trial that lost, or None for a run whose stop is a fault to resume.
+
+    Equal tuning's rule (:data:`icp.tuning.RULE`): a diverged or failed trial counts as a trial that lost, never
+    silently dropped and never drawn again. A diverged trial is final already; a trial whose training raised is lost
+    when its own ``record.json`` (written by the engine's exception handler, of this job where the record names its
+    job) says ``failed`` with an error that is not :data:`ENVIRONMENTAL` and the scheduler did not end the job
+    (:data:`icp.faults.SCHEDULER`). Its record is then kept as final, and its job counts as a success, so that the
+    tuned cell's selection runs and marks the trial lost. Everything else stays a failed job whose record is set
+    aside and resumed: a run that is no trial, a stop recorded as cancelled, requeued or interrupted, a full disk, an
+    out-of-memory error, a set-up error before training started (no failed record)."""
+    if trial_of(run_id) is None or state in faults.SCHEDULER:
+        return None
+    found = records.load(run_dir)
+    record = found.record
+    if record is None or found.path.name != records.NAME:
+        return None  # no record, or only one set aside (record.stopped.json): nothing this job's training wrote
+    if record.get("status") != "failed" or record.get("run_id") not in (None, run_id):
+        return None
+    jobs = record.get("jobs") or [{}]
+    recorded = jobs[-1].get("job_id")
+    if job_id is not None and recorded is not None and str(recorded) != str(job_id):
+        return None  # an earlier job's record: this job stopped before its training wrote one
+    error = str(record.get("error") or "")
+    name = re.match(r"([A-Za-z_][\w.]*)(?::|$)", error)
+    if name is None or name.group(1).rsplit(".", 1)[-1] in ENVIRONMENTAL or _ENVIRONMENTAL_TEXT.search(error):
+        return None
+    return error
+
+
 def record_stop(run_dir: Path, job, folder: Path, state: str, fallback: str, requeues: int) -> str:
     """A run whose job ended without a final record: the one line naming the cause (:func:`icp.faults.describe`),
     written into its record (``status`` failed unless the run said otherwise, ``error`` the cause), and the record
@@ -252,6 +310,11 @@ def record_stop(run_dir: Path, job, folder: Path, state: str, fallback: str, req
 
 
 def _stopped(run_id: str, run_dir: Path, job, folder: Path, state: str, fallback: str, requeues: int) -> int:
+    lost = lost_trial(run_id, run_dir, job.job_id, state)
+    if lost is not None:  # kept as final: the selection counts it lost (icp.tuning.RULE)
+        print(f"icp.launch: warning: {run_id}: tuning trial lost: {lost}", file=sys.stderr)
+        print(f"{run_id}: failed, a lost trial (job {job.job_id})", file=sys.stderr)
+        return 0
     cause = record_stop(run_dir, job, folder, state, fallback, requeues)
     print(f"icp.launch: error: {run_id}: {cause} (job {job.job_id}; log {folder})", file=sys.stderr)
     return 1

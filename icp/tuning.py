@@ -18,6 +18,11 @@ A study block with ``tune: true`` gets, per dataset, model, scenario and method,
 (``<method>+trial=<i>``, seed ``tuning.seed``), a selection (a Snakemake checkpoint: :func:`select`) and the
 final runs at the block's seeds (``<method>+tuned=<i>``: trial i's configuration, chosen on validation).
 
+A trial that diverges, or whose training raises an error of its own (not a fault of the machine or the scheduler:
+:func:`icp.launch.lost_trial`), is a trial that lost: its record stays, final, its job succeeds, and the selection
+lists it as lost; it is never silently dropped and never drawn again. A trial stopped by a fault (cancelled, time
+limit, full disk, out of memory) resumes from its checkpoint when the workflow runs again, as any run.
+
 The draws (:func:`unit_points`) are one scrambled Halton sequence (``scipy.stats.qmc.Halton``, seeded by
 ``draw_seed``: the same points on every machine and in every expansion) of :data:`MAX_DIM` dimensions; a space's
 keys, in sorted order, take its first columns, so two methods' trials differ only through their spaces. A point

@@ -164,13 +164,35 @@ def test_icp_select_writes_the_selection_from_the_trials_records(tmp_path, monke
     assert cli.main(["select", "--grid", str(path), "--cell", "fashion-mnist/resnet20/clean/ls"]) == 2
 
 
+def _stop_group(proc, timeout=60.0) -> None:
+    """SIGTERM a process group (Snakemake, its jobs' launchers and their submitit jobs) and wait, bounded, until
+    every process of it has gone; SIGKILL what is left."""
+    import os
+    import signal
+    import time
+
+    os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc.poll()
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
 def test_snakemake_runs_trials_then_the_selection_then_the_finals_and_a_rerun_does_nothing(tmp_path, fmnist_root):
-    """Real Snakemake (local profile): the trials train, the checkpoint chooses on their validation top-1, the
-    finals train with the chosen trial's learning rate at the block's seeds, and the same command again does
-    nothing."""
+    """Real Snakemake (local profile): the trials train, the checkpoint chooses on their validation top-1 (a
+    diverged trial lost), the finals train with the chosen trial's learning rate at the block's seeds, and the same
+    command again does nothing. Killed while the trials train, the command run again trains only what had not
+    finished: a trial never trains twice."""
     import json
     import subprocess
     import sys
+    import time
     from pathlib import Path
 
     import yaml
@@ -183,22 +205,56 @@ def test_snakemake_runs_trials_then_the_selection_then_the_finals_and_a_rerun_do
             "figures_dir": str(tmp_path / "figures"), "data_root": str(fmnist_root), "seeds": [0, 1],
             "recipes": {"fashion-mnist/resnet20": "config/recipes/fmnist-resnet20.yaml"},
             "set": [*sets, "train.epochs=1", "data.augment=none", "train.progress=false"],
-            "tuning": {"trials": 2, "seed": 0, "spaces": {"ce": {
-                "optim.lr": {"values": [0.0001, 0.1], "source": "test: one rate that learns, one that barely does"}}}},
+            # draw_seed 3 draws the three values once each: trials 0.1, 0.0001 and 1e9 (diverges in its first epoch)
+            "tuning": {"trials": 3, "seed": 0, "draw_seed": 3, "spaces": {"ce": {
+                "optim.lr": {"values": [0.0001, 0.1, 1e9],
+                             "source": "test: one rate that learns, one that barely does, one that diverges"}}}},
             "studies": {"tuned": [{"datasets": ["fashion-mnist"], "models": ["resnet20"], "methods": ["ce"],
                                    "seeds": [0, 1], "tune": True}]}}
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(spec))
+    g = grid.load_expand(path)
+    (cell,) = g.tuned
+    assert [s["optim.lr"] for s in cell.settings] == [0.1, 0.0001, 1e9]
     smk = [str(Path(sys.executable).with_name("snakemake")), "--profile", "local", "--config", f"grid={path}",
            "--cores", "2", "--jobs", "2", "runs"]
+
+    # killed (SIGTERM to its process group) once a trial is complete, while another trains where one does
+    def status(rid):
+        rec = records.load(g[rid].run_dir).record
+        return rec and rec["status"]
+
+    with open(tmp_path / "killed.log", "w") as log:
+        proc = subprocess.Popen(["timeout", "-s", "KILL", "600", *smk], cwd=REPO, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 300
+            while proc.poll() is None and time.monotonic() < deadline:
+                states = [status(rid) for rid in cell.trials]
+                if "complete" in states and ("running" in states or all(states)):
+                    break
+                time.sleep(0.2)
+        finally:
+            _stop_group(proc)
+    states = {rid: status(rid) for rid in cell.trials}
+    assert "complete" in states.values(), (states, (tmp_path / "killed.log").read_text()[-3000:])
+    done = {rid: (records.read(g[rid].record), (Path(g[rid].run_dir) / "last.pt").stat().st_mtime_ns)
+            for rid, st in states.items() if st == "complete"}
+
     proc = subprocess.run(["timeout", "-s", "KILL", "600", *smk], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     g = grid.load_expand(path)
     (cell,) = g.tuned
+    for rid, (rec, mtime) in done.items():  # not trained again: the same record, the same checkpoint
+        assert records.read(g[rid].record) == rec, rid
+        assert (Path(g[rid].run_dir) / "last.pt").stat().st_mtime_ns == mtime, rid
+    trials = [records.read(g[rid].record) for rid in cell.trials]
+    assert [t["status"] for t in trials] == ["complete", "complete", "diverged"], states
     sel = json.loads(Path(g.selection(cell)).read_text())
-    vals = [records.read(g[rid].record)["last"]["val"]["top1"] for rid in cell.trials]
+    vals = [t["last"]["val"]["top1"] for t in trials[:2]]
     assert sel["chosen"] == max(range(2), key=lambda i: (vals[i], -i))
-    assert [t["val_top1"] for t in sel["trials"]] == vals
+    assert [t["val_top1"] for t in sel["trials"]] == [*vals, None]
+    assert [t["lost"] for t in sel["trials"]] == [False, False, True] and sel["trials"][2]["status"] == "diverged"
     for rid in sel["finals"]:
         rec = records.read(g[rid].record)
         assert rec["status"] == "complete"
@@ -206,3 +262,116 @@ def test_snakemake_runs_trials_then_the_selection_then_the_finals_and_a_rerun_do
     assert sorted(records.read(g[r].record)["seed"] for r in sel["finals"]) == [0, 1]
     again = subprocess.run(["timeout", "-s", "KILL", "300", *smk, "-n"], cwd=REPO, capture_output=True, text=True)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr, again.stdout[-2000:]
+
+TRIAL_ID = "fashion-mnist/resnet20/clean/ce+trial=0/s0"
+
+
+def _launch_raising(monkeypatch, fmnist_root, out, run_id, exc):
+    """``icp.launch`` (debug executor: the job runs in this process) of a tiny run whose first epoch raises ``exc``."""
+    import pdb
+
+    from icp import engine, launch
+    from tests.conftest import REPO, TINY
+
+    def train_epoch(self, epoch):
+        raise exc
+
+    monkeypatch.setattr(engine.Trainer, "train_epoch", train_epoch)
+    monkeypatch.setattr(pdb, "post_mortem", lambda *a, **k: None)  # submitit's debug job opens pdb on an error
+    sets = [f"data.root={fmnist_root}", *TINY, "train.epochs=1"]
+    return launch.main(["--executor", "debug", "--timeout-min", "5", "--",
+                        "--config", str(REPO / "config/recipes/fmnist-resnet20.yaml"),
+                        *sum((["--set", s] for s in sets), []), "--out", str(out), "--run-id", run_id])
+
+
+def test_a_trial_whose_training_raises_is_lost_and_kept_while_another_run_and_a_fault_resume(
+        tmp_path, fmnist_root, monkeypatch, capsys):
+    """The issue's rule: a failed trial counts as a trial that lost (never silently dropped, never drawn again). Its
+    job succeeds with its failed record kept, so the selection runs and marks it lost; the same error in a run that
+    is no trial, or an environmental error (OSError) in a trial, fails the job and sets the record aside to resume."""
+    from icp import launch, records
+
+    trial = tmp_path / "trial"
+    assert _launch_raising(monkeypatch, fmnist_root, trial, TRIAL_ID, ValueError("bad settings")) == 0
+    rec = records.read(trial / "record.json")
+    assert rec["status"] == "failed" and rec["error"] == "ValueError: bad settings"
+    assert not (trial / records.STOPPED).exists()
+    assert f"icp.launch: warning: {TRIAL_ID}: tuning trial lost: ValueError: bad settings" in capsys.readouterr().err
+    assert tuning.select([(TRIAL_ID, {})], [rec])["trials"][0]["lost"] is True
+
+    plain = tmp_path / "plain"
+    assert _launch_raising(monkeypatch, fmnist_root, plain, TRIAL_ID.replace("+trial=0", ""),
+                           ValueError("bad settings")) == 1
+    assert not (plain / "record.json").exists()
+    assert records.read(plain / records.STOPPED)["status"] == "failed"
+
+    fault = tmp_path / "fault"
+    assert _launch_raising(monkeypatch, fmnist_root, fault, TRIAL_ID, FileNotFoundError("data gone")) == 1
+    assert not (fault / "record.json").exists() and (fault / records.STOPPED).exists()
+    assert "tuning trial lost" not in capsys.readouterr().err
+
+    # the trial factor is read from the id's method segment only
+    assert launch.trial_of(TRIAL_ID) == 0 and launch.trial_of("d/m/clean/ce+lr=1e+20+trial=12/s3") == 12
+    assert launch.trial_of("d/m/clean/ce+tuned=1/s0") is None and launch.trial_of("trial=1/ce") is None
+
+
+def test_lost_trial_reads_the_runs_own_failed_record_and_spares_stops_and_faults(tmp_path):
+    from icp import jsonfile, launch, records
+
+    def lost(status, error, run_id=TRIAL_ID, job="7", state="COMPLETED", name=records.NAME):
+        run_dir = tmp_path / f"r{len(list(tmp_path.iterdir()))}"
+        run_dir.mkdir()
+        jsonfile.write({"status": status, "error": error, "run_id": TRIAL_ID, "jobs": [{"job_id": "7"}]},
+                       run_dir / name)
+        return launch.lost_trial(run_id, run_dir, job, state)
+
+    assert lost("failed", "ValueError: x") == "ValueError: x"
+    assert lost("failed", "RuntimeError: shape mismatch", job=None) == "RuntimeError: shape mismatch"
+    for status in ("interrupted", "requeued", "running", "complete", "diverged"):
+        assert lost(status, "ValueError: x") is None, status
+    for error in ("OSError: [Errno 28] No space left on device", "PermissionError: x", "MemoryError: ",
+                  "OutOfMemoryError: CUDA out of memory.", "RuntimeError: CUDA error: an illegal memory access",
+                  "DataError: no data", "CheckpointError: unreadable", "RunBusy: busy", "KeyboardInterrupt: ",
+                  "cancelled by the scheduler", ""):
+        assert lost("failed", error) is None, error
+    assert lost("failed", "ValueError: x", run_id=TRIAL_ID.replace("+trial=0", "")) is None  # not a trial
+    assert lost("failed", "ValueError: x", job="8") is None  # an earlier job's record
+    assert lost("failed", "ValueError: x", state="OUT_OF_MEMORY") is None  # the scheduler ended the job
+    assert lost("failed", "ValueError: x", name=records.STOPPED) is None  # set aside: not this job's record
+
+
+def test_the_submitit_executor_reports_a_lost_trial_as_a_success(tmp_path):
+    """``snakemake --executor submitit`` (icp.executor): the job of a lost trial succeeds, its record kept."""
+    from types import SimpleNamespace
+
+    pytest.importorskip("snakemake_interface_executor_plugins")
+    from icp import executor, jsonfile, records
+
+    calls = []
+
+    def finish(run_id, error):
+        run_dir = tmp_path / f"r{len(list(tmp_path.iterdir()))}"
+        run_dir.mkdir()
+        jsonfile.write({"status": "failed", "error": error, "run_id": run_id, "jobs": [{"job_id": "5"}]},
+                       run_dir / records.NAME)
+        (run_dir / "result.pkl").write_bytes(b"")
+
+        def result():
+            raise RuntimeError(f"job failed\n{error}")
+
+        sjob = SimpleNamespace(job_id="5", paths=SimpleNamespace(result_pickle=run_dir / "result.pkl"), result=result)
+        info = SimpleNamespace(aux={"runs": [{"run_id": run_id, "run_dir": str(run_dir)}], "job": sjob,
+                                    "folder": run_dir, "opts": SimpleNamespace(max_requeues=0)},
+                               job=SimpleNamespace(log=[str(run_dir / "launch.log")]))
+        fake = SimpleNamespace(logger=SimpleNamespace(warning=lambda m: calls.append(("warning", m))),
+                               report_job_success=lambda i: calls.append(("success", i)),
+                               report_job_error=lambda i, msg: calls.append(("error", msg)))
+        executor.Executor._finish(fake, info, "COMPLETED")
+        return run_dir
+
+    kept = finish(TRIAL_ID, "ValueError: x")
+    assert [c[0] for c in calls] == ["warning", "success"] and "tuning trial lost: ValueError: x" in calls[0][1]
+    assert records.read(kept / records.NAME)["status"] == "failed"
+    calls.clear()
+    stopped = finish(TRIAL_ID, "FileNotFoundError: gone")
+    assert [c[0] for c in calls] == ["error"] and (stopped / records.STOPPED).exists()

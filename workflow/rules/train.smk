@@ -6,7 +6,7 @@
 # A run that stops before it is final (cancelled, out of memory, disk full, node lost, time limit) fails its job
 # with one line naming the cause (icp.faults); its record is set aside as record.stopped.json (the output of a
 # failed job is not kept), so running the same command again resumes it from last.pt. Complete and diverged
-# runs are final and left alone.
+# runs are final and left alone; so is a failed tuning trial (icp.launch.lost_trial: it lost, its job succeeds).
 
 
 wildcard_constraints:
