@@ -13,7 +13,8 @@ SLURM variables of an enclosing allocation leak into it) with an explicit ``time
 ``RUN_DIR/submitit/``. :class:`TrainJob` is checkpointable: when SLURM signals a time-out or a preemption, submitit
 calls :meth:`TrainJob.checkpoint`, which marks the record ``requeued``, and requeues the job, which resumes from
 ``last.pt``. Exit status: 0 when the record is ``complete`` or ``diverged`` (a final result that aggregation
-reports), else 1 with one line naming the run and the error text. Ctrl-C or SIGTERM cancels the job.
+reports), else 1 with one line naming the run and the error text. Ctrl-C or SIGTERM cancels the job, waits for it
+to end (:data:`STOP_WAIT_S` at most) and sets its record aside, so that running the workflow again resumes the run.
 
 One exception to exit 1: a tuning trial (a ``+trial=<i>`` run of :mod:`icp.tuning`) that the training itself ended
 with an error of its own (:func:`lost_trial`) is a trial that lost, kept as final with exit 0 and a warning, so that
@@ -180,6 +181,30 @@ def _state(job, executor: str) -> str:
     return "COMPLETED" if job.done() else "RUNNING"
 
 
+# how long a launcher stopped by a signal waits for its cancelled job to end before it exits
+STOP_WAIT_S = 60.0
+
+
+class Signalled(KeyboardInterrupt):
+    """SIGTERM or SIGINT reached the launcher (a KeyboardInterrupt: a debug job training in this process records
+    ``interrupted``)."""
+
+
+def _wait_ended(job, executor: str, wait_s: float) -> None:
+    """Wait (at most ``wait_s``) for a cancelled job to end, so that its last write of the record (``interrupted``)
+    comes before the launcher exits and sets the record aside: Snakemake removes a failed job's output once the
+    launcher has exited, and a record.json the training wrote after that would count as the run's output next time
+    (an interrupted run taken for finished, never resumed)."""
+    deadline = time.monotonic() + wait_s
+    while executor != "debug" and time.monotonic() < deadline:
+        try:
+            if _state(job, executor) not in faults.ACTIVE:
+                return
+        except Exception:  # the scheduler cannot say: waiting longer would not tell either
+            return
+        time.sleep(0.5)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser().parse_args(argv)
     train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
@@ -209,17 +234,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         what = "submitted"
     print(f"{run_id}: {what} {args.executor} job {job.job_id}; logs in {folder}", file=sys.stderr, flush=True)
 
-    def cancel(signum, frame):
-        if own_job:  # a pack's job is cancelled by the launcher that submitted it
-            job.cancel(check=False)
-        print(f"{run_id}: {'cancelled' if own_job else 'left'} job {job.job_id} ({signal.Signals(signum).name})",
-              file=sys.stderr, flush=True)
-        sys.exit(130)
+    stopping: list = []
 
-    signal.signal(signal.SIGTERM, cancel)
-    signal.signal(signal.SIGINT, cancel)
+    def cancel(signum, frame):
+        # the job is stopped outside the handler (main's except below): the handler may have interrupted the loop
+        # inside the job's poll, whose lock a poll from here could not take
+        if not stopping:  # a second signal (Snakemake's, after the one to the process group) while the job stops
+            stopping.append(signum)
+            raise Signalled(signum)
+
     state = "RUNNING"
     try:
+        signal.signal(signal.SIGTERM, cancel)
+        signal.signal(signal.SIGINT, cancel)
         # the result file ends the wait at once; else the job's state, asked every poll: a job that ended without
         # a result (cancelled, out of memory, node lost) is noticed within one poll. A LocalJob rebuilt from its id
         # (a joined pack) knows nothing but its result file
@@ -230,6 +257,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 break
             time.sleep(args.poll_s)
         result = job.result()[run_id]
+    except Signalled as sig:
+        if own_job:  # a pack's job is cancelled by the launcher that submitted it
+            job.cancel(check=False)
+            _wait_ended(job, args.executor, STOP_WAIT_S)
+            records.set_aside(run_dir)
+        print(f"{run_id}: {'cancelled' if own_job else 'left'} job {job.job_id} "
+              f"({signal.Signals(sig.args[0]).name})", file=sys.stderr, flush=True)
+        return 130
     except Exception as exc:  # the job raised, or was killed without a result
         return _stopped(run_id, run_dir, job, folder, state, _error_line(str(exc)) or repr(exc), args.max_requeues)
     if result["status"] not in FINAL_OK:

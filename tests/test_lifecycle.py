@@ -120,3 +120,26 @@ def test_launcher_local_executor_trains_and_reports(fmnist_root, tmp_path):
                          timeout=300)
     assert bad.returncode == 1
     assert "icp.launch: error: tiny/bad" in bad.stderr and "DataError" in bad.stderr
+
+
+def test_a_launcher_stopped_by_sigterm_sets_the_record_aside_after_its_job_has_ended(fmnist_root, tmp_path):
+    """Snakemake removes a failed job's output once its launcher has exited: the launcher waits for the cancelled
+    job's last write (``interrupted``) and sets the record aside, so no record.json is left to pass for the run's
+    output and running the workflow again resumes the run."""
+    out = tmp_path / "run"
+    sets = [f"data.root={fmnist_root}", *TINY, "train.epochs=50"]
+    cmd = [sys.executable, "-m", "icp.launch", "--executor", "local", "--timeout-min", "10", "--poll-s", "0.5", "--",
+           "--config", str(REPO / "config/recipes/fmnist-resnet20.yaml"), *sum((["--set", s] for s in sets), []),
+           "--out", str(out), "--run-id", "tiny/ce+trial=0"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_record(out / "record.json")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "cancelled job" in err, err
+    time.sleep(2)  # nothing writes it after the launcher has gone
+    assert not (out / "record.json").exists()
+    assert records.read(out / records.STOPPED)["status"] == "interrupted"

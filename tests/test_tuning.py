@@ -164,14 +164,19 @@ def test_icp_select_writes_the_selection_from_the_trials_records(tmp_path, monke
     assert cli.main(["select", "--grid", str(path), "--cell", "fashion-mnist/resnet20/clean/ls"]) == 2
 
 
-def _stop_group(proc, timeout=60.0) -> None:
+def _stop_group(proc, timeout=120.0) -> None:
     """SIGTERM a process group (Snakemake, its jobs' launchers and their submitit jobs) and wait, bounded, until
     every process of it has gone; SIGKILL what is left."""
+    import contextlib
     import os
     import signal
     import time
 
-    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:  # it ended on its own
+        proc.wait(timeout=30)
+        return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         proc.poll()
@@ -180,7 +185,8 @@ def _stop_group(proc, timeout=60.0) -> None:
         except ProcessLookupError:
             return
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
 
 
@@ -227,11 +233,12 @@ def test_snakemake_runs_trials_then_the_selection_then_the_finals_and_a_rerun_do
     with open(tmp_path / "killed.log", "w") as log:
         proc = subprocess.Popen(["timeout", "-s", "KILL", "600", *smk], cwd=REPO, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
+        seen: list = []  # the trials' statuses when it was killed
         try:
             deadline = time.monotonic() + 300
             while proc.poll() is None and time.monotonic() < deadline:
-                states = [status(rid) for rid in cell.trials]
-                if "complete" in states and ("running" in states or all(states)):
+                seen = [status(rid) for rid in cell.trials]
+                if "complete" in seen and ("running" in seen or all(seen)):
                     break
                 time.sleep(0.2)
         finally:
@@ -249,7 +256,7 @@ def test_snakemake_runs_trials_then_the_selection_then_the_finals_and_a_rerun_do
         assert records.read(g[rid].record) == rec, rid
         assert (Path(g[rid].run_dir) / "last.pt").stat().st_mtime_ns == mtime, rid
     trials = [records.read(g[rid].record) for rid in cell.trials]
-    assert [t["status"] for t in trials] == ["complete", "complete", "diverged"], states
+    assert [t["status"] for t in trials] == ["complete", "complete", "diverged"], (seen, states)
     sel = json.loads(Path(g.selection(cell)).read_text())
     vals = [t["last"]["val"]["top1"] for t in trials[:2]]
     assert sel["chosen"] == max(range(2), key=lambda i: (vals[i], -i))
