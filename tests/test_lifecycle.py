@@ -143,3 +143,25 @@ def test_a_launcher_stopped_by_sigterm_sets_the_record_aside_after_its_job_has_e
     time.sleep(2)  # nothing writes it after the launcher has gone
     assert not (out / "record.json").exists()
     assert records.read(out / records.STOPPED)["status"] == "interrupted"
+
+
+def test_the_local_profile_resources_reach_the_launcher_unrounded(tmp_path):
+    """Snakemake rounds a numeric resource to an integer: the profile's 0.5 s poll arrived as --poll-s 0, a launcher
+    that polled without sleeping. Every launcher option the local profile sets must reach the command as written."""
+    import yaml
+
+    from icp import launch
+
+    profile = yaml.safe_load((REPO / "profiles" / "local" / "config.yaml").read_text())["default-resources"]
+    from pathlib import Path
+
+    smk = str(Path(sys.executable).with_name("snakemake"))
+    proc = subprocess.run([smk, "--profile", "local", "--config", "grid=config/laptop.yaml", "-n", "-p", "--forcerun",
+                           "train", "runs"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = next(ln for ln in proc.stdout.splitlines() if "-m icp.launch" in ln)
+    for name, option in launch.RESOURCES.items():
+        if name in profile and name != "submitit_executor":
+            flag = "--" + option.replace("_", "-")
+            given = line.split(flag + " ", 1)[1].split()[0]
+            assert float(given) == float(profile[name]), (flag, given, profile[name])
