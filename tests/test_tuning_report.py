@@ -131,7 +131,10 @@ def test_the_tuning_curve_is_the_expected_best_of_k_trials_with_lost_ones_at_zer
     fig = figures.FIGURES["tuning"][1](runs, None, None)
     (ax,) = fig.axes
     lines = {line.get_label(): list(line.get_ydata()) for line in ax.get_lines()}
-    assert set(lines) == {"ce (3 trials, 1 lost)", "ls (3 trials, 0 lost)"}
+    assert set(lines) == {"ce (3 trials, 1 lost)", "ls (3 trials, 0 lost)", "ce at its default setting (seed 0)",
+                          "ls at its default setting (seed 0)"}
+    for m in ("ce", "ls"):  # dashed: the default run at the trials' seed (the helper's validation is test + 0.01)
+        assert lines[f"{m} at its default setting (seed 0)"] == pytest.approx([100 * (DEFAULT[m][0] + 0.01)] * 2)
     for label, vals in (("ce (3 trials, 1 lost)", [50.0, 70.0, 0.0]), ("ls (3 trials, 0 lost)", [60.0, 65.0, 55.0])):
         want = [sum(max(s) for s in itertools.combinations(vals, k)) / math.comb(3, k) for k in (1, 2, 3)]
         assert lines[label] == pytest.approx(want, rel=1e-6)

@@ -11,7 +11,9 @@ A block is the text between ``<!-- generated: NAME -->`` and ``<!-- end: NAME --
   ``icp.grid``: studies, cells, variants, seeds, settings) and how long its last retraining took (from its
   summary, which git holds: the runs' wall times summed, and the CPU they name);
 * ``laptop-main``: the headline (last-epoch test top-1) and difference tables of the laptop pipeline's
-  ``results/laptop/tables/main.md``, as ``dvc repro`` wrote them.
+  ``results/laptop/tables/main.md``, as ``dvc repro`` wrote them;
+* ``laptop-tuned``: the Equal tuning section of ``results/laptop/tables/tuned.md`` (default beside tuned, the
+  chosen trials).
 
 ``python tools/readme.py`` rewrites the blocks in place; ``--check`` exits 1 naming each block that differs
 (tests/test_readme.py runs it).
@@ -76,6 +78,16 @@ def laptop_main() -> str:
     return "\n\n".join(keep)
 
 
+def laptop_tuned() -> str:
+    text = (REPO / "results" / "laptop" / "tables" / "tuned.md").read_text()
+    keep = []
+    for section in text.split("\n## ")[1:]:
+        title, _, body = section.partition("\n")
+        if title.startswith("Equal tuning"):
+            keep.append(f"*{title}*\n\n{body.strip()}")
+    return "\n\n".join(keep) or "(the laptop grid tunes nothing)"
+
+
 def laptop_run() -> str:
     import os
 
@@ -90,10 +102,16 @@ def laptop_run() -> str:
         for rid in ids:
             run = g[rid]
             cell = f"{run.dataset}/{run.model}/{run.scenario}"
+            if re.search(r"\+(trial|tuned)=", run.variant):  # a tuned cell's trials and finals: said below
+                continue
             if run.variant not in cells.setdefault(cell, []):
                 cells[cell].append(run.variant)
-        parts.append(f"`{study}`: " + "; ".join(f"{cell} with {', '.join(f'`{v}`' for v in variants)}"
-                                                for cell, variants in cells.items()))
+        tuned = [c for c in g.tuned if c.study == study]
+        text = "; ".join(f"{cell} with {', '.join(f'`{v}`' for v in variants)}" for cell, variants in cells.items())
+        if tuned:
+            text += (f", each also tuned: {len(tuned[0].trials)} trials at seed {g[tuned[0].trials[0]].seed}, then "
+                     f"the chosen one at seeds {', '.join(map(str, tuned[0].seeds))}")
+        parts.append(f"`{study}`: {text}")
     seeds = ", ".join(str(s) for s in spec["seeds"])
     settings = ", ".join(f"`{item}`" for item in spec["set"] if not item.startswith(("train.device", "train.progress")))
     text = (f"{len(g.runs)} runs on the CPU ({'; '.join(parts)}; × seeds {seeds}; settings {settings}, "
@@ -113,7 +131,7 @@ def laptop_run() -> str:
 
 
 BLOCKS = {"paper-cost": paper_cost, "paper-tuning": paper_tuning, "laptop-run": laptop_run,
-          "laptop-main": laptop_main}
+          "laptop-main": laptop_main, "laptop-tuned": laptop_tuned}
 
 
 def render(readme: str) -> str:
