@@ -219,8 +219,13 @@ def metrics_tree(all_cells: pd.DataFrame, runs: pd.DataFrame) -> dict:
     ``<metric>_delta_vs_<baseline>`` (mean paired difference), its ``p_value`` and the ``test`` that gave it (``t``:
     a paired t-test from three pairs with a spread; ``sign-flip``: the exact sign-flip p, with fewer pairs or when
     every seed differs alike; none below two pairs). Intervals, Holm, other metrics and cost are in the study
-    tables. Where one condition and variant hold runs of several configs, each is its own ``variant @config_key``."""
+    tables. Where one condition and variant hold runs of several configs, each is its own ``variant @config_key``.
+    Tuning trials are left out (the tables' Equal tuning section and the ``tuning`` figure show them); ``runs``
+    counts them."""
+    from icp.tuning_table import is_trial
+
     tree: dict = {"runs": {s: int(n) for s, n in runs.status.value_counts().items()}}
+    all_cells = all_cells[~is_trial(all_cells.variant)]  # a tuning trial (one seed) is the tuning section's
     for study in sorted({s for v in runs.studies.fillna("") for s in v.split(";") if s}):
         keys = study_runs(runs, study)[[*CONDITION, "variant"]].drop_duplicates()
         study_cells = all_cells.merge(keys, on=[*CONDITION, "variant"])
@@ -250,7 +255,9 @@ def curves(epochs: pd.DataFrame) -> dict[str, pd.DataFrame]:
     out = {}
     if epochs.empty:  # no run has a readable record yet
         return out
-    done = epochs[epochs.status == "complete"]
+    from icp.tuning_table import is_trial
+
+    done = epochs[(epochs.status == "complete") & ~is_trial(epochs.variant)]  # a tuning trial: the tuning figure's
     for key, g in done.groupby(list(CONDITION), sort=False):
         metric = headline_of(str(key[1]))
         column = f"test_{metric}"

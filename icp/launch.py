@@ -261,6 +261,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if own_job:  # a pack's job is cancelled by the launcher that submitted it
             job.cancel(check=False)
             _wait_ended(job, args.executor, STOP_WAIT_S)
+        found = records.load(run_dir)
+        if found.path.name == records.NAME and (found.record or {}).get("status") in FINAL_OK:
+            # the run ended before the stop reached it (a signal while the launcher slept between polls): a success,
+            # so that Snakemake, which lets its running jobs finish on SIGTERM, keeps the record instead of removing
+            # the output of a failed job and training the run again
+            print(f"{run_id}: {found.record['status']} before the stop ({signal.Signals(sig.args[0]).name}; job "
+                  f"{job.job_id})", file=sys.stderr, flush=True)
+            return 0
+        if own_job:
             records.set_aside(run_dir)
         print(f"{run_id}: {'cancelled' if own_job else 'left'} job {job.job_id} "
               f"({signal.Signals(sig.args[0]).name})", file=sys.stderr, flush=True)

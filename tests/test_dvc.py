@@ -58,9 +58,10 @@ def repo(tmp_path_factory):
 
 
 def test_laptop_dvc_repro_metrics_plots_params_and_push_pull(repo):
-    listing = sh([f"{BIN}/icp", "grid", "--grid", "config/laptop.yaml"], repo).stderr
-    n_runs = int(re.search(r"^(\d+) runs", listing, re.M).group(1))  # every study's runs, params applied
     first = sh(["dvc", "repro"], repo, timeout=900)
+    # every study's runs, params applied, with the final runs of the tuned cells that dvc repro selected
+    listing = sh([f"{BIN}/icp", "grid", "--grid", "config/laptop.yaml"], repo).stderr
+    n_runs = int(re.search(r"^(\d+) runs", listing, re.M).group(1))
     assert "Running stage 'train'" in first.stdout
     metrics = json.loads(sh(["dvc", "metrics", "show", "--json"], repo).stdout)
     tree = next(iter(metrics.values()))["data"]["results/laptop/metrics.json"]["data"]  # the workspace
@@ -78,7 +79,10 @@ def test_laptop_dvc_repro_metrics_plots_params_and_push_pull(repo):
     assert set(plots) == {f"{curves}{name}.csv" for name in ("top1/fashion-mnist_resnet20_clean",
                                                               "top1/fashion-mnist_resnet20_sym0.4",
                                                               "ssim/fashion-mnist_vae_clean")}
-    for name, y, variants in (("top1/fashion-mnist_resnet20_clean", "top1_mean", set(main)),
+    tuned = tree["tuned"]["fashion-mnist/resnet20/clean"]  # the defaults and the finals, no trial
+    assert {v.split("+")[0] for v in tuned} == {"ce", "ls"} and not any("+trial=" in v for v in tuned)
+    assert sum("+tuned=" in v for v in tuned) == 2
+    for name, y, variants in (("top1/fashion-mnist_resnet20_clean", "top1_mean", set(main) | set(tuned)),
                               ("ssim/fashion-mnist_vae_clean", "ssim_mean", set(vae))):
         (plot,) = plots[f"{curves}{name}.csv"]
         assert plot["content"]["encoding"]["color"]["field"] == "variant"

@@ -145,6 +145,31 @@ def test_a_launcher_stopped_by_sigterm_sets_the_record_aside_after_its_job_has_e
     assert records.read(out / records.STOPPED)["status"] == "interrupted"
 
 
+def test_a_launcher_stopped_after_its_run_completed_reports_success_and_keeps_the_record(fmnist_root, tmp_path):
+    """SIGTERM while the launcher sleeps between polls of a run that has just completed: the run is final, so the
+    launcher exits 0 and the record stays (Snakemake, letting its running jobs finish, keeps it; exit 130 made it
+    remove the complete record as a failed job's output, and the run trained again)."""
+    out = tmp_path / "run"
+    sets = [f"data.root={fmnist_root}", *TINY, "train.epochs=1"]
+    cmd = [sys.executable, "-m", "icp.launch", "--executor", "local", "--timeout-min", "10", "--poll-s", "600", "--",
+           "--config", str(REPO / "config/recipes/fmnist-resnet20.yaml"), *sum((["--set", s] for s in sets), []),
+           "--out", str(out), "--run-id", "tiny/ce"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and (records.load(out).record or {}).get("status") != "complete":
+            time.sleep(0.2)
+        assert records.load(out).record["status"] == "complete"
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "complete before the stop (SIGTERM" in err, err
+    assert records.read(out / "record.json")["status"] == "complete" and not (out / records.STOPPED).exists()
+
+
 def test_the_local_profile_resources_reach_the_launcher_unrounded(tmp_path):
     """Snakemake rounds a numeric resource to an integer: the profile's 0.5 s poll arrived as --poll-s 0, a launcher
     that polled without sleeping. Every launcher option the local profile sets must reach the command as written."""
