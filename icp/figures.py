@@ -475,11 +475,11 @@ def steps(runs, epochs, ctx):
         "or diverged trial counts as 0 %), a dashed line at the method's default setting trained at the same seed: "
         "a line still rising at the last trial says the budget was not enough.")
 def tuning(runs, epochs, ctx):
-    from icp.tuning_table import TRIAL, expected_best
+    from icp.tuning_table import TRIAL, expected_best, is_trial
 
     title = ("Study tuned: expected best validation top-1 (%) of k of a method's trials (k drawn without "
              "replacement; lost trials count as 0 %), one line per method; dashed: its default setting at the same seed")
-    trials = runs[runs.variant.fillna("").str.contains(TRIAL, regex=True)].copy()
+    trials = runs[is_trial(runs.variant)].copy()
     trials = trials[trials.studies.fillna("").str.split(";").map(lambda s: "tuned" in s).astype(bool)]
     if trials.empty:
         return _empty(title, "no tuning trial of study tuned yet")
