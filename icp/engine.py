@@ -312,8 +312,10 @@ class Trainer:
         ckpt = self._existing()
         if ckpt is not None and ckpt["record"]["status"] in records.TERMINAL:
             record = ckpt["record"]
-            if (records.load(self.run_dir).record or {}).get("status") != record["status"]:
-                records.write(record, record_path)  # Snakemake removes a job's output before it runs the job
+            if records.load(self.run_dir).record != record:
+                # Snakemake removes a job's output before it runs the job (its job killed with it after the run
+                # ended, it runs it again): the record comes back exactly as the run ended, its time stamp included
+                records.write(record, record_path, stamp=False)
             (self.run_dir / records.STOPPED).unlink(missing_ok=True)
             return record
         attempt_start = time.perf_counter()
@@ -321,6 +323,14 @@ class Trainer:
         def save(record: dict) -> None:
             records.stamp_compute(record, time.perf_counter() - attempt_start)
             records.write(record, record_path)
+
+        def save_final(epoch: int, record: dict, best: Optional[dict]) -> None:
+            """A final record: stamped once, then the same dict in last.pt and in record.json (a run written again
+            from its checkpoint reads byte for byte as it ended)."""
+            records.stamp_compute(record, time.perf_counter() - attempt_start)
+            record["updated_at"] = records.now()
+            self._save(epoch, record, best)
+            records.write(record, record_path, stamp=False)
 
         self.setup()
         tr = self.cfg.train
@@ -380,10 +390,12 @@ class Trainer:
                                            self.run_dir / "best.pt")
                 if final:
                     record["status"] = "complete"
-                records.stamp_compute(record, time.perf_counter() - attempt_start)
-                self._save(epoch + 1, record, best)
+                    save_final(epoch + 1, record, best)
+                else:
+                    records.stamp_compute(record, time.perf_counter() - attempt_start)
+                    self._save(epoch + 1, record, best)
+                    save(record)
                 saved = _as_saved(record)
-                save(record)
                 if evaluated:
                     name, value = headline(entry["test"])
                     bar.set_postfix({f"test_{name}": f"{value:.4f}", "loss": f"{entry['train']['loss']:.3f}"})
@@ -392,8 +404,10 @@ class Trainer:
                                       epoch + 1 - start_epoch), file=sys.stderr, flush=True)
         except Diverged as exc:
             record["status"], record["error"] = "diverged", f"Diverged: {exc}"
-            save(record)
-            self._finish_diverged(record, best)
+            records.stamp_compute(record, time.perf_counter() - attempt_start)
+            record["updated_at"] = records.now()
+            self._finish_diverged(record, best)  # last.pt first: a record.json that says diverged has its checkpoint
+            records.write(record, record_path, stamp=False)
         except BaseException as exc:
             if self.stop_status is not None:
                 record["status"] = self.stop_status

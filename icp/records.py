@@ -196,9 +196,11 @@ def new_record(cfg, scenario: dict, device, model_params: int, rid: Optional[str
     }
 
 
-def write(record: dict, path: str | Path) -> None:
-    """Atomic JSON write (:func:`icp.jsonfile.write`), stamping ``updated_at``."""
-    record["updated_at"] = now()
+def write(record: dict, path: str | Path, stamp: bool = True) -> None:
+    """Atomic JSON write (:func:`icp.jsonfile.write`), stamping ``updated_at`` unless ``stamp`` is False (a final
+    record written again as its checkpoint holds it, which must read the same as when the run ended)."""
+    if stamp:
+        record["updated_at"] = now()
     jsonfile.write(record, path)
 
 

@@ -118,11 +118,20 @@ def test_resume_reproduces_uninterrupted_run_exactly(tiny_cfg, tmp_path):
 
 
 def test_completed_run_is_not_trained_again(tiny_cfg, tmp_path):
+    """Run again, a complete run trains nothing; with its record.json removed (Snakemake removes a job's output before
+    it runs the job, as after a kill that came between the run's end and Snakemake noticing it) the record comes back
+    from last.pt byte for byte as the run ended it: its compute seconds and time stamp included."""
     cfg = tiny_cfg("train.epochs=1")
     first = engine.Trainer(cfg, tmp_path / "run").run()
     mtime = (tmp_path / "run" / "last.pt").stat().st_mtime_ns
+    written = (tmp_path / "run" / "record.json").read_bytes()
     again = engine.Trainer(cfg, tmp_path / "run").run()
     assert again["epochs"] == first["epochs"] and (tmp_path / "run" / "last.pt").stat().st_mtime_ns == mtime
+    (tmp_path / "run" / "record.json").unlink()
+    time.sleep(1.1)  # a time stamp written now would differ from the run's (its resolution is one second)
+    engine.Trainer(cfg, tmp_path / "run").run()
+    assert (tmp_path / "run" / "record.json").read_bytes() == written
+    assert (tmp_path / "run" / "last.pt").stat().st_mtime_ns == mtime
 
 
 def test_other_config_in_run_dir_is_refused(tiny_cfg, tmp_path):
