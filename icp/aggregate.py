@@ -128,12 +128,15 @@ def _compute(method: str, options: dict, epochs: int) -> float:
 def run_row(rec: Optional[dict], run=None, path: Optional[str] = None, problem: str = "") -> dict:
     """The summary row of one run: from its record, or (``rec`` None) the grid's factors with status missing, or
     corrupt (``problem``: a record.json that cannot be parsed, :func:`icp.records.load`)."""
-    if rec is None:
+    if rec is None or ("config" not in rec and run is not None):  # none, or a job's that stopped before training
+        status = rec["status"] if rec is not None else "corrupt" if problem else "missing"
+        error = rec.get("error") if rec is not None else problem
         return {"run_id": run.run_id, "studies": ";".join(run.studies), "dataset": run.dataset, "model": run.model,
                 "scenario": run.scenario, "method": run.method,
                 "variant": run.variant,
-                "seed": run.seed, "status": "corrupt" if problem else "missing", "path": run.run_dir,
-                **({"error": problem} if problem else {})}
+                "seed": run.seed, "status": status, "path": run.run_dir,
+                **({"error": error} if error else {}),
+                **({"attempts": len(rec.get("jobs") or [])} if rec is not None else {})}
     cfg = rec["config"]
     last = (rec.get("last") or {}).get("test") or {}
     last_val = (rec.get("last") or {}).get("val") or {}

@@ -275,13 +275,28 @@ def prepare(name: str, root: str | Path, download: bool = False) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------- splits
+def _split_seeds(cfg) -> tuple[int, int]:
+    """(the scenario's seed, the seed of the train/val/test subsets)."""
+    seed = cfg.scenario.seed if cfg.scenario.seed is not None else cfg.train.seed
+    return seed, cfg.data.split_seed if cfg.data.split_seed is not None else seed
+
+
+def test_split(cfg) -> tuple[DatasetInfo, ImageArrays]:
+    """The configured test split alone, as :func:`build_splits` makes it (``data.test_subset`` included), without
+    loading the training images: what a figure drawn from a checkpoint needs."""
+    d = cfg.data
+    test, info = load_split(d.dataset, d.root, False, d.download, d.image_size)
+    if d.test_subset is not None and d.test_subset < len(test):
+        test = test.take(scenarios.stratified_subset(test.labels, d.test_subset, _split_seeds(cfg)[1]))
+    return info, test
+
+
 def build_splits(cfg) -> Splits:
     """Load the configured dataset and build train (with scenario), optional val, and test splits."""
     d, sc = cfg.data, cfg.scenario
-    seed = cfg.scenario.seed if cfg.scenario.seed is not None else cfg.train.seed
-    split_seed = d.split_seed if d.split_seed is not None else seed
+    seed, split_seed = _split_seeds(cfg)
     pool, info = load_split(d.dataset, d.root, True, d.download, d.image_size)
-    test, _ = load_split(d.dataset, d.root, False, d.download, d.image_size)
+    info, test = test_split(cfg)
     summary: dict = {"pool_size": len(pool)}
     if d.train_subset is not None and d.train_subset < len(pool):
         pool = pool.take(scenarios.stratified_subset(pool.labels, d.train_subset, split_seed))
@@ -296,8 +311,6 @@ def build_splits(cfg) -> Splits:
                  "fewshot": {"shots": sc.shots}}.get(sc.kind, {})
     res = scenarios.apply_scenario(pool.labels, info.num_classes, sc.kind, seed, dataset=d.dataset, **kind_args)
     train = ImageArrays(pool.images[res.indices], res.labels.astype(np.int64), pool.source)
-    if d.test_subset is not None and d.test_subset < len(test):
-        test = test.take(scenarios.stratified_subset(test.labels, d.test_subset, split_seed))
     summary.update(res.summary, seed=seed, val_size=len(val) if val is not None else 0, test_size=len(test),
                    data_source=pool.source or str(d.root))
     return Splits(info, train, res.clean_labels.astype(np.int64), test, val, summary)

@@ -273,6 +273,18 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(), "rng": checkpoint.rng_state(), "record": record, "best": best,
         }
 
+    def _write_figure_data(self) -> None:
+        """The arrays of the figures drawn from this run's model (:mod:`icp.figure_data`), from its final last.pt,
+        so that the login side drawing them imports no torch. A failure costs the run nothing: the figure then
+        computes them from last.pt itself."""
+        from icp import figure_data
+
+        try:
+            figure_data.write(self.run_dir, self.cfg.method.name, dict(self.cfg.method.options), self.cfg.model.name)
+        except Exception as exc:  # noqa: BLE001 - the run is complete whatever a figure's arrays do
+            print(f"warning: {self.run_dir}: no {figure_data.NAME} ({type(exc).__name__}: {exc}); its figures compute "
+                  "it from last.pt", file=sys.stderr)
+
     def _finish_diverged(self, record: dict, best: Optional[dict]) -> None:
         """Make ``diverged`` final: last.pt (the last finite epoch, if any) carries the record from now on."""
         path = self.run_dir / "last.pt"
@@ -330,6 +342,7 @@ class Trainer:
             records.stamp_compute(record, time.perf_counter() - attempt_start)
             record["updated_at"] = records.now()
             self._save(epoch, record, best)
+            self._write_figure_data()  # before the record says complete: a figure step finds it with the record
             records.write(record, record_path, stamp=False)
 
         self.setup()

@@ -16,6 +16,13 @@ installed, non-editable packages). The login node then holds one process whateve
   is set aside (:func:`icp.records.set_aside`) so that running the same command again resumes the run. A tuning
   trial that its training ended with an error of its own is the exception (:func:`icp.launch.lost_trial`): a lost
   trial, kept, its job a success.
+* A controller that does not answer (slurmctld down or restarting) loses nothing: an ``sbatch`` it refuses for
+  that reason (:func:`icp.faults.unreachable`) is retried from the status checks with growing waits
+  (:func:`icp.faults.retry_delays`, ``submit_retry_s`` in all), a line per retry, and the runs submitted meanwhile
+  wait in the same queue instead of each blocking on its own ``sbatch``; a status check it does not answer
+  (:class:`icp.faults.Unreachable`) keeps every job in flight. A job that SLURM puts back in the queue after it ran
+  (requeue, preemption, node failure) has its runs' records say ``requeued`` until it restarts
+  (:func:`icp.launch.watch_requeue`).
 * Runs are packed here, in the process that sees every ready job, rather than with Snakemake's ``group``: a group
   fuses dependent runs (an AI-KD student and its teacher) into one sequential job, and ``--group-components`` is
   counted per group id.
@@ -45,6 +52,8 @@ from icp import faults, launch, pack, records
 class ExecutorSettings(ExecutorSettingsBase):
     pack_wait_s: float = field(default=10.0, metadata={
         "help": "with runs_per_gpu > 1: how long a ready run waits for others before it goes in a smaller pack"})
+    submit_retry_s: float = field(default=launch.SUBMIT_RETRY_S, metadata={
+        "help": "how long an sbatch that the controller does not answer is retried before its runs fail"})
 
 
 common_settings = CommonSettings(
@@ -79,6 +88,9 @@ def _run(job: JobExecutorInterface) -> dict:
 class Executor(RemoteExecutor):
     def __post_init__(self):
         self.waiting: list[tuple[float, SubmittedJobInfo]] = []  # ready runs not yet in a pack
+        # submissions the controller did not answer, oldest first: [infos, retries so far, first refusal, next try]
+        self.retrying: list[list] = []
+        self.unreachable = False  # the last status check found no controller
 
     # ---------------------------------------------------------------------------------------------- submit
     def run_job(self, job: JobExecutorInterface):
@@ -92,21 +104,36 @@ class Executor(RemoteExecutor):
         else:
             self._submit([info])
 
-    def _submit(self, infos: list[SubmittedJobInfo]) -> None:
+    def _submit(self, infos: list[SubmittedJobInfo], retry: Optional[list] = None) -> None:
         opts = infos[0].aux["opts"]
         runs = [r for i in infos for r in i.aux["runs"]]
         folder = Path(runs[0]["run_dir"]) / "submitit"
         folder.mkdir(parents=True, exist_ok=True)
         name = f"icp:{runs[0]['run_id']}" if len(runs) == 1 else f"icp:pack-of-{len(runs)}"
+        if self.retrying and retry is None:  # the controller did not answer a moment ago: wait in line
+            self.retrying.append([infos, 0, time.monotonic(), self.retrying[0][3]])
+            return
         executor = launch.make_executor(opts, folder, name)
         callable_ = (launch.TrainJob(runs[0]["train_args"], os.getcwd(), opts.executor, cpus=opts.cpus)
                      if opts.runs_per_gpu <= 1 else pack.PackJob(runs, os.getcwd(), opts.executor, opts.cpus))
         try:
             with submitit.helpers.clean_env():
                 sjob = executor.submit(callable_)
-        except Exception as exc:  # sbatch refused it: say why, for each run
+        except Exception as exc:  # sbatch refused it: retried while the controller does not answer, else said
+            text = launch._error_line(str(exc)) or " ".join(str(exc).split())[:300]
+            tries, first = (retry or [infos, 0, time.monotonic()])[1:3]
+            delays = faults.retry_delays(getattr(self.workflow.executor_settings, "submit_retry_s",
+                                                 launch.SUBMIT_RETRY_S))
+            if faults.unreachable(exc) and tries < len(delays):
+                what = ", ".join(r["run_id"] for r in runs)
+                self.logger.warning(f"{what}: sbatch: the controller does not answer ({text}); retry {tries + 1} "
+                                    f"of {len(delays)} in {delays[tries]:.0f} s")
+                self.retrying.insert(0, [infos, tries + 1, first, time.monotonic() + delays[tries]])
+                return
+            waited = f" after {tries} retries over {time.monotonic() - first:.0f} s" if tries else ""
             for info in infos:
-                self.report_job_error(info, msg=f"{info.aux['runs'][0]['run_id']}: not submitted: {exc}\n")
+                self.report_job_error(info, msg=f"icp: error: {info.aux['runs'][0]['run_id']}: not submitted"
+                                                f"{waited}: {text}\n")
             return
         for info in infos:
             info.external_jobid = str(sjob.job_id)
@@ -131,17 +158,40 @@ class Executor(RemoteExecutor):
                 self._submit([info for _, info in chunk])
             self.waiting += items
 
+    def _retry_submissions(self) -> None:
+        """Submit again, oldest first, what the controller did not answer once its wait is over; the first that it
+        still does not answer puts the others back in line behind it."""
+        while self.retrying and self.retrying[0][3] <= time.monotonic():
+            item = self.retrying.pop(0)
+            pending = len(self.retrying)
+            self._submit(item[0], retry=item)
+            if len(self.retrying) > pending:  # refused again: it went back first, the rest wait their turn
+                break
+            if item[1]:
+                self.logger.info(f"{', '.join(r['run_id'] for i in item[0] for r in i.aux['runs'])}: submitted "
+                                 f"after {item[1]} retries ({time.monotonic() - item[2]:.0f} s)")
+
     # ---------------------------------------------------------------------------------------------- watch
     async def check_active_jobs(self, active_jobs: list[SubmittedJobInfo]) -> AsyncGenerator[SubmittedJobInfo, None]:
+        self._retry_submissions()
         self._submit_packs(force=True)
         submitted = [j for j in active_jobs if "job" in j.aux]
         slurm = sorted({j.external_jobid for j in submitted if j.aux["opts"].executor == "slurm"})
-        states: dict[str, str] = {}
+        states: Optional[dict[str, str]] = {}
         if slurm:
             async with self.status_rate_limiter:
-                states = faults.slurm_states(slurm)  # one squeue (+ one sacct) for the whole sweep
+                try:
+                    states = faults.slurm_states(slurm)  # one squeue (+ one sacct) for the whole sweep
+                except faults.Unreachable as exc:  # nothing is known: no job is taken for gone
+                    if not self.unreachable:
+                        self.logger.warning(f"icp: {exc}; {len(slurm)} jobs are kept in flight until it answers")
+                    states = None
+            self.unreachable = states is None
         for info in active_jobs:
-            if "job" not in info.aux:  # waiting for its pack
+            if "job" not in info.aux:  # waiting for its pack, or for the controller to take its submission
+                yield info
+                continue
+            if states is None and info.aux["opts"].executor == "slurm":
                 yield info
                 continue
             sjob = info.aux["job"]
@@ -156,6 +206,10 @@ class Executor(RemoteExecutor):
             else:
                 state = "COMPLETED" if sjob.done() else "RUNNING"
             if state in faults.ACTIVE:
+                if info.aux["opts"].executor == "slurm" and launch.watch_requeue(
+                        info.aux.setdefault("requeue", {}), info.aux["runs"][0]["run_dir"], sjob.job_id, state):
+                    self.logger.info(f"{info.aux['runs'][0]['run_id']}: job {sjob.job_id} requeued ({state}); its "
+                                     "record says requeued until it restarts")
                 yield info
             else:
                 self._finish(info, state)
@@ -184,7 +238,8 @@ class Executor(RemoteExecutor):
             return
         cause = launch.record_stop(Path(run["run_dir"]), sjob, info.aux["folder"], state,
                                    result.get("error") or result.get("status") or "",
-                                   info.aux["opts"].max_requeues)
+                                   info.aux["opts"].max_requeues, run["run_id"], run["train_args"],
+                                   info.aux["opts"].executor)
         line = f"icp: error: {run['run_id']}: {cause} (job {sjob.job_id}; log {info.aux['folder']})"
         for log in info.job.log:  # the rule's log, which show-failed-logs prints
             with contextlib.suppress(OSError):

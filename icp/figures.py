@@ -30,6 +30,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from icp.figure_data import refines as _refines  # a constructive ICP run that refines its input
 from icp.methods.options import ICP_FAMILY as ICP_METHODS  # ICP and its presets (ifgsm: the destructive one)
 
 FIGURES: dict[str, tuple[str, Callable]] = {}  # name -> (study it needs, function)
@@ -539,7 +540,7 @@ def _taps(ep: pd.DataFrame) -> list[str]:
         "α_e, the task-loss weight, per epoch as recorded, one panel per condition; the layer weights w_l per "
         "model over that model's own taps.")
 def schedule(runs, epochs, ctx):
-    from icp.methods.icp import layer_weights
+    from icp.methods.options import layer_weights
 
     ep = _icp_epochs(runs, epochs)
     title = ("ICP's loss weights, as recorded by the runs of study main\n"
@@ -623,70 +624,26 @@ def perturbation_run(runs: pd.DataFrame) -> Optional[pd.Series]:
     return None if done.empty else done.sort_values(["seed"], kind="stable").iloc[0]
 
 
-def _refines(method: str, options: dict) -> bool:
-    """A constructive ICP run that refines its input (not i-FGSM, not the α-only control with K = 0)."""
-    return method in ICP_METHODS and method != "ifgsm" and options.get("steps") != 0
-
-
-def refine_as_training(model, x, y, opts, batch_size: int, n_images: int, bounds=None):
-    """The images the perturbation figure shows: ``x[:batch_size]`` refined as *one training batch* (ICP with
-    ``opts``, and i-FGSM with the same K and η), of which the first ``n_images`` are returned as
-    ``(x, y, ICP-refined x, i-FGSM x)``.
-
-    The refinement's loss is reduced over the batch as in training (``opts.reduction``, ``mean`` by default), so
-    each image's step depends on how many images share the batch: refined alone in a batch of 6, an image would
-    move 128/6 times as far as it does in a training batch of 128. Refining the training batch size, then
-    showing a few, gives each shown image the step that training gives it, whatever ``n_images`` is."""
-    import dataclasses
-
-    from icp.methods.icp import refine
-
-    xb, yb = x[:batch_size], y[:batch_size]
-    icp_x = refine(model, xb, yb, opts, bounds)
-    fgsm_x = refine(model, xb, yb, dataclasses.replace(opts, optimizer="ifgsm"), bounds)
-    return xb[:n_images], yb[:n_images], icp_x[:n_images], fgsm_x[:n_images]
-
-
 @figure("perturbation", "main",
         "Original, ICP-refined and i-FGSM images and their amplified differences (the paper's Fig. 1), from a "
         "trained ICP checkpoint; refined as one training-size batch, so each image's step equals training's.")
 def perturbation(runs, epochs, ctx, n_images: int = 6):
     plt, _ = _libs()
-    import dataclasses
-
-    import torch
-
-    from icp import checkpoint, config, data, loaders
-    from icp.methods import get
+    from icp import figure_data
 
     run = perturbation_run(runs)
     title = "Constructive (ICP) vs destructive (i-FGSM) perturbations of test images"
     if run is None:
         return _empty(title, "no complete ICP run of study main on clean data yet")
-    trained = checkpoint.trained(run.path, "figure perturbation", files=("last.pt",))
-    batch = config.resolve(trained.config).train.batch_size
-    cfg = config.resolve(trained.config, ["train.device=cpu", f"data.test_subset={max(200, batch)}"])
-    splits = data.build_splits(cfg)
-    info = splits.info
-    model = trained.model(info.num_classes, info.in_channels, splits.test.images.shape[1])
-    x, y = next(iter(loaders.EvalLoader(splits.test, info, torch.device("cpu"), batch, False)))
-    opts = get(cfg.method.name).Options(**{k: v for k, v in cfg.method.options.items() if k != "teacher"})
-    opts = dataclasses.replace(opts, cuda_graph=False)
-    mean = torch.tensor(info.mean).view(1, -1, 1, 1)
-    std = torch.tensor(info.std).view(1, -1, 1, 1)
-    bounds = (-mean / std, (1 - mean) / std) if opts.clamp else None  # as training clamps (method.options.clamp)
-    refined = len(x)
-    n_images = min(n_images, refined)
-    x, y, icp_x, fgsm_x = refine_as_training(model, x, y, opts, batch, n_images, bounds)
-    to_img = lambda t: (t * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()  # noqa: E731
-    with torch.no_grad():
-        conf = {k: torch.softmax(model(v), 1).gather(1, y[:, None])[:, 0].numpy()
-                for k, v in (("original", x), ("ICP", icp_x), ("i-FGSM", fgsm_x))}
-    base = to_img(x)
-    diffs = {"ICP": to_img(icp_x) - base, "i-FGSM": to_img(fgsm_x) - base}
+    got = figure_data.get_arrays(run.path, "perturbation")  # written by the run's job (icp.figure_data)
+    batch, refined = int(got["batch"]), int(got["refined"])
+    n_images = min(n_images, len(got["original"]))
+    conf = {k: got[f"p.{k}"] for k in ("original", "ICP", "i-FGSM")}
+    base = got["original"]
+    diffs = {"ICP": got["ICP"] - base, "i-FGSM": got["i-FGSM"] - base}
     scale = max(float(np.abs(d).max()) for d in diffs.values()) or 1.0  # one colour scale for both rows
-    rows = [("original", base, "original"), ("ICP-refined", to_img(icp_x), "ICP"),
-            ("ICP − original", diffs["ICP"], None), ("i-FGSM", to_img(fgsm_x), "i-FGSM"),
+    rows = [("original", base, "original"), ("ICP-refined", got["ICP"], "ICP"),
+            ("ICP − original", diffs["ICP"], None), ("i-FGSM", got["i-FGSM"], "i-FGSM"),
             ("i-FGSM − original", diffs["i-FGSM"], None)]
     fig, axes = plt.subplots(len(rows), n_images, figsize=(1.8 * n_images, 2.0 * len(rows) + 0.9), squeeze=False,
                              layout="constrained")
@@ -711,10 +668,10 @@ def perturbation(runs, epochs, ctx, n_images: int = 6):
                        "training's")
     else:  # a test split smaller than the training batch
         as_training = f"refined as one batch of all {refined} test images, fewer than training's B={batch}"
-        if opts.optimizer == "sgd" and opts.reduction == "mean":
+        if got["optimizer"] == "sgd" and got["reduction"] == "mean":
             as_training += f", so each image's step is {batch / refined:.2g}× training's"
-    fig.suptitle(f"{title}\n{run.run_id}: K={opts.steps}, η={opts.step_size:g} ({opts.optimizer}, loss reduced by "
-                 f"{opts.reduction}); i-FGSM: same K and η, sign ascent\n{as_training}; the first {n_images} shown; "
+    fig.suptitle(f"{title}\n{run.run_id}: K={got['steps']}, η={got['step_size']:g} ({got['optimizer']}, loss reduced "
+                 f"by {got['reduction']}); i-FGSM: same K and η, sign ascent\n{as_training}; the first {n_images} shown; "
                  f"p(y) = softmax probability of the true class", fontsize=9)
     return fig
 
@@ -732,25 +689,10 @@ def _vae_runs(runs: pd.DataFrame) -> pd.DataFrame:
     return _complete_vaes(runs).sort_values("seed", kind="stable").drop_duplicates(["dataset", "variant"])
 
 
-def _load_vae(run):
-    """(model in eval mode, test images (normalised), dataset info) of a trained VAE run."""
-    import torch
-
-    from icp import checkpoint, config, data, loaders
-
-    trained = checkpoint.trained(run.path, "figure", files=("last.pt",))
-    cfg = config.resolve(trained.config, ["train.device=cpu", "data.test_subset=100"])
-    splits = data.build_splits(cfg)
-    info = splits.info
-    x, _ = next(iter(loaders.EvalLoader(splits.test, info, torch.device("cpu"), 100, False)))
-    return trained.model(info.num_classes, info.in_channels, splits.test.images.shape[1]), x, info
-
-
-def _show(ax, img, info):
-    import numpy as np
-
-    mean, std = np.array(info.mean).reshape(-1, 1, 1), np.array(info.std).reshape(-1, 1, 1)
-    img = np.clip(img.detach().numpy() * std + mean, 0, 1).transpose(1, 2, 0)
+def _show(ax, img, mean, std):
+    """A normalised image (C, H, W) in [0, 1] on ``ax``, grey for one channel."""
+    mean, std = np.asarray(mean).reshape(-1, 1, 1), np.asarray(std).reshape(-1, 1, 1)
+    img = np.clip(img * std + mean, 0, 1).transpose(1, 2, 0)
     ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None, vmin=0,
               vmax=1)
     ax.set_xticks([])
@@ -758,10 +700,10 @@ def _show(ax, img, info):
 
 
 def _vae_grid(runs, title: str, draw, n_images: int = 8, show_inputs: bool = False):
-    """One row of ``n_images`` images per VAE run of :func:`_vae_runs`: ``draw(dataset, run, model, x)`` gives
-    (label, images) from the run's model and its first test images ``x``; ``show_inputs`` puts those test images
-    above each dataset's rows."""
-    import torch
+    """One row of ``n_images`` images per VAE run of :func:`_vae_runs`: ``draw(dataset, run, arrays)`` gives
+    (label, images) from the run's figure arrays (:func:`icp.figure_data.vae`, written by its job);
+    ``show_inputs`` puts the test images above each dataset's rows."""
+    from icp import figure_data
 
     plt, _ = _libs()
     chosen = _vae_runs(runs)
@@ -770,16 +712,15 @@ def _vae_grid(runs, title: str, draw, n_images: int = 8, show_inputs: bool = Fal
     rows = []
     for dataset, part in chosen.groupby("dataset", sort=False):
         for i, (_, run) in enumerate(part.iterrows()):
-            model, x, info = _load_vae(run)
+            got = figure_data.get_arrays(run.path, "vae")
             if show_inputs and i == 0:
-                rows.append((f"{dataset}\ntest images", x[:n_images], info))
-            with torch.no_grad():
-                rows.append((*draw(dataset, run, model, x[:n_images]), info))
+                rows.append((f"{dataset}\ntest images", got["inputs"][:n_images], got))
+            rows.append((*draw(dataset, run, got), got))
     fig, axes = plt.subplots(len(rows), n_images, figsize=(1.4 * n_images, 1.55 * len(rows) + 0.6), squeeze=False,
                              layout="constrained")
-    for i, (label, images, info) in enumerate(rows):
+    for i, (label, images, got) in enumerate(rows):
         for j in range(n_images):
-            _show(axes[i, j], images[j], info)
+            _show(axes[i, j], images[j], got["mean"], got["std"])
         axes[i, 0].set_ylabel(label, fontsize=7)
     fig.suptitle(title, fontsize=10)
     return fig
@@ -819,8 +760,8 @@ def generative_curves(runs, epochs, ctx):
 @figure("reconstructions", "generative",
         "Test images and each method's VAE reconstructions (the lowest seed).")
 def reconstructions(runs, epochs, ctx, n_images: int = 8):
-    def draw(dataset, run, model, x):
-        return f"{run.variant} (s{run.seed})\nSSIM {100 * float(run.ssim):.1f}%", model(x).recon
+    def draw(dataset, run, got):
+        return f"{run.variant} (s{run.seed})\nSSIM {100 * float(run.ssim):.1f}%", got["recon"][:n_images]
 
     return _vae_grid(runs, "Study generative: test images and their reconstructions (z = μ) per method; "
                            "SSIM: the run's last-epoch test mean", draw, n_images, show_inputs=True)
@@ -829,12 +770,9 @@ def reconstructions(runs, epochs, ctx, n_images: int = 8):
 @figure("samples", "generative",
         "Prior samples of each method's VAE, the same z for all.")
 def samples(runs, epochs, ctx, n_images: int = 8):
-    import torch
-
-    def draw(dataset, run, model, x):
+    def draw(dataset, run, got):
         fid = "–" if run.fid_prior != run.fid_prior else f"{float(run.fid_prior):.1f}"
-        return (f"{dataset}: {run.variant} (s{run.seed})\nFID(prior) {fid}",
-                model.sample(n_images, torch.Generator().manual_seed(0)))
+        return f"{dataset}: {run.variant} (s{run.seed})\nFID(prior) {fid}", got["samples"][:n_images]
 
     return _vae_grid(runs, "Study generative: samples from the prior z ~ N(0, I), the same z for every method",
                      draw, n_images)

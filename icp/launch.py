@@ -157,7 +157,8 @@ def _submit_pack(args, run: dict) -> tuple[object, Path]:
     if members:
         executor = make_executor(args, folder / "submitit", f"icp:pack-of-{len(members)}")
         with submitit.helpers.clean_env():
-            job = executor.submit(pack.PackJob(members, os.getcwd(), args.executor, args.cpus))
+            job = submit_retrying(lambda: executor.submit(pack.PackJob(members, os.getcwd(), args.executor,
+                                                                       args.cpus)), f"pack {folder.name}")
         pack.write_json({"job_id": job.job_id, "executor": args.executor,
                          "runs": [m["run_id"] for m in members]}, job_file)
         return job, folder
@@ -179,6 +180,40 @@ def _state(job, executor: str) -> str:
     if executor == "slurm":
         return faults.slurm_states([job.job_id])[str(job.job_id)]
     return "COMPLETED" if job.done() else "RUNNING"
+
+
+def watch_requeue(memo: dict, run_dir: str | Path, job_id: str, state: str) -> bool:
+    """Follow one run's job from poll to poll (``memo``: this run's own dict) and, when SLURM has put a job that ran
+    back in the queue, say ``requeued`` in its record (:func:`icp.records.mark_requeued`) once per requeue. A job
+    seen only queued is looked at once (it may have run between two polls). Returns whether it marked the record."""
+    if state in faults.ACTIVE - set(records.REQUEUED_STATES):
+        memo["ran"], memo["marked"] = True, False
+        return False
+    if state not in records.REQUEUED_STATES or memo.get("marked") or (memo.get("looked") and not memo.get("ran")):
+        return False
+    memo["looked"], memo["marked"] = True, True
+    return records.mark_requeued(run_dir, job_id)
+
+
+# SUBMIT_RETRY_S: how long a submission that the controller does not answer is retried (faults.retry_delays)
+SUBMIT_RETRY_S = 600.0
+
+
+def submit_retrying(submit, what: str, total_s: float = SUBMIT_RETRY_S, log=None, first_s: float = 5.0):
+    """``submit()`` (an ``executor.submit``), retried with growing waits while the controller does not answer
+    (:func:`icp.faults.unreachable`: slurmctld down, restarting or busy), a line per retry; any other refusal, or
+    the last one, is raised."""
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    delays = faults.retry_delays(total_s, first_s)
+    for attempt in range(len(delays) + 1):
+        try:
+            return submit()
+        except Exception as exc:
+            if attempt == len(delays) or not faults.unreachable(exc):
+                raise
+            log(f"{what}: sbatch: the controller does not answer ({_error_line(str(exc)) or str(exc).strip()[:200]});"
+                f" retry {attempt + 1} of {len(delays)} in {delays[attempt]:.3g} s")
+            time.sleep(delays[attempt])
 
 
 # how long a launcher stopped by a signal waits for its cancelled job to end before it exits
@@ -230,7 +265,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
         executor = make_executor(args, folder, f"icp:{run_id}")
         with submitit.helpers.clean_env():
-            job = executor.submit(TrainJob(train_args, os.getcwd(), args.executor, cpus=args.cpus))
+            job = submit_retrying(lambda: executor.submit(TrainJob(train_args, os.getcwd(), args.executor,
+                                                                   cpus=args.cpus)), run_id)
         what = "submitted"
     print(f"{run_id}: {what} {args.executor} job {job.job_id}; logs in {folder}", file=sys.stderr, flush=True)
 
@@ -251,10 +287,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # a result (cancelled, out of memory, node lost) is noticed within one poll. A LocalJob rebuilt from its id
         # (a joined pack) knows nothing but its result file
         check_state = own_job or args.executor == "slurm"
+        memo: dict = {}
         while args.executor != "debug" and not job.paths.result_pickle.exists():
-            state = _state(job, args.executor) if check_state else "RUNNING"
+            try:
+                state = _state(job, args.executor) if check_state else "RUNNING"
+            except faults.Unreachable as exc:  # nothing is known: the job is not taken for gone
+                if not memo.get("unreachable"):
+                    print(f"{run_id}: {exc}; waiting", file=sys.stderr, flush=True)
+                memo["unreachable"], state = True, "RUNNING"
+                time.sleep(args.poll_s)
+                continue
+            memo["unreachable"] = False
             if state not in faults.ACTIVE:
                 break
+            if args.executor == "slurm" and watch_requeue(memo, run_dir, job.job_id, state):
+                print(f"{run_id}: job {job.job_id} requeued ({state}); its record says requeued until it restarts",
+                      file=sys.stderr, flush=True)
             time.sleep(args.poll_s)
         result = job.result()[run_id]
     except Signalled as sig:
@@ -275,9 +323,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"({signal.Signals(sig.args[0]).name})", file=sys.stderr, flush=True)
         return 130
     except Exception as exc:  # the job raised, or was killed without a result
-        return _stopped(run_id, run_dir, job, folder, state, _error_line(str(exc)) or repr(exc), args.max_requeues)
+        return _stopped(run_id, run_dir, job, folder, state, _error_line(str(exc)) or repr(exc), args.max_requeues,
+                        train_args, args.executor)
     if result["status"] not in FINAL_OK:
-        return _stopped(run_id, run_dir, job, folder, state, result["error"] or result["status"], args.max_requeues)
+        return _stopped(run_id, run_dir, job, folder, state, result["error"] or result["status"], args.max_requeues,
+                        train_args, args.executor)
     if result["status"] == "diverged":
         print(f"icp.launch: warning: {run_id} diverged: {result['error']}", file=sys.stderr)
     print(f"{run_id}: {result['status']} (job {job.job_id})", file=sys.stderr)
@@ -336,14 +386,35 @@ def lost_trial(run_id: str, run_dir: str | Path, job_id: Optional[str] = None, s
     return error
 
 
-def record_stop(run_dir: Path, job, folder: Path, state: str, fallback: str, requeues: int) -> str:
+def _config_digest(train_args: Sequence[str]) -> Optional[str]:
+    """The digest of the config that ``icp train train_args`` would run (``--config`` and every ``--set``), or None
+    where it cannot be resolved here."""
+    sets = [v for i, a in enumerate(train_args) if a == "--set" and i + 1 < len(train_args)
+            for v in [train_args[i + 1]]]
+    try:
+        from icp import config
+
+        return config.load(_train_option(train_args, "--config"), sets).digest()
+    except Exception:
+        return None
+
+
+def record_stop(run_dir: Path, job, folder: Path, state: str, fallback: str, requeues: int,
+                run_id: Optional[str] = None, train_args: Sequence[str] = (), executor: str = "") -> str:
     """A run whose job ended without a final record: the one line naming the cause (:func:`icp.faults.describe`),
     written into its record (``status`` failed unless the run said otherwise, ``error`` the cause), and the record
-    set aside (:func:`icp.records.set_aside`) so that running the workflow again resumes the run."""
+    set aside (:func:`icp.records.set_aside`) so that running the workflow again resumes the run. A job that ended
+    before its training wrote any record (no data on the node, a set-up error) leaves a record that says so, set
+    aside as well: ``icp status`` calls the run failed with the cause, never not started."""
     record = records.load(run_dir).record
     logs = sorted(Path(folder).glob(f"{job.job_id}_*")) + sorted((run_dir / "submitit").glob(f"{job.job_id}_*"))
     cause = faults.describe(state, record or {"error": fallback}, logs, requeues if state == "TIMEOUT" else None)
-    if record is not None and record.get("status") not in FINAL_OK:
+    if record is None and run_id is not None:
+        stub = records.stopped_before_training(run_id, _config_digest(train_args), cause,
+                                               {"job_id": str(job.job_id), "executor": executor or None})
+        with contextlib.suppress(OSError):
+            records.write(stub, run_dir / records.STOPPED)
+    elif record is not None and record.get("status") not in FINAL_OK:
         if record["status"] in ("running", "requeued"):  # nothing is in flight any more
             record["status"] = "failed"
         record["error"] = cause
@@ -353,13 +424,14 @@ def record_stop(run_dir: Path, job, folder: Path, state: str, fallback: str, req
     return cause
 
 
-def _stopped(run_id: str, run_dir: Path, job, folder: Path, state: str, fallback: str, requeues: int) -> int:
+def _stopped(run_id: str, run_dir: Path, job, folder: Path, state: str, fallback: str, requeues: int,
+             train_args: Sequence[str] = (), executor: str = "") -> int:
     lost = lost_trial(run_id, run_dir, job.job_id, state)
     if lost is not None:  # kept as final: the selection counts it lost (icp.tuning.RULE)
         print(f"icp.launch: warning: {run_id}: tuning trial lost: {lost}", file=sys.stderr)
         print(f"{run_id}: failed, a lost trial (job {job.job_id})", file=sys.stderr)
         return 0
-    cause = record_stop(run_dir, job, folder, state, fallback, requeues)
+    cause = record_stop(run_dir, job, folder, state, fallback, requeues, run_id, train_args, executor)
     print(f"icp.launch: error: {run_id}: {cause} (job {job.job_id}; log {folder})", file=sys.stderr)
     return 1
 

@@ -15,6 +15,12 @@ processes):
 CPUs shared out (``OMP_NUM_THREADS``); a run's output goes to ``RUN_DIR/submitit/<job id>_train.log``. It is
 checkpointable: on SLURM's warning signal each child records ``requeued`` (``icp train`` handles SIGUSR2) and the
 requeued job trains again, every run resuming from its own ``last.pt``; runs already final are not started again.
+
+A SLURM job stopped from outside (``scontrol requeue``, a preemption that requeues, a node failure, ``scancel``) gets
+SIGTERM, then SIGKILL: its children record ``interrupted`` and end, and the pack then returns no result (it waits
+for the SIGKILL), as submitit's own handler ignores SIGTERM in a one-run job. A result would tell the workflow that
+the job is over while SLURM runs it again; without one the workflow goes on waiting for the requeued job, which
+resumes every run, or names the job's end (cancelled, node failure) as it does a one-run job's.
 Nothing here imports torch.
 """
 from __future__ import annotations
@@ -22,9 +28,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -32,7 +40,7 @@ from typing import Iterator, Optional, Sequence
 
 import submitit
 
-from icp import jsonfile
+from icp import faults, jsonfile
 
 FINAL = ("complete", "diverged")
 
@@ -70,9 +78,19 @@ class PackJob(submitit.helpers.Checkpointable):
         self.cpus = max(1, cpus)
         self.stop_wait_s = stop_wait_s
         self._children: dict[str, subprocess.Popen] = {}
+        self._terminated = False
+
+    def _on_sigterm(self, signum, frame) -> None:
+        """SLURM stops the job (requeue, preemption, node failure, cancel): it signals the children too; their
+        end must not become the pack's result."""
+        self._terminated = True
+        print(f"icp pack: {signal.Signals(signum).name}: the scheduler stops this job; no result is written, so "
+              "that a requeued job trains its runs again", file=sys.stderr, flush=True)
 
     def __call__(self) -> dict:
         os.chdir(self.workdir)
+        if self.executor == "slurm" and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_sigterm)
         try:
             job_id = str(submitit.JobEnvironment().job_id)
         except RuntimeError:  # the debug executor
@@ -93,14 +111,19 @@ class PackJob(submitit.helpers.Checkpointable):
                     env=env)
         for child in self._children.values():
             child.wait()
+        if self._terminated:  # SIGKILL follows within SLURM's KillWait; exit without a result if it does not
+            time.sleep(self.stop_wait_s * 5)
+            os._exit(128 + signal.SIGTERM)
         results = {}
         for run in self.runs:
             rec = read_json(Path(run["run_dir"]) / "record.json")
             status = rec.get("status", "failed")
             error = rec.get("error")
             if status not in FINAL and run["run_id"] in logs:
-                error = error or child_error(logs[run["run_id"]]) or \
-                    f"icp train exited {self._children[run['run_id']].returncode}"
+                code = self._children[run["run_id"]].returncode
+                if code is not None and code < 0:  # killed by a signal: its record could not say so
+                    error = faults.signal_cause(code)
+                error = error or child_error(logs[run["run_id"]]) or f"icp train exited {code}"
                 status = status if status != "running" else "failed"
             results[run["run_id"]] = {"status": status, "error": error}
         return results
@@ -108,8 +131,6 @@ class PackJob(submitit.helpers.Checkpointable):
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         """SLURM's warning: every run saves and records ``requeued`` (SIGUSR2, which SLURM may also have sent them:
         ``icp train`` acts on the first), then the pack is submitted again as it was."""
-        import signal
-
         for child in self._children.values():
             if child.poll() is None:
                 child.send_signal(signal.SIGUSR2)
@@ -121,7 +142,7 @@ class PackJob(submitit.helpers.Checkpointable):
                                                                     self.stop_wait_s))
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_children": {}}
+        return {**self.__dict__, "_children": {}, "_terminated": False}
 
 
 # ------------------------------------------------------------------------------------------ launchers meet

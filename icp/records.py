@@ -275,3 +275,36 @@ def set_aside(run_dir: str | Path) -> Optional[Path]:
         return None
     os.replace(found.path, run_dir / STOPPED)
     return run_dir / STOPPED
+
+
+# SLURM states of a job back in the queue after it ran: requeued (scontrol requeue, preemption, a node failure)
+REQUEUED_STATES = ("PENDING", "REQUEUE_HOLD", "REQUEUE_FED")
+
+
+def mark_requeued(run_dir: str | Path, job_id: str) -> bool:
+    """Say ``requeued`` in the record of a run whose job SLURM put back in the queue, until the restart says
+    ``running`` again: its trainer, killed by the requeue, left ``running`` (or ``interrupted``, a pack member that
+    took the SIGTERM), and SLURM holds a requeued job about two minutes, in which ``icp status`` could not tell it
+    from a live run. Only a record whose last attempt is this job is marked (a job pending for the first time has
+    none), and only while the job is queued, when none of its processes can write the record any more. Returns
+    whether it marked the record."""
+    found = load(run_dir)
+    rec = found.record
+    if rec is None or found.path.name != NAME or rec.get("status") not in ("running", "interrupted"):
+        return False
+    jobs = rec.get("jobs") or []
+    if not jobs or str(jobs[-1].get("job_id")) != str(job_id):
+        return False
+    rec["status"], rec["error"] = "requeued", None
+    write(rec, found.path)
+    return True
+
+
+def stopped_before_training(run_id: str, config_digest: Optional[str], error: str, job: dict) -> dict:
+    """The record of a run whose job ended before its training wrote one (no data on the node, a set-up error):
+    its id, config digest, ``failed`` with the cause, and the job; no config or epochs. Kept set aside
+    (:data:`STOPPED`): status and summaries count the run failed, and the run starts afresh next time."""
+    stamp = now()
+    return {"schema": SCHEMA_VERSION, "run_id": run_id, "status": "failed", "error": error,
+            "config_digest": config_digest, "epochs": [], "jobs": [job], "resumed": 0, "started_at": stamp,
+            "updated_at": stamp, "stub": True}

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from icp import faults, grid, records, status
+from icp import faults, grid, launch, records, status
 from tests.conftest import REPO
-from tests.test_pipeline import LAUNCH, SNAKEMAKE, strip_timing, tiny_grid
+from tests.test_pipeline import LAUNCH, SNAKEMAKE, squeue, strip_timing, tiny_grid
 
 _spec = importlib.util.spec_from_file_location("login_bench", REPO / "tools" / "login_bench.py")
 login_bench = importlib.util.module_from_spec(_spec)
@@ -77,6 +77,85 @@ def test_set_aside_keeps_a_stopped_record_beside_and_final_ones_in_place(tmp_pat
     records.jsonfile.write({"status": "failed", "error": "x"}, run / "record.json")
     assert records.set_aside(run) == run / "record.stopped.json" and not (run / "record.json").exists()
     assert records.load(run).record["status"] == "failed"  # status and summarize still see the stopped run
+
+
+def test_a_killed_trainer_is_named_by_its_signal_and_a_blinking_controller_is_told_from_a_refusal(tmp_path):
+    log = tmp_path / "57_0_log.err"
+    log.write_text("srun: error: localhost: task 0: Killed\nsrun: Terminating StepId=57.0\n")
+    running = {"status": "running", "epochs": [{}, {}]}
+    assert faults.describe("FAILED", running, [log]) == "killed (SIGKILL: out of memory or an admin)"
+    assert faults.describe("CANCELLED", running, [log]).startswith("cancelled by the scheduler")  # SLURM's own stop
+    assert faults.describe("FAILED", running) == "the job ended (FAILED) without a result after 2 recorded epochs"
+    assert faults.signal_cause(-9) == "killed (SIGKILL: out of memory or an admin)"  # a child's returncode
+    assert faults.signal_cause(-11).startswith("crashed (SIGSEGV")
+    down = "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)"
+    assert faults.unreachable(RuntimeError(down)) and faults.unreachable("Socket timed out on send/recv operation")
+    assert not faults.unreachable("sbatch: error: Batch job submission failed: Invalid partition name specified")
+    delays = faults.retry_delays(300)
+    assert delays[:4] == [5, 10, 20, 40] and max(delays) == 60 and sum(delays) == 300
+
+
+def test_a_submission_is_retried_while_the_controller_does_not_answer_and_a_refusal_is_raised_at_once():
+    calls, lines = [], []
+
+    def submit():
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("sbatch: error: Batch job submission failed: Unable to contact slurm controller")
+        return "job"
+
+    assert launch.submit_retrying(submit, "r", total_s=0.3, log=lines.append, first_s=0.1) == "job"
+    assert len(calls) == 3 and len(lines) == 2 and "retry 1 of" in lines[0] and "does not answer" in lines[0]
+
+    def refused():
+        calls.append(1)
+        raise RuntimeError("sbatch: error: Invalid partition name specified")
+
+    calls.clear()
+    with pytest.raises(RuntimeError, match="Invalid partition"):
+        launch.submit_retrying(refused, "r", total_s=10, log=lines.append)
+    assert len(calls) == 1
+
+
+def test_a_requeued_jobs_record_says_requeued_once_back_in_the_queue(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    records.jsonfile.write({"status": "running", "epochs": [{}], "jobs": [{"job_id": "57"}]}, run / "record.json")
+    memo: dict = {}
+    assert not launch.watch_requeue(memo, run, "57", "RUNNING")
+    assert not launch.watch_requeue(memo, run, "58", "PENDING")  # another job's record: left alone
+    assert records.read(run / "record.json")["status"] == "running"
+    memo = {}
+    assert not launch.watch_requeue(memo, run, "57", "RUNNING")
+    assert launch.watch_requeue(memo, run, "57", "PENDING")  # requeued: said once
+    assert records.read(run / "record.json")["status"] == "requeued"
+    assert not launch.watch_requeue(memo, run, "57", "PENDING")
+    records.jsonfile.write({"status": "complete", "epochs": [{}], "jobs": [{"job_id": "57"}]}, run / "record.json")
+    assert not records.mark_requeued(run, "57")  # a final record is never marked
+
+
+def test_a_job_that_ended_before_its_training_wrote_a_record_leaves_one_that_says_failed(tmp_path, fmnist_root):
+    """No data on the node: the training raised before its record; the run is failed with the cause in status and in
+    the summary, never not started, and it starts afresh next time (the record is set aside)."""
+    from types import SimpleNamespace
+
+    path = tiny_grid(tmp_path, fmnist_root, ["ce"])
+    (run,) = grid.load_expand(path).runs.values()
+    Path(run.run_dir, "submitit").mkdir(parents=True)
+    job = SimpleNamespace(job_id="57")
+    cause = launch.record_stop(Path(run.run_dir), job, Path(run.run_dir) / "submitit", "FAILED",
+                               "DataError: cifar100 not found under /nodes/data", 3, run.run_id, run.train_args(),
+                               "slurm")
+    assert cause == "DataError: cifar100 not found under /nodes/data"
+    assert not Path(run.record).exists()
+    stub = records.read(Path(run.run_dir) / records.STOPPED)
+    assert stub["status"] == "failed" and stub["error"] == cause and stub["jobs"][0]["job_id"] == "57"
+    text = status.render(str(path))
+    assert f"failed    {run.run_id}  job 57: {cause}" in text and "another grid" not in text, text
+    from icp import aggregate
+
+    row = aggregate.runs_frame(grid.load_expand(path)).iloc[0]
+    assert row.status == "failed" and row.error == cause
 
 
 # ------------------------------------------------------------------------------------------- on SLURM
@@ -184,3 +263,118 @@ def test_status_queries_per_sweep_are_bounded_by_polls_not_by_runs(slurm, fmnist
     squeues = [c["t"] for c in m["calls"] if c["command"] == "squeue"]
     assert all(b - a >= 0.5 for a, b in zip(squeues, squeues[1:]))  # never a burst of one call per run
     assert m["processes"] <= 4  # no process per run on the login side
+
+
+# ------------------------------------------------------------- a pack requeued, a controller that blinks, kill -9
+CLUSTER = ["bash", str(REPO / "tools/slurm_cluster.sh")]
+
+
+def _reference(tmp_path, path, *extra) -> dict:
+    """The same grid under another runs directory, trained uninterrupted by the same command: run id -> epochs."""
+    g = yaml.safe_load(path.read_text())
+    ref = tmp_path / "reference.yaml"
+    ref.write_text(yaml.safe_dump({**g, "runs_dir": str(tmp_path / "reference-runs"),
+                                   "results_dir": str(tmp_path / "reference-results")}))
+    code, out = run_to_end(ref, *extra)
+    assert code == 0, out[-3000:]
+    return {rid: strip_timing(records.read(r.record)["epochs"]) for rid, r in grid.load_expand(ref).runs.items()}
+
+
+def test_a_requeued_pack_says_requeued_while_queued_and_resumes_both_runs_in_the_same_call(slurm, fmnist_root,
+                                                                                           tmp_path):
+    """`scontrol requeue` of a pack's job mid-run: its two trainers stop (SIGTERM), the pack writes no result, the
+    workflow waits for the requeued job, both records say requeued while SLURM holds it, and when it runs again
+    each run resumes from its own last.pt: Snakemake exits 0 in the same call, with no error line and no rerun, and
+    every epoch equals the uninterrupted pack's."""
+    path = tiny_grid(tmp_path, fmnist_root, ["ce", "ls"], "data.train_subset=1500", "train.epochs=4")
+    runs = list(grid.load_expand(path).runs.values())
+    packed = ("--set-resources", "train:runs_per_gpu=2")
+    proc = start(path, *packed)
+    try:
+        recs = [wait_for_epochs(Path(r.record), 1, proc) for r in runs]
+        (job_id,) = {rec["jobs"][0]["job_id"] for rec in recs}  # one job for the pack
+        assert all(len(rec["epochs"]) < 4 for rec in recs)
+        requeued_at = time.monotonic()
+        subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
+        said, deadline = None, time.monotonic() + 180
+        while said is None:  # SLURM holds a requeued job about two minutes: the records say so meanwhile
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()[-3000:]
+            state, reason = squeue(job_id)
+            now = [records.load(r.run_dir).record["status"] for r in runs]
+            if state == "PENDING" and now == ["requeued", "requeued"]:
+                said = status.render(str(path))
+                subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True)
+            time.sleep(0.3)
+        out, _ = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert all(f"requeued  {r.run_id}  epoch " in said for r in runs), said  # icp status tells it from a live run
+    assert proc.returncode == 0 and "icp: error" not in out, out[-3000:]
+    print(f"requeued pack: both runs resumed and completed {time.monotonic() - requeued_at:.0f} s after the requeue")
+    reference = _reference(tmp_path, path, *packed)
+    for run in runs:
+        final = records.read(run.record)
+        assert final["status"] == "complete" and final["resumed"] == 1, final["status"]
+        assert [j["job_id"] for j in final["jobs"]] == [job_id, job_id]  # the same job, run twice
+        assert strip_timing(final["epochs"]) == reference[run.run_id], run.run_id
+
+
+def test_a_controller_down_at_submission_loses_no_run(slurm, fmnist_root, tmp_path):
+    """slurmctld stopped for 30 s (longer than one sbatch's own wait for it) while a sweep of four runs submits:
+    each submission it does not answer is retried with a line, and every run completes in the same call."""
+    path = tiny_grid(tmp_path, fmnist_root, ["ce", "ls"], "train.epochs=1")
+    g = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**g, "seeds": [0, 1]}))
+    subprocess.run([*CLUSTER, "ctld-stop"], check=True, capture_output=True, timeout=60)
+    try:
+        began = time.monotonic()
+        proc = start(path)
+        time.sleep(30)
+    finally:
+        subprocess.run([*CLUSTER, "ctld-start"], check=True, capture_output=True, timeout=60)
+    out, _ = proc.communicate(timeout=500)
+    runs = grid.load_expand(path).runs
+    retries = [ln for ln in out.splitlines() if "the controller does not answer" in ln and "retry" in ln]
+    print(f"controller down 30 s: {len(retries)} retry lines; all {len(runs)} runs done "
+          f"{time.monotonic() - began:.0f} s after the start", *retries, sep="\n")
+    assert proc.returncode == 0, out[-3000:]
+    assert retries and "not submitted" not in out, out[-3000:]
+    assert all(records.read(r.record)["status"] == "complete" for r in runs.values())
+
+
+def _trainer_pids(folder: Path) -> list[int]:
+    """The Python processes of submitit's job in ``folder`` (not the srun that started them)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if proc.name.isdigit() and Path(argv[0].decode()).name.startswith("python") and \
+                b"submitit.core._submit" in argv and str(folder).encode() in argv:
+            found.append(int(proc.name))
+    return found
+
+
+def test_a_trainer_killed_by_sigkill_is_named_by_its_signal_and_resumes_exactly(slurm, fmnist_root, tmp_path):
+    path = tiny_grid(tmp_path, fmnist_root, ["ce"], "data.train_subset=1500", "train.epochs=4")
+    (run,) = grid.load_expand(path).runs.values()
+    record = Path(run.record)
+    proc = start(path)
+    wait_for_epochs(record, 1, proc)
+    pids = _trainer_pids(Path(run.run_dir) / "submitit")
+    assert pids, "no trainer process found"
+    for pid in pids:
+        os.kill(pid, 9)
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode != 0
+    line = next((ln for ln in out.splitlines() if ln.startswith(f"icp: error: {run.run_id}: ")), out[-3000:])
+    assert "killed (SIGKILL: out of memory or an admin)" in line, line
+    stopped = records.load(run.run_dir).record
+    assert stopped["status"] == "failed" and stopped["error"] == "killed (SIGKILL: out of memory or an admin)"
+    code, out = run_to_end(path)
+    assert code == 0, out[-3000:]
+    final = records.read(record)
+    assert final["status"] == "complete" and final["resumed"] == 1
+    assert strip_timing(final["epochs"]) == _reference(tmp_path, path)[run.run_id]

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from icp import figures
+from icp import figure_data, figures
 
 # two conditions that differ in every factor: 3 seeds of a 3-tap ResNet-20 trained 4 epochs, 2 seeds of a 4-tap
 # PreAct ResNet-18 trained 6 epochs
@@ -252,8 +252,8 @@ def test_perturbation_refines_a_training_batch_whatever_is_shown(optimizer):
 
     model, x, y = _tiny()
     opts = ICPOptions(optimizer=optimizer, steps=3, step_size=0.5, cuda_graph=False)
-    _, _, icp3, fgsm3 = figures.refine_as_training(model, x, y, opts, batch_size=8, n_images=3)
-    x6, y6, icp6, fgsm6 = figures.refine_as_training(model, x, y, opts, batch_size=8, n_images=6)
+    _, _, icp3, fgsm3 = figure_data.refine_as_training(model, x, y, opts, batch_size=8, n_images=3)
+    x6, y6, icp6, fgsm6 = figure_data.refine_as_training(model, x, y, opts, batch_size=8, n_images=6)
     assert icp3.shape[0] == 3 and icp6.shape[0] == 6 and torch.equal(x6, x[:6]) and torch.equal(y6, y[:6])
     assert torch.allclose(icp3, icp6[:3]) and torch.allclose(fgsm3, fgsm6[:3])
     assert not torch.allclose(icp6, x6)  # it did refine
@@ -271,7 +271,7 @@ def test_perturbation_step_per_image_is_trainings():
 
     model, x, y = _tiny()
     opts = ICPOptions(optimizer="sgd", steps=2, step_size=0.5, cuda_graph=False)
-    _, _, shown, _ = figures.refine_as_training(model, x, y, opts, batch_size=8, n_images=3)
+    _, _, shown, _ = figure_data.refine_as_training(model, x, y, opts, batch_size=8, n_images=3)
     per_sample = refine(model, x[:3], y[:3], dataclasses.replace(opts, reduction="sum", step_size=0.5 / 8))
     assert torch.allclose(shown, per_sample, atol=1e-6)
     alone = refine(model, x[:3], y[:3], opts)  # the old figure: the shown images as their own batch
@@ -484,3 +484,41 @@ def test_fewshot_ticks_give_the_range_of_epochs_where_a_control_trains_longer():
     assert len([line for line in ax.lines if len(line.get_xdata()) == len(SHOT_EPOCHS)]) == 3  # with the control's
     assert any(t.startswith("ce+budget=icp-adam (ce, FLOP-matched") for t in _legend(ax))
     figures._libs()[0].close(fig)
+
+
+def test_a_run_writes_its_figures_arrays_so_the_login_side_draws_them_without_torch(tiny_cfg, tmp_path):
+    """A complete ICP run leaves figure_data.npz, written from its final last.pt in its own job; the perturbation
+    figure drawn from it in a fresh process imports no torch, and its arrays are those the figure would compute from
+    last.pt itself (a run trained before the file existed). A ce run, which no such figure draws, writes none."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from icp import engine
+    from tests.conftest import REPO
+
+    cfg = tiny_cfg("train.epochs=1", "method.name=icp-adam", "method.options.steps=2", "model.name=resnet20")
+    run_dir = tmp_path / "runs" / "icp"
+    assert engine.Trainer(cfg, run_dir).run()["status"] == "complete"
+    written = figure_data.load(run_dir, "perturbation")
+    computed = figure_data.arrays(run_dir, "perturbation")
+    assert written is not None and set(written) == set(computed)
+    for key, value in computed.items():
+        if np.ndim(value):
+            np.testing.assert_allclose(written[key], value, atol=1e-6)
+        else:  # the refinement's settings
+            assert written[key] == value.item(), key
+    assert np.abs(written["ICP"] - written["original"]).max() > 0  # it refined
+    ce = tmp_path / "runs" / "ce"
+    engine.Trainer(tiny_cfg("train.epochs=1"), ce).run()
+    assert not (ce / figure_data.NAME).exists()
+    script = (f"import sys, pandas as pd\nfrom icp import figures\n"
+              f"runs = pd.DataFrame([dict(run_id='fashion-mnist/resnet20/clean/icp-adam/s0', studies='main', "
+              f"dataset='fashion-mnist', model='resnet20', scenario='clean', method='icp-adam', variant='icp-adam', "
+              f"seed=0, status='complete', epochs=1, method_options='{{\"steps\": 2}}', path={str(run_dir)!r})])\n"
+              f"fig = figures.FIGURES['perturbation'][1](runs, pd.DataFrame(), None)\n"
+              f"assert 'torch' not in sys.modules, 'torch imported'\nprint(len(fig.axes))")
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout.split()[-1]) >= 30  # 5 rows x 6 images, and the colour bar

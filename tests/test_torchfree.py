@@ -80,3 +80,24 @@ def test_a_snakemake_dry_run_imports_no_torch(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"^train\s+\d+$", proc.stdout + proc.stderr, re.M), proc.stdout + proc.stderr
     assert not log.exists(), f"the Snakemake process imports torch:\n{log.read_text()}"
+
+
+def test_the_login_sides_steps_draw_every_figure_from_records_without_torch(tmp_path):
+    """The figures and tables a sweep ends with run on the login side: from the laptop grid's committed summary
+    and epochs, every figure that reads records only is drawn without importing torch (those drawn from a model
+    read the arrays its job wrote: tests/test_figures.py)."""
+    code = """
+from icp import cli, figures
+skip = {"perturbation", "reconstructions", "samples"}
+names = [n for n in figures.available(["main", "noisy", "generative", "tuned"]) if n not in skip]
+only = [a for n in names for a in ("--only", n)]
+cli.main(["figures", "--grid", "config/laptop.yaml", "--results", "results/laptop", *only, "--out", sys.argv[1]])
+cli.main(["tables", "--grid", "config/laptop.yaml", "--study", "main", "--out", sys.argv[1]])
+print(len(names))
+"""
+    log = tmp_path / "torch-imports.txt"
+    proc = run_watched("import sys\n" + code, log, str(tmp_path / "out"), timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    drawn = list((tmp_path / "out").glob("*.png"))
+    assert len(drawn) == int(proc.stdout.split()[-1]) >= 5, proc.stdout
+    assert not log.exists(), f"a login-side step imports torch:\n{log.read_text()}"

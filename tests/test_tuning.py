@@ -247,7 +247,10 @@ def test_snakemake_runs_trials_then_the_selection_then_the_finals_and_a_rerun_do
     if killed:  # on a loaded machine Snakemake has been seen not to exit on SIGTERM: its lock is left behind
         subprocess.run(["timeout", "-s", "KILL", "300", *smk, "--unlock"], cwd=REPO, capture_output=True)
     states = {rid: status(rid) for rid in cell.trials}
-    assert "complete" in states.values(), (states, (tmp_path / "killed.log").read_text()[-3000:])
+    if "complete" not in states.values():  # say all: which job failed, and why (its launcher's log)
+        logs = {p: p.read_text()[-1500:] for p in sorted((tmp_path / "runs").rglob("launch.log"))}
+        pytest.fail(f"no trial complete: {states}\n--- snakemake\n{(tmp_path / 'killed.log').read_text()[-4000:]}\n"
+                    + "\n".join(f"--- {p}\n{text}" for p, text in logs.items()), pytrace=False)
     done = {rid: (records.read(g[rid].record), (Path(g[rid].run_dir) / "last.pt").stat().st_mtime_ns)
             for rid, st in states.items() if st == "complete"}
 

@@ -4,6 +4,8 @@
 #   bash tools/slurm_cluster.sh up     # install what is missing, configure, start, wait until the node is idle
 #   bash tools/slurm_cluster.sh down   # stop the daemons that `up` started (and nothing else)
 #   bash tools/slurm_cluster.sh status # "up" (exit 0) when a controller answers, else "down" (exit 1)
+#   bash tools/slurm_cluster.sh ctld-stop / ctld-start   # stop slurmctld alone / start it again on its saved state
+#                                      # (a controller that blinks: the jobs and the queue survive, as on a cluster)
 #
 # WITH_DBD=1 also starts MariaDB + slurmdbd, so that `sacct` works (submitit reads job states from sacct: without
 # it a job's state stays UNKNOWN, and a job killed before it wrote its result is never seen to end).
@@ -155,11 +157,28 @@ down() {  # TERM what `up` started (by its PID files), then wait until each has 
   echo "slurm_cluster: down (${#pids[@]} daemons stopped)"
 }
 
+ctld_stop() {  # the controller of the cluster that `up` started, and nothing else
+  local p
+  [ -s "$SLURM_DIR/run/slurmctld.pid" ] || { echo "slurm_cluster: no slurmctld started here" >&2; return 1; }
+  p=$(cat "$SLURM_DIR/run/slurmctld.pid")
+  kill "$p"
+  for _ in $(seq 1 300); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  echo "slurm_cluster: slurmctld stopped"
+}
+
+ctld_start() {  # without -i: it reads back the jobs and queue it saved
+  /usr/sbin/slurmctld
+  wait_for 30 scontrol ping
+  echo "slurm_cluster: slurmctld started"
+}
+
 status() {
   if scontrol ping 2>/dev/null | grep -q UP; then echo up; else echo down; return 1; fi
 }
 
 case "${1:-up}" in
   up|down|status) "$1" ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  ctld-stop) ctld_stop ;;
+  ctld-start) ctld_start ;;
+  *) echo "usage: $0 up|down|status|ctld-stop|ctld-start" >&2; exit 2 ;;
 esac

@@ -118,7 +118,7 @@ import torch.nn.functional as F
 
 from icp.methods import register
 from icp.methods.base import Batch, Method, MethodContext, TrainOutput
-from icp.methods.options import ICP_PRESETS, OPTIONS, ICPOptions
+from icp.methods.options import ICP_PRESETS, OPTIONS, ICPOptions, layer_weights
 
 
 def task_weight(epoch: int, warmup_epochs: int, epochs: int) -> float:
@@ -126,13 +126,6 @@ def task_weight(epoch: int, warmup_epochs: int, epochs: int) -> float:
     if epoch < warmup_epochs or epochs <= warmup_epochs:
         return 1.0
     return math.cos(math.pi * (epoch - warmup_epochs) / (2 * (epochs - warmup_epochs)))
-
-
-def layer_weights(kind: str, n: int, lowest: float = math.cos(math.pi / 4)) -> list[float]:
-    """w_l for n taps, shallow to deep: ``cosine`` from 1 down to ``lowest`` (authors' ``cos_weights``), or 1."""
-    if kind == "uniform" or n == 1:
-        return [1.0] * n
-    return [math.cos((i / (n - 1)) * math.acos(lowest)) for i in range(n)]
 
 
 def refine(model: torch.nn.Module, x0: torch.Tensor, y: torch.Tensor, o: ICPOptions,

@@ -17,6 +17,7 @@ What a cost leaves out is said where it is declared (small heads, the discrimina
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -248,3 +249,11 @@ OPTIONS: dict[str, type] = {
     "byot": BYOTOptions,
     "vae": NoOptions,
 }
+
+
+def layer_weights(kind: str, n: int, lowest: float = math.cos(math.pi / 4)) -> list[float]:
+    """ICP's w_l for n feature taps, shallow to deep: ``cosine`` from 1 down to ``lowest`` (authors'
+    ``cos_weights``), or 1 (``uniform``). Here, torch-free, so that the schedule figure draws it on the login side."""
+    if kind == "uniform" or n == 1:
+        return [1.0] * n
+    return [math.cos((i / (n - 1)) * math.acos(lowest)) for i in range(n)]

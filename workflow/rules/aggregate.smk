@@ -5,6 +5,8 @@
 # its caption (icp.figures.CAPTIONS), after a front page (workflow/report/workflow.rst). Snakemake describes the
 # jobs behind them from the metadata it recorded when it made them (.snakemake/metadata): so that a report also
 # holds them where the results came from DVC, make it with the run that rebuilds them (README, "the report").
+# Each step holds one of the login side's `login_jobs` slots: a cluster profile caps them (`resources:
+# login_jobs=2`) so that the end of a sweep runs a few light processes there, not one per figure at once.
 
 
 report: "../report/workflow.rst"
@@ -24,6 +26,8 @@ rule summary:
     localrule: True
     conda:
         "../../environment.yml"
+    resources:
+        login_jobs=1,
     params:
         python=PYTHON,
         grid=GRID_FILE,
@@ -54,6 +58,8 @@ rule tables:
     localrule: True
     conda:
         "../../environment.yml"
+    resources:
+        login_jobs=1,
     params:
         python=PYTHON,
         grid=GRID_FILE,
@@ -81,6 +87,8 @@ rule figure:
     localrule: True
     conda:
         "../../environment.yml"
+    resources:
+        login_jobs=1,
     params:
         python=PYTHON,
         grid=GRID_FILE,
