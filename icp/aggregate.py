@@ -751,17 +751,19 @@ def flat_markdown(table: pd.DataFrame, metrics: Optional[Sequence[str]] = None) 
         return "(no runs)"
     kinds = [k for k in REPORT_METRICS if k in set(table.model.map(kind_of))]
     metrics = list(metrics or dict.fromkeys(m for k in kinds for m in REPORT_METRICS[k]))
-    compared = " | ".join(dict.fromkeys(BASELINE[k][1] for k in kinds))
+    compared = " / ".join(dict.fromkeys(BASELINE[k][1] for k in kinds))
     keys = [k for k in (*CONDITION, "variant", "epochs") if k in table]
     if table.groupby(keys, dropna=False).config_key.nunique(dropna=False).gt(1).any():
         keys.append("config_key")
     head = [*(("config" if k == "config_key" else k) for k in keys), "n", *metrics,
             f"Δ {compared} vs baseline [95 % CI] (pairs, p, Holm p)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    def row(cells) -> str:  # a "|" inside a cell is escaped, so every row has the header's columns
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    lines = [row(head), "|" + "---|" * len(head)]
     for _, r in table.iterrows():
-        lines.append("| " + " | ".join([*(str(r[k]) for k in keys), str(r["n"]),
-                                        *(_cell_text(r, m, False).rsplit(" (", 1)[0] for m in metrics),
-                                        _delta_text(r, False)]) + " |")
+        lines.append(row([*(r[k] for k in keys), r["n"], *(_cell_text(r, m, False).rsplit(" (", 1)[0] for m in metrics),
+                          _delta_text(r, False)]))
     return "\n".join(lines)
 
 

@@ -72,3 +72,25 @@ def test_report_of_vae_runs_shows_the_generative_metrics_and_names_the_compared_
     assert "| ssim | fid_recon | elbo | Δ ssim vs baseline" in head and "top1" not in head
     icp_row = next(r for r in rows if "| icp-adam |" in r)
     assert "46.50 ± 2.12" in icp_row and "+5.50" in icp_row  # SSIM in %, difference to vae in points
+
+
+def _cells(line: str) -> list[str]:
+    """A Markdown table row's cells, split on the pipes that are not escaped."""
+    import re
+
+    assert line.startswith("|") and line.endswith("|"), line
+    return [c.strip() for c in re.split(r"(?<!\\)\|", line[1:-1])]
+
+
+def test_a_report_of_classifiers_and_a_vae_is_a_valid_markdown_table(tmp_path):
+    """One table that compares top-1 for the classifiers and SSIM for the VAE: every row has the header's columns
+    (the comparison's name once joined two metrics with a pipe, and the header had one column more)."""
+    write_record(tmp_path, "ce-0", "ce", 0, 0.50)
+    write_record(tmp_path, "ce-1", "ce", 1, 0.52)
+    for method, seed in (("vae", 0), ("vae", 1)):
+        write_record(tmp_path, f"{method}-{seed}", method, seed, 0.0, "model.name=vae")
+    lines = report.markdown(report.summary([tmp_path])).splitlines()
+    head, rule, *rows = lines
+    assert "top1" in head and "ssim" in head and rows
+    assert set(_cells(rule)) == {"---"}
+    assert {len(_cells(line)) for line in lines} == {len(_cells(head))}, lines
