@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from icp.config import ConfigError
+from icp.config import ConfigError, did_you_mean
 from icp.data import DataError
 
 
@@ -155,7 +155,7 @@ def _tables(args) -> int:
     cells = aggregate.cells(runs)
     for study in args.study or list(g.studies):
         if study not in g.studies:
-            raise ConfigError(f"unknown study '{study}'; the grid has: {', '.join(g.studies)}")
+            raise ConfigError(f"unknown study '{study}'{did_you_mean(study, g.studies)}")
         paths = aggregate.write_tables(study, aggregate.study_runs(runs, study), cells,
                                        args.out or f"{g.results_dir}/tables", grid=g)
         print(" ".join(map(str, paths)))

@@ -239,16 +239,39 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
     else:  # pragma: no cover - schema author error
         raise TypeError(f"unsupported annotation {tp!r} for {key}")
-    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    hint = ""
+    if origin is Literal and isinstance(value, str):  # a typo of one of the choices: the nearest of them
+        close = nearest(value, [str(a) for a in typing.get_args(tp)])
+        hint = f"; did you mean '{close}'?" if close else ""
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}{hint}")
+
+
+def nearest(word: str, valid: typing.Iterable[str]) -> Optional[str]:
+    """The valid word nearest to ``word``, never ``word`` itself, or None where none is near. Nearest by the
+    longest run of characters they share (as a share of ``word``: ``resnet18x`` is nearer ``preact_resnet18`` than
+    ``resnet56``), then by difflib's ratio; near enough when they share a run of over half of ``word``, or have a
+    ratio of at least 0.5. Case is ignored."""
+    best, best_key = None, None
+    w = str(word).lower()
+    for candidate in valid:
+        c = str(candidate).lower()
+        if c == w:
+            continue
+        m = difflib.SequenceMatcher(None, w, c)
+        run = max((b.size for b in m.get_matching_blocks()), default=0) / max(1, len(w))
+        key = (run, m.ratio())
+        if (run > 0.5 or key[1] >= 0.5) and (best_key is None or key > best_key):
+            best, best_key = candidate, key
+    return best
 
 
 def did_you_mean(word: str, valid: typing.Iterable[str]) -> str:
-    """'; did you mean 'x'?' for the nearest valid word, else the list of valid words."""
+    """'; did you mean 'x'?' for the nearest valid word (:func:`nearest`), else the list of valid words."""
     valid = sorted(valid)
     if not valid:
         return "; nothing is accepted here"
-    close = difflib.get_close_matches(word, valid, n=1, cutoff=0.5)
-    return f"; did you mean '{close[0]}'?" if close else f"; valid: {', '.join(valid)}"
+    close = nearest(word, valid)
+    return f"; did you mean '{close}'?" if close else f"; valid: {', '.join(valid)}"
 
 
 def existing_dir(path: str | Path, what: str) -> Path:

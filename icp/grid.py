@@ -197,7 +197,7 @@ class Grid:
         if study is None:
             return list(self.runs.values())
         if study not in self.studies:
-            raise ConfigError(f"unknown study '{study}'; the grid has: {', '.join(self.studies)}")
+            raise ConfigError(f"unknown study '{study}'{did_you_mean(study, self.studies)}")
         return [self.runs[i] for i in self.studies[study]]
 
     def depends_records(self, run_id: str) -> list[str]:
@@ -354,9 +354,35 @@ def validate_schema(grid: dict, where: str = "grid") -> None:
         if e.validator == "pattern" and "description" in e.schema:  # say what is accepted, not the regex
             message = f"{e.instance!r} is not {e.schema['description']}"
             if e.path and "scenarios" in e.path:
-                number = "".join(re.findall(r"[0-9.]+", str(e.instance))) or "0.4"
-                message += did_you_mean(str(e.instance), ["clean", f"sym{number}", f"asy{number}", f"{number}shot"])
+                message += did_you_mean(str(e.instance), scenario_spellings(str(e.instance)))
+        elif e.validator == "additionalProperties" and isinstance(e.instance, dict):  # a key typo: the nearest key
+            known = set(e.schema.get("properties") or {})
+            unexpected = sorted(k for k in e.instance if k not in known)
+            if unexpected and known:
+                message = (f"unknown key '{unexpected[0]}'{did_you_mean(str(unexpected[0]), known)}"
+                           + (f" (also unknown: {', '.join(map(str, unexpected[1:]))})" if unexpected[1:] else ""))
         raise ConfigError(f"{where}: {at}: {message}")
+
+
+def scenario_spellings(word: str) -> list[str]:
+    """Well-formed scenarios that a mistyped ``word`` may have meant, for its suggestion: its digits read as a noise
+    rate (``sym04`` -> ``sym0.4``, ``sym40`` -> ``sym0.4``) in the family it names, or as a shot count, and
+    ``clean``; never ``word`` itself, and each one that :data:`_SCENARIO` accepts."""
+    digits = "".join(re.findall(r"[0-9.]+", word))
+    rates = set()
+    if digits:
+        if "." in digits:
+            rates.add(digits)
+        elif digits.startswith("0"):
+            rates.add(f"0.{digits[1:] or '0'}")
+        else:
+            rates.update({f"0.{digits}", f"{int(digits) / 100:g}"} if int(digits) <= 100 else set())
+    rates = {f"{float(r):g}" for r in rates if re.fullmatch(r"\d*\.?\d+", r)} or {"0.4"}
+    families = [f for f in ("sym", "asy") if f in word.lower()] or ["sym", "asy"]
+    out = ["clean", *(f"{f}{r}" for f in families for r in sorted(rates))]
+    if "shot" in word.lower() or not any(f in word.lower() for f in ("sym", "asy")):
+        out += [f"{int(d)}shot" for d in re.findall(r"\d+", word)[:1] if int(d) > 0]
+    return [c for c in dict.fromkeys(out) if c != word and _SCENARIO.match(c)]
 
 
 def expand(grid: dict, source: Optional[str] = None, check_recipes: bool = True) -> Grid:

@@ -6,7 +6,6 @@ re-exports this registry.
 """
 from __future__ import annotations
 
-import difflib
 import inspect
 import numbers
 from typing import Callable, Dict, Optional
@@ -39,9 +38,10 @@ def check_options(name: str, options: dict) -> dict:
     """Validate a model name, its options and their values; return the options with the constructor's defaults
     filled in."""
     if name not in MODELS:
-        lower = {k.lower(): k for k in MODELS}
-        close = difflib.get_close_matches(str(name).lower(), lower, n=1)
-        hint = f"; did you mean '{lower[close[0]]}'?" if close else ""
+        from icp.config import nearest  # the one notion of a near name
+
+        close = nearest(str(name), MODELS)
+        hint = f"; did you mean '{close}'?" if close else ""
         raise ValueError(f"unknown model '{name}'{hint} (known: {', '.join(list_models())})")
     params = {k: p for k, p in inspect.signature(MODELS[name]).parameters.items()
               if k not in ("num_classes", "in_channels")}

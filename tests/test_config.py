@@ -38,6 +38,10 @@ def test_override_nested_and_types():
     (["method.name=ls", "method.options.epsilon=1.0"], "method.options.epsilon: expected a number in [0, 1)"),
     (["method.options.x=1"], "unknown key 'method.options.x'; nothing is accepted here"),
     (["model.name=resnet20x"], "model.name: unknown model 'resnet20x'; did you mean 'resnet20'?"),
+    # the nearest by the longest run shared (difflib's ratio alone said 'resnet56'), from the slot's own names
+    (["model.name=resnet18x"], "model.name: unknown model 'resnet18x'; did you mean 'preact_resnet18'?"),
+    (["data.dataset=cifar100x"], "got 'cifar100x'; did you mean 'cifar100'?"),
+    (["optim.name=adam"], "got 'adam'; did you mean 'adamw'?"),
     (["model.options.shortcut=C"], "model.options:"),
     (["model.options.width=2"], "unknown option(s) ['width']"),
     (["data.augment=randaugment", "data.loader=resident"], "data.loader: 'resident' cannot apply"),

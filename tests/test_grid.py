@@ -130,7 +130,10 @@ def _grid(tmp_path, **block):
     ({"methods": ["ce", "icp-adma"]}, "grid.yaml: studies.main.0.methods.1: method.name: unknown method "
                                       "'icp-adma'; did you mean 'icp-adam'?"),
     ({"models": ["preact_resnet18"]}, "no recipe for fashion-mnist/preact_resnet18"),
-    ({"typo": 1}, "Additional properties are not allowed"),
+    ({"typo": 1}, "studies.main.0: unknown key 'typo'; valid: "),
+    ({"scenarios": ["sym04"]}, "'sym04' is not a scenario: clean, sym<rate> or asy<rate> (label noise, e.g. sym0.4), "
+                               "or <k>shot (e.g. 5shot); did you mean 'sym0.4'?"),  # never the typo itself
+    ({"scenarios": ["5shots"]}, "did you mean '5shot'?"),
 ])
 def test_bad_grids_are_one_line_errors(tmp_path, block, message):
     with pytest.raises(ConfigError, match=re.escape(message)) as err:
@@ -380,3 +383,22 @@ def test_the_tuned_study_tunes_the_headline_methods_equally_and_every_trial_buil
     trials = [rid for rid in paper.studies["tuned"] if "+trial=" in rid]
     assert len(trials) == 8 * 5 and len(paper.studies["tuned"]) == 8 * 5 + 8 * 3  # + the default runs (main's)
     assert not any("+trial=" in rid for s, ids in paper.studies.items() if s != "tuned" for rid in ids)
+
+
+def test_a_key_typo_in_a_study_block_names_the_nearest_key(tmp_path):
+    g = {"recipes": {"fashion-mnist/resnet20": str(REPO / "config/recipes/fmnist-resnet20.yaml")},
+         "studies": {"main": [{"datasets": ["fashion-mnist"], "model": ["resnet20"], "methods": ["ce"]}]}}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(g))
+    with pytest.raises(ConfigError) as exc:
+        grid.load_expand(path)
+    assert str(exc.value).endswith("studies.main.0: unknown key 'model'; did you mean 'models'?"), str(exc.value)
+
+
+def test_a_suggestion_is_never_the_word_itself_and_comes_from_its_slot():
+    from icp.config import nearest
+
+    assert nearest("sym04", ["sym04", "sym0.4"]) == "sym0.4"  # the word itself is never suggested
+    assert nearest("mian", ["main", "noisy", "fewshot"]) == "main"
+    assert nearest("zzzz", ["main", "noisy"]) is None
+    assert grid.scenario_spellings("sym04") == ["clean", "sym0.4"]
