@@ -373,8 +373,9 @@ def test_the_submitit_executor_reports_a_lost_trial_as_a_success(tmp_path):
             raise RuntimeError(f"job failed\n{error}")
 
         sjob = SimpleNamespace(job_id="5", paths=SimpleNamespace(result_pickle=run_dir / "result.pkl"), result=result)
-        info = SimpleNamespace(aux={"runs": [{"run_id": run_id, "run_dir": str(run_dir)}], "job": sjob,
-                                    "folder": run_dir, "opts": SimpleNamespace(max_requeues=0)},
+        info = SimpleNamespace(aux={"runs": [{"run_id": run_id, "run_dir": str(run_dir), "train_args": []}],
+                                    "job": sjob, "folder": run_dir,
+                                    "opts": SimpleNamespace(max_requeues=0, executor="slurm")},
                                job=SimpleNamespace(log=[str(run_dir / "launch.log")]))
         fake = SimpleNamespace(logger=SimpleNamespace(warning=lambda m: calls.append(("warning", m))),
                                report_job_success=lambda i: calls.append(("success", i)),
