@@ -12,6 +12,7 @@ from snakemake.utils import min_version
 
 from icp import figures as icp_figures
 from icp import grid as icp_grid
+from icp import preflight as icp_preflight
 from icp import records as icp_records
 from icp.config import ConfigError
 
@@ -40,6 +41,13 @@ for _run in GRID.runs.values():
         _line := icp_records.set_aside_corrupt(_run.run_dir)
     ):
         print(f"warning: {_line}", file=sys.stderr)
+
+
+# Before any job starts (never in a dry run): every dataset, FID network and teacher that the runs without a
+# record need, where the login side can see it; one line each and exit 1 if any is missing. Data only on the
+# compute nodes: --config check_inputs=false (icp.preflight)
+onstart:
+    icp_preflight.stop_if_missing(GRID, config.get(icp_preflight.SWITCH, True))
 
 
 include: "workflow/rules/common.smk"

@@ -131,6 +131,50 @@ def _load_fashion_mnist(root: Path, train: bool, download: bool) -> ImageArrays:
     return ImageArrays(np.ascontiguousarray(images), labels, str(folder))
 
 
+# torchvision's layout of the CIFAR archives under the root: folder and the files it reads
+CIFAR_FILES = {
+    "cifar10": ("cifar-10-batches-py", ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
+                                        "data_batch_5", "test_batch")),
+    "cifar100": ("cifar-100-python", ("train", "test")),
+}
+
+
+def _prepare_line(name: str, root: Path, how: str = "on a machine with internet") -> str:
+    return f"run `icp data prepare --dataset {name} --root {root} --download` {how}"
+
+
+def missing(name: str, root: str | Path) -> Optional[str]:
+    """Where a dataset is not where its loader will look: one line naming what is missing and the command that
+    prepares it, or None when it is there. Reads only the file system (no torch, no decoding), so the login side
+    checks a whole grid before submitting it (:mod:`icp.preflight`); a malformed file is still the loader's
+    :class:`DataError`."""
+    root = Path(root)
+    if name == "fashion-mnist":
+        if _find_fashion_mnist(root) is None:
+            return (f"fashion-mnist not found in {root / 'FashionMNIST' / 'raw'} or {DEBIAN_FASHION_MNIST}: run "
+                    f"`apt-get install dataset-fashion-mnist` or {_prepare_line(name, root, '')}".rstrip())
+        return None
+    if name in CIFAR_FILES:
+        folder, files = CIFAR_FILES[name]
+        absent = [f for f in files if not (root / folder / f).is_file()]
+        if absent:
+            return f"{name} not found under {root} (no {root / folder / absent[0]}): {_prepare_line(name, root)}"
+        return None
+    if name == "cub":
+        folder = _cub_split_root(root)
+        if not (folder / "train").is_dir() or not (folder / "test").is_dir():
+            return (f"cub: {folder} not found: run `icp data prepare --dataset cub --root {root}` (it needs the "
+                    f"official {CUB_URL} under {root})")
+        return None
+    if name == "imagefolder":
+        absent = [s for s in ("train", "test") if not (root / s).is_dir()]
+        if absent:
+            return (f"imagefolder: {root / absent[0]} not found (expected {root}/train/<class>/* and "
+                    f"{root}/test/<class>/*)")
+        return None
+    return f"unknown dataset '{name}'"
+
+
 def _load_cifar(name: str, root: Path, train: bool, download: bool) -> ImageArrays:
     from torchvision import datasets
 
@@ -138,8 +182,8 @@ def _load_cifar(name: str, root: Path, train: bool, download: bool) -> ImageArra
     try:
         ds = cls(str(root), train=train, download=download)
     except RuntimeError as exc:
-        raise DataError(f"{name} not found under {root} ({str(exc).splitlines()[0]}): run `icp data prepare "
-                        f"--dataset {name} --root {root} --download` on a machine with internet") from None
+        raise DataError(f"{name} not found under {root} ({str(exc).splitlines()[0]}): "
+                        f"{_prepare_line(name, root)}") from None
     return ImageArrays(np.ascontiguousarray(ds.data), np.asarray(ds.targets, dtype=np.int64), str(root))
 
 

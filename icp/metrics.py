@@ -21,6 +21,8 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import (MulticlassAccuracy, MulticlassCalibrationError, MulticlassF1Score,
                                          MulticlassPrecision, MulticlassRecall)
 
+from icp.model_registry import INCEPTION_FILE, INCEPTION_URL
+
 HIGHER_IS_BETTER = {"top1": True, "macro_f1": True, "precision": True, "recall": True, "nll": False, "ece": False}
 CLASSIFICATION = tuple(HIGHER_IS_BETTER)
 
@@ -91,10 +93,8 @@ class ClassifierFeatures(torch.nn.Module):
         return feats["pool"].double()
 
 
-# torch-fidelity's Inception-v3 (the TF-FID network ported to PyTorch), the weights published FIDs are computed with
-INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
-                 "weights-inception-2015-12-05-6726825d.pth")
-INCEPTION_FILE = INCEPTION_URL.rsplit("/", 1)[1]
+# torch-fidelity's Inception-v3 (the TF-FID network ported to PyTorch), the weights published FIDs are computed with:
+# INCEPTION_URL and INCEPTION_FILE (icp.model_registry, torch-free, so that icp.preflight checks for it)
 
 
 def inception_weights(spec: str) -> Path:

@@ -8,7 +8,24 @@ from __future__ import annotations
 
 import inspect
 import numbers
+import os
+from pathlib import Path
 from typing import Callable, Dict, Optional
+
+# FID's Inception-v3 feature network (torch-fidelity's weights, as published FIDs use): where it comes from and the
+# file name it has in torch hub's cache (icp.metrics.inception_weights loads it; icp.preflight checks for it)
+INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
+                 "weights-inception-2015-12-05-6726825d.pth")
+INCEPTION_FILE = INCEPTION_URL.rsplit("/", 1)[1]
+
+
+def torch_hub_dir() -> Path:
+    """``torch.hub.get_dir()`` without importing torch: ``$TORCH_HOME/hub``, else ``$XDG_CACHE_HOME/torch/hub``,
+    else ``~/.cache/torch/hub``."""
+    home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "torch")
+    return Path(os.path.expanduser(home)) / "hub"
+
 
 MODELS: Dict[str, Callable] = {}
 GENERATIVE: set = set()  # names of generative models (a VAE: no classifier head, its own objective)

@@ -378,3 +378,22 @@ def test_a_trainer_killed_by_sigkill_is_named_by_its_signal_and_resumes_exactly(
     final = records.read(record)
     assert final["status"] == "complete" and final["resumed"] == 1
     assert strip_timing(final["epochs"]) == _reference(tmp_path, path)[run.run_id]
+
+
+def test_a_dataset_missing_on_the_login_side_stops_the_sweep_before_any_submission(slurm, fmnist_root, tmp_path):
+    """A grid naming CIFAR-100 with nothing under its data root, beside installed Fashion-MNIST runs: one line names
+    it with the command that prepares it, exit 1, and SLURM receives no job at all (accounting counts them)."""
+    from tests.test_preflight import _two_datasets
+
+    def jobs() -> int:
+        out = subprocess.run(["sacct", "-n", "-X", "-a", "-S", "2000-01-01", "-o", "JobID"], capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return len(out.stdout.split())
+
+    before = jobs()
+    code, out = run_to_end(_two_datasets(tmp_path, fmnist_root), timeout=300)
+    errors = [ln for ln in out.splitlines() if ln.startswith("icp: error:")]
+    assert code == 1 and len(errors) == 1 and "cifar100 not found" in errors[0], out[-3000:]
+    assert "icp data prepare --dataset cifar100" in errors[0]
+    assert jobs() == before and not (tmp_path / "runs").exists()

@@ -1,0 +1,106 @@
+"""Before the first submission: what the runs about to train will need, checked where the login side can see it.
+
+A job that finds no data fails only after its queue wait, and on the paper grid that is hundreds of jobs. So the
+workflow (the Snakefile's ``onstart``, which Snakemake calls once the DAG is built and before any job starts, never
+in a dry run) resolves the config of every run that has no record yet and checks, reading only the file system:
+
+* each dataset at its ``data.root`` (:func:`icp.data.missing`; a run with ``data.download: true`` fetches its own);
+* each FID feature network (``train.fid_features``): Inception's weights file, given or in torch hub's cache, or a
+  classifier run directory that is neither a run of this grid nor on disk;
+* each AI-KD teacher (``method.options.teacher``) that is neither a run of this grid nor on disk.
+
+It stops the workflow with one line per missing thing, naming how many runs need it and the command that prepares
+it. Where the data lives only on the compute nodes, ``--config check_inputs=false`` (or ``config: {check_inputs:
+false}`` in a profile) skips the check; a job that then finds nothing ends ``failed`` with the cause in its record
+(:func:`icp.launch.record_stop`), never ``not started``.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable, Optional
+
+from icp import config, data
+from icp.model_registry import INCEPTION_FILE, INCEPTION_URL, torch_hub_dir
+
+SWITCH = "check_inputs"  # --config check_inputs=false skips the check
+
+
+def _inception(spec: str) -> Optional[str]:
+    _, _, given = spec.partition(":")
+    path = Path(given).expanduser() if given else torch_hub_dir() / "checkpoints" / INCEPTION_FILE
+    if path.is_file():
+        return None
+    return (f"FID's Inception-v3 weights not found at {path} (the jobs cannot download them without internet): "
+            f"`curl -L -o {path} {INCEPTION_URL}`, or set fid_features: inception:PATH")
+
+
+def _run_dir(path: str, what: str, produced: set[str]) -> Optional[str]:
+    """A run directory or checkpoint a run reads: produced by this grid, or already on disk."""
+    p = Path(path)
+    if os.path.normpath(path) in produced or p.is_file() or any((p / f).is_file() for f in ("best.pt", "last.pt")):
+        return None
+    return f"{what} {path} not found (no best.pt or last.pt) and no run of this grid trains it: train it first"
+
+
+def needs(cfg: config.Config, produced: set[str]) -> list[str]:
+    """The missing things one run's config needs, one line each (empty: nothing missing)."""
+    lines = []
+    if not cfg.data.download and (line := data.missing(cfg.data.dataset, cfg.data.root)):
+        lines.append(line)
+    fid = cfg.train.fid_features
+    if fid:
+        from icp.model_registry import GENERATIVE
+
+        if fid == "inception" or fid.startswith("inception:"):
+            line = _inception(fid)
+        elif cfg.model.name in GENERATIVE:
+            line = _run_dir(fid, "train.fid_features: the classifier run", produced)
+        else:
+            line = None
+        if line:
+            lines.append(line)
+    teacher = str(cfg.method.options.get("teacher") or "")
+    if teacher and (line := _run_dir(teacher, "method.options.teacher:", produced)):
+        lines.append(line)
+    return lines
+
+
+def missing(runs: Iterable, produced: Iterable[str] = ()) -> list[str]:
+    """One line per missing thing that the runs without a record (:class:`icp.grid.Run`) need, with how many runs
+    need it; ``produced``: the run directories the workflow itself trains (teachers, FID classifiers)."""
+    produced = {os.path.normpath(p) for p in produced}
+    count: dict[str, list[str]] = defaultdict(list)
+    recipes: dict[str, dict] = {}
+    for run in runs:
+        if os.path.exists(run.record):
+            continue
+        recipe = recipes.get(run.recipe) or recipes.setdefault(run.recipe, config.read_yaml(run.recipe, "recipe"))
+        for line in needs(config.resolve(recipe, list(run.overrides)), produced):
+            count[line].append(run.run_id)
+    return [f"{line} [{len(ids)} run{'s' if len(ids) > 1 else ''} need{'' if len(ids) > 1 else 's'} it, e.g. "
+            f"{ids[0]}]" for line, ids in count.items()]
+
+
+def check_grid(grid, enabled: object = True) -> list[str]:
+    """The missing lines for every run of ``grid`` (an :class:`icp.grid.Grid`: with the finals of the tuned cells
+    already chosen; the finals of a cell not yet chosen need what its trials need) that has no record yet; nothing
+    when ``enabled`` is false (``--config check_inputs=false``)."""
+    if str(enabled).lower() in ("0", "false", "no", "off"):
+        return []
+    produced = [r.run_dir for r in (*grid.runs.values(), *grid.candidates.values())]
+    return missing(grid.runs.values(), produced)
+
+
+def stop_if_missing(grid, enabled: object = True) -> None:
+    """The workflow's ``onstart``: print ``icp: error: <line>`` for each missing thing and exit 1 before any job
+    is submitted (Snakemake then reports nothing run)."""
+    lines = check_grid(grid, enabled)
+    for line in lines:
+        print(f"icp: error: {line}", file=sys.stderr)
+    if lines:
+        print(f"icp: {len(lines)} missing input{'s' if len(lines) > 1 else ''}: nothing submitted; data only on the "
+              f"compute nodes? --config {SWITCH}=false skips this check", file=sys.stderr)
+        raise SystemExit(1)
