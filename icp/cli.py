@@ -1,5 +1,5 @@
 """Command line: ``icp train | grid | status | summarize | tables | figures | methods | models | data prepare | bench |
-report``.
+drift | report``.
 
 Nothing heavy is imported until a command needs it (``icp --help`` and ``icp grid`` load no torch).
 
@@ -238,6 +238,12 @@ def _bench(args) -> int:
     return 0
 
 
+def _drift(args) -> int:
+    from icp import drift
+
+    return drift.main(args.summary, args.against)
+
+
 def _report(args) -> int:
     from icp import report
     from icp.config import existing_dir
@@ -329,6 +335,11 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every row")
     b.add_argument("--profile", action="store_true", help="also print torch.profiler's top operators per row")
     b.set_defaults(func=_bench)
+    dr = sub.add_parser("drift", help="after dvc repro: which headline numbers moved against the committed ones, and "
+                        "whether each lies within the seeds' spread (drift) or beyond it (breakage?); exit 1 if any is beyond")
+    dr.add_argument("--summary", default="results/laptop/summary.csv", help="the summary to judge (default: the laptop's)")
+    dr.add_argument("--against", default="HEAD", metavar="REV", help="the git revision holding the committed summary")
+    dr.set_defaults(func=_drift)
     r = sub.add_parser("report", help="mean ± std over seeds of the runs under the given directories")
     r.add_argument("paths", nargs="+", help="run directories, folders of them, or record.json files")
     r.add_argument("--all", action="store_true", help="include runs that are not complete")
