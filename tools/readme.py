@@ -1,6 +1,8 @@
-"""Write (or ``--check``) the README's generated blocks, so that no number a reader sees there is typed by hand.
+"""Write (or ``--check``) the generated blocks of README.md and docs/*.md, so that no number a reader sees there is
+typed by hand.
 
-A block is the text between ``<!-- generated: NAME -->`` and ``<!-- end: NAME -->``:
+A block is the text between ``<!-- generated: NAME -->`` and ``<!-- end: NAME -->``; each one lives in exactly one of
+those files:
 
 * ``paper-cost``: ``icp grid --grid config/paper.yaml --cost`` (runs, training images and estimated H100 GPU-hours
   per study, the total of distinct runs), as the code computes them from the grid and the bench tables;
@@ -13,7 +15,9 @@ A block is the text between ``<!-- generated: NAME -->`` and ``<!-- end: NAME --
 * ``laptop-main``: the headline (last-epoch test top-1) and difference tables of the laptop pipeline's
   ``results/laptop/tables/main.md``, as ``dvc repro`` wrote them;
 * ``laptop-tuned``: the Equal tuning section of ``results/laptop/tables/tuned.md`` (default beside tuned, the
-  chosen trials).
+  chosen trials);
+* ``detectable``: the true difference (in sds of the per-seed differences) that a paired t-test detects with 80 %
+  power at 2, 3, 5, 10, 20 seeds (:func:`icp.stats.detectable_difference`).
 
 ``python tools/readme.py`` rewrites the blocks in place; ``--check`` exits 1 naming each block that differs
 (tests/test_readme.py runs it).
@@ -26,6 +30,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
+DOCS = REPO / "docs"
+
+
+def files() -> list[Path]:
+    """The files whose blocks are generated: the README and every page under docs/."""
+    return [README, *sorted(DOCS.glob("*.md"))]
 
 
 def paper_cost() -> str:
@@ -130,30 +140,55 @@ def laptop_run() -> str:
     return text + "."
 
 
+def detectable() -> str:
+    from icp.stats import detectable_difference
+
+    seeds = (2, 3, 5, 10, 20)
+    return ("| seeds (pairs) | " + " | ".join(map(str, seeds)) + " |\n|---|" + "---|" * len(seeds) + "\n"
+            "| detectable difference (× sd of differences) | "
+            + " | ".join(f"{detectable_difference(n, 1.0):.2f}" for n in seeds) + " |")
+
+
 BLOCKS = {"paper-cost": paper_cost, "paper-tuning": paper_tuning, "laptop-run": laptop_run,
-          "laptop-main": laptop_main, "laptop-tuned": laptop_tuned}
+          "laptop-main": laptop_main, "laptop-tuned": laptop_tuned, "detectable": detectable}
 
 
-def render(readme: str) -> str:
-    for name, make in BLOCKS.items():
-        pattern = re.compile(rf"(<!-- generated: {name} -->\n)(?:.*?\n)?(<!-- end: {name} -->)", re.S)
-        if not pattern.search(readme):
-            raise SystemExit(f"readme: README.md has no block '{name}'")
-        block = make()
-        readme = pattern.sub(lambda m: m[1] + block + "\n" + m[2], readme)
-    return readme
+def _pattern(name: str) -> re.Pattern:
+    return re.compile(rf"(<!-- generated: {name} -->\n)(?:.*?\n)?(<!-- end: {name} -->)", re.S)
+
+
+def render(text: str, names=None) -> str:
+    """``text`` with its blocks (all of ``names``, default every block) written anew; a missing one is an error."""
+    for name in BLOCKS if names is None else names:
+        pattern = _pattern(name)
+        if not pattern.search(text):
+            raise SystemExit(f"readme: no block '{name}'")
+        block = BLOCKS[name]()
+        text = pattern.sub(lambda m: m[1] + block + "\n" + m[2], text)
+    return text
 
 
 def main(argv: list[str]) -> int:
-    current = README.read_text()
-    wanted = render(current)
-    if "--check" in argv:
-        if wanted != current:
-            differ = [n for n in BLOCKS if render_block(current, n) != render_block(wanted, n)]
-            print(f"readme: generated blocks out of date: {', '.join(differ)} (run python tools/readme.py)")
-            return 1
-        return 0
-    README.write_text(wanted)
+    texts = {path: path.read_text() for path in files()}
+    where = {name: [p for p, t in texts.items() if _pattern(name).search(t)] for name in BLOCKS}
+    wrong = {name: paths for name, paths in where.items() if len(paths) != 1}
+    if wrong:
+        print("readme: each block must be in exactly one file: " + "; ".join(
+            f"{n} in {[p.name for p in ps] or 'none'}" for n, ps in wrong.items()))
+        return 1
+    stale = []
+    for path, current in texts.items():
+        names = [n for n, ps in where.items() if ps[0] == path]
+        wanted = render(current, names) if names else current
+        if wanted == current:
+            continue
+        stale += [f"{n} ({path.name})" for n in names
+                  if render_block(current, n) != render_block(wanted, n)]
+        if "--check" not in argv:
+            path.write_text(wanted)
+    if stale and "--check" in argv:
+        print(f"readme: generated blocks out of date: {', '.join(stale)} (run python tools/readme.py)")
+        return 1
     return 0
 
 
