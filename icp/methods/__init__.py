@@ -1,22 +1,22 @@
 """The one method registry: ``@register`` a :class:`Method` subclass and it is trainable by name.
 
-Adding a method = one new file in this package defining a ``Method`` subclass with ``name`` and
-``forward_train``, imported in ``_BUILTIN`` below, and its name and ``Options`` dataclass (documented fields with
-defaults) in :data:`icp.methods.options.OPTIONS`, which knows every method's name and options without torch.
+Adding a method = one new file in this package (or in another installed package, named under the ``icp.methods``
+entry point group): its ``Options`` dataclass and :func:`~icp.methods.options.declare` first, then its ``Method``
+subclass with ``name`` and ``forward_train`` (see :mod:`icp.methods.options`). Nothing else names it.
 
 This module imports no torch: the grid's expansion and config validation (:func:`validate_options`,
-:func:`options_of`, :func:`list_methods`) read only :mod:`icp.methods.options`; :func:`get` imports the methods.
+:func:`options_of`, :func:`list_methods`) read only the declarations (:data:`icp.methods.options.OPTIONS`);
+:func:`get` imports the method's module in full.
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib
 
-from icp.methods.options import OPTIONS, NoOptions
+from icp.methods.options import OPTIONS, SOURCES, NoOptions
 
 METHODS: dict[str, type[Method]] = {}
 
-_BUILTIN = ("ce", "ls", "icp", "pskd", "aikd", "cskd", "tfkd", "byot", "vae")
 _BASE = ("Batch", "Method", "MethodContext", "TrainOutput")  # from icp.methods.base (torch), on first use
 
 
@@ -32,16 +32,12 @@ def register(cls: type[Method]) -> type[Method]:
     if not cls.name:
         raise TypeError(f"{cls.__name__} has no name")
     if OPTIONS.get(cls.name) is not cls.Options:
-        raise TypeError(f"method '{cls.name}': its name and Options must be in icp.methods.options.OPTIONS")
+        raise TypeError(f"method '{cls.name}': its name and Options must be declared first "
+                        "(icp.methods.options.declare)")
     if cls.name in METHODS and METHODS[cls.name] is not cls:
         raise TypeError(f"method '{cls.name}' registered twice")
     METHODS[cls.name] = cls
     return cls
-
-
-def _load_builtin() -> None:
-    for mod in _BUILTIN:
-        importlib.import_module(f"icp.methods.{mod}")
 
 
 def options_of(name: str) -> type:
@@ -54,8 +50,15 @@ def options_of(name: str) -> type:
 
 
 def get(name: str) -> type[Method]:
+    """The Method class of ``name``, its module imported in full (torch); one line if the module registers none."""
     options_of(name)  # an unknown name: the one-line error
-    _load_builtin()
+    if name not in METHODS:
+        importlib.import_module(SOURCES[name])
+    if name not in METHODS:
+        from icp.config import ConfigError
+
+        raise ConfigError(f"method.name: {SOURCES[name]} declares '{name}' but registers no Method class with "
+                          f"that name (@register, name = '{name}')")
     return METHODS[name]
 
 

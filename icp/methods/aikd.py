@@ -44,6 +44,48 @@ method is built, before the engine creates the run directory. Checkpoints are lo
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
+from icp.config import ConfigError
+from icp.methods.options import TEACHER_KEY, ProgressiveOptions, declare
+
+
+@dataclass
+class AIKDOptions(ProgressiveOptions):
+    teacher: str = ""  # required: run directory or checkpoint of the pre-trained ce model (same model and data)
+    beta: float = 0.5  # β: weight of the pre-trained model's prediction vs the previous-epoch memory
+    adv_weight: float = 1.0  # λ_adv: weight of the student's adversarial (non-saturating) loss
+    disc_hidden: int = 256  # width of the discriminator's two hidden layers
+    disc_conditional: bool = False  # feed D [p, onehot(y)] instead of p (label-conditioned variant)
+    disc_lr: float = 2e-4  # Adam learning rate of D
+    disc_betas: list = field(default_factory=lambda: [0.5, 0.999])  # Adam betas of D
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.teacher.strip():
+            raise ConfigError(f"{TEACHER_KEY}: required: the run directory or checkpoint of a pre-trained ce model "
+                              "of the same model and data")
+        checks = {"beta": (0.0 <= self.beta <= 1.0, "a number in [0, 1]"),
+                  "adv_weight": (self.adv_weight >= 0, "a number >= 0"),
+                  "disc_hidden": (self.disc_hidden >= 1, "an integer >= 1"),
+                  "disc_lr": (self.disc_lr > 0, "a number > 0"),
+                  "disc_betas": (len(self.disc_betas) == 2 and all(
+                      isinstance(b, (int, float)) and 0 <= b < 1 for b in self.disc_betas), "two numbers in [0, 1)")}
+        for key, (ok, expected) in checks.items():
+            if not ok:
+                raise ConfigError(f"method.options.{key}: expected {expected}, got {getattr(self, key)!r}")
+
+    cost_basis = "ce's step + the pre-trained teacher's forward (the discriminator's MLP on K probabilities not counted)"
+
+    def step_cost(self, epoch: int, epochs: int) -> float:
+        """The student's ce step and the frozen teacher's forward of the same batch: 4/3 (the teacher's own training
+        is a run of its own, counted there)."""
+        return 4 / 3
+
+
+declare({"aikd": AIKDOptions})  # the torch-free registry (icp grid, the Snakefile) reads this file up to here
+
+
 import copy
 
 import torch
@@ -51,10 +93,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from icp import checkpoint
-from icp.config import ConfigError
 from icp.methods import register
 from icp.methods.base import Batch, MethodContext, TrainOutput
-from icp.methods.options import TEACHER_KEY, AIKDOptions
 from icp.methods.pskd import ProgressiveSelfKD, soft_cross_entropy
 
 

@@ -36,6 +36,29 @@ hint is an MSE over full feature maps.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from icp.config import ConfigError
+from icp.methods.options import Cost, declare
+
+
+@dataclass
+class BYOTOptions(Cost):
+    temperature: float = 3.0  # T of the KD from the deepest head to the shallower ones
+    alpha: float = 0.1  # α: weight of the KD terms ((1 − α) on the CE terms)
+    beta: float = 1e-6  # β: weight of the L2 feature hints
+
+    def __post_init__(self):
+        checks = {"temperature": (self.temperature > 0, "a number > 0"),
+                  "alpha": (0.0 <= self.alpha <= 1.0, "a number in [0, 1]"),
+                  "beta": (self.beta >= 0, "a number >= 0")}
+        for key, (ok, expected) in checks.items():
+            if not ok:
+                raise ConfigError(f"method.options.{key}: expected {expected}, got {getattr(self, key)!r}")
+
+
+declare({"byot": BYOTOptions})  # the torch-free registry (icp grid, the Snakefile) reads this file up to here
+
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +66,6 @@ from torch import nn
 
 from icp.methods import register
 from icp.methods.base import Batch, Method, MethodContext, TrainOutput
-from icp.methods.options import BYOTOptions
 
 
 def _conv_bn_relu(cin: int, cout: int, kernel: int) -> list[nn.Module]:

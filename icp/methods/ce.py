@@ -1,6 +1,11 @@
 """Plain cross-entropy training: the baseline every method is compared with (``ce``)."""
 from __future__ import annotations
 
+from icp.methods.options import NoOptions, declare
+
+declare({"ce": NoOptions})  # the torch-free registry (icp grid, the Snakefile) reads this file up to here
+
+
 import torch.nn.functional as F
 
 from icp.methods import register

@@ -31,6 +31,33 @@ batch 128): ``config/cskd-cifar100.yaml``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from icp.config import ConfigError
+from icp.methods.options import Cost, declare
+
+
+@dataclass
+class CSKDOptions(Cost):
+    temperature: float = 4.0  # T (paper and official default 4)
+    lam: float = 1.0  # λ, weight of the class-wise KD term (1; the paper uses 3 on fine-grained sets)
+
+    def __post_init__(self):
+        if not self.temperature > 0:
+            raise ConfigError(f"method.options.temperature: expected a number > 0, got {self.temperature!r}")
+        if not self.lam >= 0:
+            raise ConfigError(f"method.options.lam: expected a number >= 0, got {self.lam!r}")
+
+    cost_basis = "ce's step on the B anchors + a no-grad forward of their B same-class pairs"
+
+    def step_cost(self, epoch: int, epochs: int) -> float:
+        """The anchors' ce step and the pairs' forward under ``no_grad`` (a step counts its B anchors): 4/3."""
+        return 4 / 3
+
+
+declare({"cskd": CSKDOptions})  # the torch-free registry (icp grid, the Snakefile) reads this file up to here
+
+
 from typing import Iterator
 
 import torch
@@ -38,7 +65,6 @@ import torch.nn.functional as F
 
 from icp.methods import register
 from icp.methods.base import Batch, Method, TrainOutput
-from icp.methods.options import CSKDOptions
 
 
 def same_class_partners(labels: torch.Tensor, anchors: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

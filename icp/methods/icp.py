@@ -109,6 +109,88 @@ Both passes call ``model.forward``, so a model compiled by ``train.compile`` is 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Literal
+
+from icp.config import ConfigError
+from icp.methods.options import ICP_PRESETS, Cost, declare
+
+
+@dataclass
+class ICPOptions(Cost):
+    optimizer: Literal["sgd", "adam", "ademamix", "ifgsm"] = "sgd"  # input update rule u_k (ifgsm ascends)
+    steps: int = 5  # K refinement steps [paper]
+    step_size: float = 0.002  # η (paper's ε = 0.002); the authors' code uses 3e-4
+    warmup: float = 0.25  # W = floor(warmup·E) epochs of plain CE [paper/authors]
+    layer_weights: Literal["cosine", "uniform"] = "cosine"
+    layers: list = field(default_factory=list)  # feature taps to distil; [] = every stage output
+    target_mode: Literal["train", "eval"] = "train"  # model mode of the target pass [authors: train]
+    clamp: bool = False  # keep x_k inside the normalised [0, 1] image range [ours]
+    reduction: Literal["mean", "sum"] = "mean"  # CE reduction inside the refinement [authors: mean]
+    label_smoothing: float = 0.0  # task loss CE(z, y) label smoothing (0 = plain CE)
+    beta1: float = 0.9  # adam / ademamix
+    beta2: float = 0.999  # adam / ademamix
+    beta3: float = 0.9999  # ademamix slow EMA
+    ademamix_alpha: float = 5.0  # ademamix mixing coefficient α
+    eps: float = 1e-8  # adam / ademamix
+    reuse_clean_grad: bool = False  # deviation: g_0 from the clean pass's backward ("free AT")
+    warm_start: bool = False  # deviation: start from each sample's previous perturbation
+    cuda_graph: bool = True  # on CUDA, replay the refinement loop as one captured graph
+    authors_eval_ce: bool = False  # [authors' code] after warm-up, + the eval-mode CE's weight gradient (weight 1)
+
+    def __post_init__(self):
+        def bad(key, expected, value):
+            return ConfigError(f"method.options.{key}: expected {expected}, got {value!r}")
+
+        if self.steps < 0:
+            raise bad("steps", "an integer >= 0", self.steps)
+        if not self.step_size >= 0:
+            raise bad("step_size", "a number >= 0", self.step_size)
+        if not 0.0 <= self.warmup <= 1.0:
+            raise bad("warmup", "a fraction of the epochs in [0, 1]", self.warmup)
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise bad("label_smoothing", "a number in [0, 1)", self.label_smoothing)
+        for key in ("beta1", "beta2", "beta3"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise bad(key, "a number in [0, 1)", getattr(self, key))
+        if not self.eps > 0:
+            raise bad("eps", "a number > 0", self.eps)
+        if self.reuse_clean_grad and self.warm_start:
+            raise bad("reuse_clean_grad", "false with warm_start (the clean pass's gradient is taken at x, "
+                      "not at the warm-started x + δ)", self.reuse_clean_grad)
+        if not all(isinstance(name, str) for name in self.layers):
+            raise bad("layers", "a list of feature tap names", self.layers)
+
+    cost_basis = ("ce's forward + backward, then after warm-up K refinement steps (forward + input gradient), a target "
+                  "forward and with authors_eval_ce an eval-mode forward + backward")
+
+    def step_cost(self, epoch: int, epochs: int) -> float:
+        """A ce step during warm-up (epochs e < floor(warmup·E)) and with ``steps: 0``; after it the clean pass (3
+        thirds), K forward + input-gradient passes (2 thirds each; one fewer with ``reuse_clean_grad``, whose g_0
+        comes from the clean backward) and the target forward (1 third): (2K + 4)/3 ce steps (icp/methods/icp.py).
+        ``authors_eval_ce`` adds its eval-mode forward + backward after warm-up, one ce step (with ``steps: 0``
+        too), as the authors' code runs it only after warm-up."""
+        if epoch < int(self.warmup * epochs):
+            return 1.0
+        extra = 1.0 if self.authors_eval_ce else 0.0
+        if self.steps == 0:
+            return 1.0 + extra
+        passes = self.steps - (1 if self.reuse_clean_grad else 0)
+        return (2 * passes + 4) / 3 + extra
+
+
+def _preset_options(method_name: str, input_optimizer: str) -> type:
+    return dataclass(type(f"{method_name.title().replace('-', '')}Options", (ICPOptions,),
+                          {"__annotations__": {"optimizer": ICPOptions.__annotations__["optimizer"]},
+                           "optimizer": input_optimizer}))
+
+
+PRESET_OPTIONS = {name: _preset_options(name, optimizer) for name, optimizer in ICP_PRESETS.items()}
+
+
+declare({"icp": ICPOptions, **PRESET_OPTIONS})  # the torch-free registry (icp grid, the Snakefile) reads this file up to here
+
+
 import contextlib
 import math
 from typing import Callable, Optional
@@ -118,7 +200,7 @@ import torch.nn.functional as F
 
 from icp.methods import register
 from icp.methods.base import Batch, Method, MethodContext, TrainOutput
-from icp.methods.options import ICP_PRESETS, OPTIONS, ICPOptions, layer_weights
+from icp.methods.options import layer_weights
 
 
 def task_weight(epoch: int, warmup_epochs: int, epochs: int) -> float:
@@ -396,7 +478,7 @@ class ICP(Method):
 def _preset(method_name: str, doc: str) -> type[ICP]:
     """ICP under a preset's name (:data:`icp.methods.options.ICP_PRESETS`), with that preset's Options."""
     return register(type(f"ICP_{ICP_PRESETS[method_name]}", (ICP,), {"name": method_name,
-                                                                     "Options": OPTIONS[method_name], "__doc__": doc}))
+                                                                     "Options": PRESET_OPTIONS[method_name], "__doc__": doc}))
 
 
 ICPSGD = _preset("icp-sgd", "ICP with raw input-gradient steps (``optimizer: sgd``).")

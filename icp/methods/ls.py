@@ -6,11 +6,28 @@ K classes, the true one included), and the loss is the cross-entropy H(q', softm
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from icp.config import ConfigError
+from icp.methods.options import Cost, declare
+
+
+@dataclass
+class LSOptions(Cost):
+    epsilon: float = 0.1  # smoothing mass ε (the paper's 0.1)
+
+    def __post_init__(self):
+        if not 0.0 <= self.epsilon < 1.0:
+            raise ConfigError(f"method.options.epsilon: expected a number in [0, 1), got {self.epsilon!r}")
+
+
+declare({"ls": LSOptions})  # the torch-free registry (icp grid, the Snakefile) reads this file up to here
+
+
 import torch.nn.functional as F
 
 from icp.methods import register
 from icp.methods.base import Batch, Method, TrainOutput
-from icp.methods.options import LSOptions
 
 
 @register

@@ -32,6 +32,18 @@ Our choices:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from icp.methods.options import ProgressiveOptions, declare
+
+
+@dataclass
+class PSKDOptions(ProgressiveOptions):
+    """PS-KD's one option, α_T (:class:`icp.methods.options.ProgressiveOptions`, which AI-KD extends)."""
+
+
+declare({"pskd": PSKDOptions})  # the torch-free registry (icp grid, the Snakefile) reads this file up to here
+
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +51,6 @@ from torch import nn
 
 from icp.methods import register
 from icp.methods.base import Batch, Method, MethodContext, TrainOutput
-from icp.methods.options import PSKDOptions
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -28,13 +28,37 @@ data much harder. ``multiplier`` can be rescaled to compensate; the default keep
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from icp.config import ConfigError
+from icp.methods.options import Cost, declare
+
+
+@dataclass
+class TFKDOptions(Cost):
+    alpha: float = 0.1  # α, weight of the regulariser ((1 − α) on the CE), official reg_alpha for ResNet-18
+    temperature: float = 20.0  # T applied to the teacher's probabilities, official reg_temperature for ResNet-18
+    multiplier: float = 100.0  # m, official multiplier for ResNet-18
+    correct_prob: float = 0.99  # a, the hand-made teacher's probability of the true class
+
+    def __post_init__(self):
+        checks = {"alpha": (0.0 <= self.alpha <= 1.0, "a number in [0, 1]"),
+                  "temperature": (self.temperature > 0, "a number > 0"),
+                  "multiplier": (self.multiplier >= 0, "a number >= 0"),
+                  "correct_prob": (0.0 < self.correct_prob < 1.0, "a number in (0, 1)")}
+        for key, (ok, expected) in checks.items():
+            if not ok:
+                raise ConfigError(f"method.options.{key}: expected {expected}, got {getattr(self, key)!r}")
+
+
+declare({"tfkd": TFKDOptions})  # the torch-free registry (icp grid, the Snakefile) reads this file up to here
+
 
 import torch
 import torch.nn.functional as F
 
 from icp.methods import register
 from icp.methods.base import Batch, Method, TrainOutput
-from icp.methods.options import TFKDOptions
 
 
 def manual_teacher(y: torch.Tensor, num_classes: int, correct_prob: float, temperature: float) -> torch.Tensor:

@@ -7,6 +7,11 @@ The reparameterised sample z = μ + σ·ε is drawn in the model's forward (trai
 """
 from __future__ import annotations
 
+from icp.methods.options import NoOptions, declare
+
+declare({"vae": NoOptions})  # the torch-free registry (icp grid, the Snakefile) reads this file up to here
+
+
 from icp.methods import register
 from icp.methods.base import Batch, Method, TrainOutput
 
