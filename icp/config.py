@@ -113,6 +113,9 @@ class TrainConfig:
     # test (and validation) metrics every this many epochs and at the last; the others record null. For runs of
     # thousands of short epochs (few-shot at a fixed step budget); null: every epoch
     eval_every: Optional[int] = None
+    # live views of the run besides its log, written inside the run directory (icp.trackers; docs/trackers.md):
+    # any of LOGGERS. record.json stays the result; a tracker that fails warns once and training goes on
+    loggers: list = field(default_factory=list)
 
 
 @dataclass
@@ -133,8 +136,10 @@ class Config:
         return _digest(self.to_dict())
 
 
+# The run trackers that train.loggers accepts (icp.trackers): W&B in offline mode only.
+LOGGERS = ("tensorboard", "mlflow", "wandb")
 # Keys that change how a run is shown or where it runs, not what it computes: a run may be resumed with other values.
-RESULT_NEUTRAL_KEYS = frozenset({"progress", "fid_every"})
+RESULT_NEUTRAL_KEYS = frozenset({"progress", "fid_every", "loggers"})
 # Keys added after runs existed: left out of the digest while null, so those runs keep their digests.
 OMIT_WHEN_NULL = frozenset({"fid_features", "eval_every", "split_seed"})
 # Keys in which the seeds of one cell of a table differ (AI-KD's teacher is the ce run of the same seed), or that only
@@ -370,6 +375,13 @@ def _validate_cross(cfg: Config) -> None:
     from icp import model_registry as models  # the registry without torch: grid expansion validates with it
     from icp.methods import validate_options
 
+    for i, name in enumerate(cfg.train.loggers):
+        if name not in LOGGERS:
+            close = nearest(name, LOGGERS) if isinstance(name, str) else None
+            raise ConfigError(f"train.loggers: unknown logger {name!r}{f'; did you mean {close!r}?' if close else ''} "
+                              f"(accepted: {', '.join(LOGGERS)})")
+        if name in cfg.train.loggers[:i]:
+            raise ConfigError(f"train.loggers: {name!r} is listed twice")
     sc = cfg.scenario
     if sc.kind == "fewshot" and sc.shots is None:
         raise ConfigError("scenario.shots: expected a positive integer when scenario.kind is 'fewshot'")

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from icp import checkpoint, data, loaders, models, records, runlock
+from icp import checkpoint, data, loaders, models, records, runlock, trackers
 from icp.config import Config, ConfigError
 from icp.methods import MethodContext, build_method
 from icp.metrics import (HIGHER_IS_BETTER, ClassifierFeatures, EvalMetrics, GenerativeMetrics, InceptionFeatures,
@@ -374,7 +374,9 @@ class Trainer:
         (self.run_dir / records.STOPPED).unlink(missing_ok=True)
         stop = tr.epochs if max_epochs is None else min(tr.epochs, start_epoch + max_epochs)
         saved = _as_saved(record)  # what last.pt holds: the record never runs ahead of its checkpoint
+        tracking = trackers.Trackers(self.run_dir)  # train.loggers (none: no-ops), closed with the attempt
         try:
+            tracking.start(self.cfg, record, start_epoch)
             bar = tqdm(range(start_epoch, stop), initial=start_epoch, total=tr.epochs, desc=record["run_id"],
                        disable=self.progress_disabled)
             for epoch in bar:
@@ -409,6 +411,7 @@ class Trainer:
                     self._save(epoch + 1, record, best)
                     save(record)
                 saved = _as_saved(record)
+                tracking.log_epoch(entry)
                 if evaluated:
                     name, value = headline(entry["test"])
                     bar.set_postfix({f"test_{name}": f"{value:.4f}", "loss": f"{entry['train']['loss']:.3f}"})
@@ -432,6 +435,8 @@ class Trainer:
             _back_to_checkpoint(record, saved)
             save(record)
             raise
+        finally:
+            tracking.close(record["status"])
         return record
 
 
