@@ -225,9 +225,17 @@ def _lines(ax, part: pd.DataFrame, x: str, y: str, colours: dict, hue: str = "va
     labels = _label_n(part, hue, at, names)
     name = f"{legend} (n seeds)"
     data = part.assign(**{name: part[hue].map(labels)})
-    sns.lineplot(data=data, x=x, y=y, hue=name, hue_order=[labels[v] for v in labels],
-                 palette={labels[v]: colours[v] for v in labels}, style=style, marker=marker, errorbar=errorbar,
-                 ax=ax)
+    order = [labels[v] for v in labels]
+    if style is None and len(order) > 1:
+        # each line its own dashes and marker as well as colour: a line that lies exactly on another (an α-only
+        # control on the ICP run it controls) still shows under it
+        sns.lineplot(data=data, x=x, y=y, hue=name, hue_order=order, palette={labels[v]: colours[v] for v in labels},
+                     style=name, style_order=order, dashes=True, markers=True if marker else False,
+                     errorbar=errorbar, ax=ax)
+    else:
+        sns.lineplot(data=data, x=x, y=y, hue=name, hue_order=order,
+                     palette={labels[v]: colours[v] for v in labels}, style=style, marker=marker, errorbar=errorbar,
+                     ax=ax)
     _small_legend(ax, None if style else name)
     ax.set(xlabel=x, ylabel=y)
 
@@ -579,14 +587,18 @@ def schedule(runs, epochs, ctx):
 @figure("input_shift", "main",
         "How far ICP moves the input: mean ``|x_K − x|`` per epoch, per variant; one panel per condition.")
 def input_shift(runs, epochs, ctx):
-    frames = [_icp_epochs(runs, epochs, s) for s in ("main", "ablations", "steps")]
-    ep = pd.concat(frames).drop_duplicates(["run_id", "epoch"]) if frames else pd.DataFrame()
+    frames = {s: _icp_epochs(runs, epochs, s) for s in ("main", "ablations", "steps")}
+    shown = [s for s, f in frames.items() if not f.empty and (f.get("diag.input_shift", pd.Series()) > 0).any()]
+    ep = pd.concat([frames[s] for s in shown]).drop_duplicates(["run_id", "epoch"]) if shown else pd.DataFrame()
     title = ("How far ICP moves the input: mean |x_K − x| per epoch (normalised units, mean ± sd over seeds; "
-             "studies main, ablations, steps)")
-    if ep.empty or "diag.input_shift" not in ep or (ep["diag.input_shift"] > 0).sum() == 0:
+             f"stud{'y' if len(shown) == 1 else 'ies'} {', '.join(shown or ['main'])})")
+    if ep.empty:
         return _empty(title, "no complete ICP run with refinement yet")
     ep = ep[ep["diag.input_shift"] > 0].copy()  # K = 0 moves nothing: no point on a log axis
-    return _curves(ep, "diag.input_shift", title, log=True, ylabel="mean |x_K − x| (normalised units, log)")
+    # a log axis only where the shifts span more than a factor of ten; a narrow range reads better on a linear one
+    log = ep["diag.input_shift"].max() / ep["diag.input_shift"].min() > 10
+    return _curves(ep, "diag.input_shift", title, log=log,
+                   ylabel=f"mean |x_K − x| (normalised units{', log' if log else ''})")
 
 
 @figure("feature_distance", "main",
