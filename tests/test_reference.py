@@ -19,7 +19,14 @@ from tests.conftest import REPO
 
 REFERENCE = REPO / "config" / "reference.yaml"
 PAPER = REPO / "config" / "paper.yaml"
-METHODS = {"ce", "ls", "pskd", "aikd", "cskd", "tfkd", "byot", "icp-sgd", "icp-adam", "icp-ademamix"}
+# the grid files' own lists (their YAML anchors), not copies
+LISTS = yaml.safe_load((REPO / "config" / "reference.yaml").read_text())
+METHODS, HEADLINE = set(LISTS["x-methods"]), set(LISTS["x-headline"])
+PAPER_LISTS = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+
+
+def test_the_reference_grid_lists_the_paper_grids_methods():
+    assert (METHODS, HEADLINE) == (set(PAPER_LISTS["x-methods"]), set(PAPER_LISTS["x-headline"]))
 
 
 def _tool():
@@ -48,12 +55,16 @@ def test_every_reference_run_is_a_paper_run_with_the_same_id_and_config(referenc
 
 def test_reference_grid_is_fashion_mnist_at_the_full_recipe_with_controls(reference):
     sizes = {study: len(ids) for study, ids in reference.studies.items()}
-    assert sizes == {"main": 39, "noisy": 33, "steps": 21} and len(reference.runs) == 87
+    # each study: its methods, the moving icp-sgd and two controls at 3 seeds; the K sweep's 21 runs share 6 with main
+    # (icp-adam at K = 5 and the alpha-only control at K = 0, 3 seeds each)
+    main, noisy = (len(METHODS) + 3) * 3, (len(HEADLINE) + 3) * 3
+    assert sizes == {"main": main, "noisy": noisy, "steps": 21} and len(reference.runs) == main + noisy + 21 - 6
     runs = list(reference.runs.values())
     assert {(r.dataset, r.model) for r in runs} == {("fashion-mnist", "resnet20")}
     assert {r.seed for r in runs} == {0, 1, 2}
     moving_sgd = "icp-sgd+reduction=sum+step_size=0.2"
-    headline = METHODS - {"icp-sgd", "icp-ademamix"}  # the published icp-sgd and icp-ademamix: main only
+    headline = HEADLINE
+    assert HEADLINE == METHODS - {"icp-sgd", "icp-ademamix"}  # the published icp-sgd and icp-ademamix: main only
     for study, scenario, methods in (("main", "clean", METHODS), ("noisy", "sym0.4", headline)):
         selected = reference.select(study)
         assert {r.scenario for r in selected} == {scenario}

@@ -38,7 +38,9 @@ if [[ $STAGES == *icpbench* ]]; then
 fi
 if [[ $STAGES == *allbench* ]]; then
   F="python3 -m icp bench --device cuda --models resnet20 --batch-size 128 --steps ${STEPS:-100} --warmup 10 --set data.root=${FMNIST_ROOT:-data}"
-  run all_bench_fp32 $F --methods ce ls pskd aikd cskd tfkd byot icp-sgd icp-adam icp-ademamix ifgsm
+  # every classifier method of the registry (icp: the presets name it; vae: the generative model's own)
+  METHODS=$(python3 -c 'from icp.methods import list_methods; print(*[m for m in list_methods() if m not in ("icp", "vae")])')
+  run all_bench_fp32 $F --methods $METHODS
 fi
 if [[ $STAGES == *profile* ]]; then
   run profile_compile_ro $B --methods ce --steps 50 --set train.compile=reduce-overhead --profile
