@@ -302,7 +302,9 @@ def parser() -> argparse.ArgumentParser:
                    help="with --cost: runs packed per GPU (default: runs_per_gpu of profiles/slurm/config.yaml)")
     g.add_argument("--detail", action="store_true", help="with --cost: also the images/s used and their basis")
     g.set_defaults(func=_grid)
-    st = sub.add_parser("status", parents=[on_grid], help="progress of a grid's runs: counts per study, and each running run")
+    st = sub.add_parser("status", help="progress of a grid's runs: counts per study, and each running run")
+    st.add_argument("--grid", default=None, help="grid file (default: the grid file under config/ whose runs have "
+                    "records, the most recent where several have; config/paper.yaml where none has)")
     st.add_argument("runs_dir", nargs="?", default=None, help="runs directory (default: the grid's runs_dir)")
     st.add_argument("--study", default=None, help="only this study")
     st.set_defaults(func=_status)
