@@ -308,7 +308,8 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("runs_dir", nargs="?", default=None, help="runs directory (default: the grid's runs_dir)")
     st.add_argument("--study", default=None, help="only this study")
     st.set_defaults(func=_status)
-    su = sub.add_parser("summarize", parents=[on_grid], help="summary.csv (one row per grid run), epochs.csv and metrics.json")
+    su = sub.add_parser("summarize", parents=[on_grid], help="summary.csv (one row per grid run), epochs.csv, "
+                        "metrics.json, headline.json (DVC's metric) and the learning curves")
     su.add_argument("--runs-dir", default=None, help="where the records are (default: the grid's runs_dir)")
     su.add_argument("--out", default=None, help="output directory (default: the grid's results_dir)")
     su.add_argument("--show", type=int, default=20, help="list this many runs that are not complete")
