@@ -249,6 +249,25 @@ def metrics_tree(all_cells: pd.DataFrame, runs: pd.DataFrame) -> dict:
     return tree
 
 
+def headline_tree(tree: dict) -> dict:
+    """DVC's metric (``dvc metrics show``, ``headline.json``): the headline of :func:`metrics_tree` alone, ``{study:
+    {"dataset/model/scenario": {variant: mean}}}``, each variant's last-epoch mean of the condition's headline metric
+    (test top-1 for a classifier, SSIM for the VAE) in the tables' units and digits (fractions in %: 72.7 for
+    0.727). A variant without a complete run is left out. Std, n, differences and p-values stay in
+    ``metrics.json``."""
+    out: dict = {}
+    for study, conditions in tree.items():
+        if study == "runs":
+            continue
+        for condition, variants in conditions.items():
+            for variant, leaf in variants.items():
+                means = [k for k in leaf if k.endswith("_mean")]
+                if means:
+                    metric = means[0].removesuffix("_mean")
+                    out.setdefault(study, {}).setdefault(condition, {})[variant] = _shown(leaf[means[0]], metric)
+    return out
+
+
 def curves(epochs: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Learning curves for DVC's plots: one file per condition, ``<metric>/<dataset>_<model>_<scenario>``, where
     ``metric`` is the condition's headline (:data:`BASELINE`: test top-1 for classifiers, SSIM for the VAE); in
@@ -288,18 +307,21 @@ def curve_name(dataset: str, model: str, scenario: str) -> str:
 
 
 def summarize(grid, out_dir: str | Path, runs_dir: Optional[str] = None) -> dict[str, Path]:
-    """``summary.csv`` (one row per grid run), ``epochs.csv``, ``metrics.json`` (DVC's metric,
-    :func:`metrics_tree`) and ``curves/<metric>/<condition>.csv`` (DVC's plots, :func:`curves`) under
-    ``out_dir``."""
+    """``summary.csv`` (one row per grid run), ``epochs.csv``, ``metrics.json`` (per study, condition and variant
+    the headline's mean, std, n, difference to the baseline and p: :func:`metrics_tree`), ``headline.json`` (DVC's
+    metric: the means alone, in the tables' units, :func:`headline_tree`) and ``curves/<metric>/<condition>.csv``
+    (DVC's plots, :func:`curves`) under ``out_dir``."""
     import shutil
 
     out_dir = Path(out_dir)
     runs = runs_frame(grid, runs_dir=runs_dir)
     paths = {"summary": write_summary(runs, out_dir / "summary.csv"), "epochs": out_dir / "epochs.csv",
-             "metrics": out_dir / "metrics.json", "curves": out_dir / "curves"}
+             "metrics": out_dir / "metrics.json", "headline": out_dir / "headline.json", "curves": out_dir / "curves"}
     epochs = epochs_frame(runs)
     _atomic_text(epochs.to_csv(index=False), paths["epochs"])
-    _atomic_text(json.dumps(metrics_tree(cells(runs), runs), indent=1, sort_keys=True), paths["metrics"])
+    tree = metrics_tree(cells(runs), runs)
+    _atomic_text(json.dumps(tree, indent=1, sort_keys=True), paths["metrics"])
+    _atomic_text(json.dumps(headline_tree(tree), indent=1, sort_keys=True), paths["headline"])
     shutil.rmtree(paths["curves"], ignore_errors=True)
     for name, frame in curves(epochs).items():
         _atomic_text(frame.to_csv(index=False), paths["curves"] / f"{name}.csv")

@@ -36,24 +36,33 @@ def _stop_on_signals(trainer) -> None:
         signal.signal(s, stop)
 
 
-def _headline(test: dict) -> tuple:
-    from icp.metrics import headline
+def _headline(test: dict) -> str:
+    """The final line's test metric, in % as the epoch lines and the tables show it (``top-1 72.70%``)."""
+    from icp.metrics import headline_text
 
-    name, value = headline(test)
-    return name, f"{value:.4f}"
+    return headline_text(test)
 
 
 def _train(args) -> int:
-    from icp import config, engine
+    from icp import config
 
     cfg = config.load(args.config, args.set)
+    if args.print_config:  # the resolved config, as the run's config.yaml would hold it; nothing trained or written
+        import yaml
+
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        return 0
+    if not args.out:
+        raise ConfigError("train: --out RUN_DIR is required (or --print-config to see the config only)")
+    from icp import engine
+
     trainer = engine.Trainer(cfg, args.out, run_id=args.run_id)
     _stop_on_signals(trainer)
     record = trainer.run(max_epochs=args.max_epochs)
     last = record["last"] or {}
     test = last.get("test") or {}
     print(f"{record['run_id']}: {record['status']} after {last.get('epoch', 0)}/{cfg.train.epochs} epochs, "
-          f"test {' '.join(map(str, _headline(test)))}, {record['images_per_s'] or 0:.0f} img/s -> "
+          f"test {_headline(test)}, {record['images_per_s'] or 0:.0f} img/s -> "
           f"{args.out}/record.json")
     if record["status"] == "diverged":
         print(f"icp: {record['run_id']} diverged: {record['error']}", file=sys.stderr)
@@ -142,7 +151,7 @@ def _select(args) -> int:
     lost = sum(t["lost"] for t in sel["trials"])
     chosen = "none (every trial lost)" if sel["chosen"] is None else (
         f"trial {sel['chosen']} ({', '.join(f'{k}={v}' for k, v in sel['chosen_settings'].items())}, "
-        f"validation top-1 {100 * sel['trials'][sel['chosen']]['val_top1']:.2f} %)")
+        f"validation top-1 {100 * sel['trials'][sel['chosen']]['val_top1']:.2f}%)")
     print(f"{cell.name}: {len(records)} trials, {lost} lost; chosen: {chosen} -> {out}")
     return 0
 
@@ -258,6 +267,16 @@ def _report(args) -> int:
     return 0
 
 
+TRAIN_EXAMPLES = """examples:
+  # a short Fashion-MNIST run of plain cross-entropy, on the CPU
+  icp train --config config/fmnist-ce.yaml --set train.epochs=3 --set train.device=cpu --out runs/ce
+  # ICP on the same recipe; started again with the same arguments, it resumes from runs/icp/last.pt
+  icp train --config config/fmnist-icp.yaml --set method.options.steps=3 --out runs/icp
+  # the config that would run (recipe + every --set), as YAML; nothing trained, nothing written
+  icp train --config config/fmnist-icp.yaml --set train.epochs=5 --print-config
+"""
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="icp", description="The ICP self-distillation benchmark: train one run, read a grid of runs and its "
@@ -266,10 +285,16 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     on_grid = argparse.ArgumentParser(add_help=False)  # the commands that read a grid file
     on_grid.add_argument("--grid", default="config/paper.yaml", help="grid file (default config/paper.yaml)")
-    t = sub.add_parser("train", help="train one run (resumes from RUN_DIR/last.pt if present)")
+    t = sub.add_parser("train", help="train one run (resumes from RUN_DIR/last.pt if present)",
+                       description="Train one run into RUN_DIR; a RUN_DIR that holds last.pt resumes from it.", epilog=TRAIN_EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--config", help="YAML config file (defaults for every key not given)")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.epochs=5")
-    t.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (record.json, last.pt, ...)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override, e.g. train.epochs=5 (repeatable; applied in order after --config)")
+    t.add_argument("--out", metavar="RUN_DIR", help="run directory (record.json, last.pt, ...); required unless "
+                   "--print-config")
+    t.add_argument("--print-config", action="store_true", help="print the resolved config as YAML (--config with "
+                   "every --set applied: what RUN_DIR/config.yaml would hold) and exit; trains and writes nothing")
     t.add_argument("--max-epochs", type=int, default=None, help="stop after this many epochs in this call")
     t.add_argument("--run-id", default=None, help="the run's id in its record (the grid's id; default: derived)")
     t.set_defaults(func=_train)
@@ -283,11 +308,14 @@ def parser() -> argparse.ArgumentParser:
                    help="with --cost: runs packed per GPU (default: runs_per_gpu of profiles/slurm/config.yaml)")
     g.add_argument("--detail", action="store_true", help="with --cost: also the images/s used and their basis")
     g.set_defaults(func=_grid)
-    st = sub.add_parser("status", parents=[on_grid], help="progress of a grid's runs: counts per study, and each running run")
+    st = sub.add_parser("status", help="progress of a grid's runs: counts per study, and each running run")
+    st.add_argument("--grid", default=None, help="grid file (default: the grid file under config/ whose runs have "
+                    "records, the most recent where several have; config/paper.yaml where none has)")
     st.add_argument("runs_dir", nargs="?", default=None, help="runs directory (default: the grid's runs_dir)")
     st.add_argument("--study", default=None, help="only this study")
     st.set_defaults(func=_status)
-    su = sub.add_parser("summarize", parents=[on_grid], help="summary.csv (one row per grid run), epochs.csv and metrics.json")
+    su = sub.add_parser("summarize", parents=[on_grid], help="summary.csv (one row per grid run), epochs.csv, "
+                        "metrics.json, headline.json (DVC's metric) and the learning curves")
     su.add_argument("--runs-dir", default=None, help="where the records are (default: the grid's runs_dir)")
     su.add_argument("--out", default=None, help="output directory (default: the grid's results_dir)")
     su.add_argument("--show", type=int, default=20, help="list this many runs that are not complete")

@@ -33,7 +33,7 @@ from icp import checkpoint, data, loaders, models, records, runlock, trackers
 from icp.config import Config, ConfigError
 from icp.methods import MethodContext, build_method
 from icp.metrics import (HIGHER_IS_BETTER, ClassifierFeatures, EvalMetrics, GenerativeMetrics, InceptionFeatures,
-                         headline, inception_weights, is_inception)
+                         headline_text, inception_weights, is_inception)
 
 
 def pick_device(name: str) -> torch.device:
@@ -363,6 +363,8 @@ class Trainer:
             checkpoint.set_rng_state(ckpt["rng"])
             record, best, start_epoch = ckpt["record"], ckpt["best"], ckpt["epoch"]
             record["resumed"] += 1
+            print(f"{record['run_id']}: resumed from epoch {start_epoch} of {tr.epochs} (last.pt)", file=sys.stderr,
+                  flush=True)  # stderr, as the epoch lines
             record["env"] = records.environment(self.device)
             record["code"] = records.code_version()
         # the attempts before this one, as record.json last saw them: it is written after the checkpoint and when an
@@ -413,8 +415,8 @@ class Trainer:
                 saved = _as_saved(record)
                 tracking.log_epoch(entry)
                 if evaluated:
-                    name, value = headline(entry["test"])
-                    bar.set_postfix({f"test_{name}": f"{value:.4f}", "loss": f"{entry['train']['loss']:.3f}"})
+                    bar.set_postfix({"test": headline_text(entry["test"]),
+                                     "loss": f"{entry['train']['loss']:.3f}"})
                 if bar.disable and tr.progress is None:  # no terminal (a job's log, a pipe): one line per epoch
                     print(_epoch_line(record, entry, tr.epochs, time.perf_counter() - attempt_start,
                                       epoch + 1 - start_epoch), file=sys.stderr, flush=True)
@@ -462,8 +464,7 @@ def _epoch_line(record: dict, entry: dict, total: int, elapsed: float, done_here
     metric (when evaluated), images/s, time since this attempt started and the estimated time to the end."""
     test = ""
     if entry.get("test"):
-        name, value = headline(entry["test"])
-        test = f"  test {name} {value:.2f}" if name == "elbo" else f"  test {name} {100 * value:.2f}%"
+        test = f"  test {headline_text(entry['test'])}"
     eta = elapsed / done_here * (total - entry["epoch"])
     return (f"{record['run_id']}  epoch {entry['epoch']}/{total}  loss {entry['train']['loss']:.4f}{test}  "
             f"{entry.get('images_per_s') or 0:.0f} img/s  elapsed {_clock(elapsed)}  eta {_clock(eta)}")

@@ -602,6 +602,20 @@ def _check_recipe(recipe: str, dataset: str, model: str) -> None:
     config.resolve(data, [f"data.dataset={dataset}", f"model.name={model}"])
 
 
+def grid_files(folder: str | Path = "config") -> list[str]:
+    """The grid files in ``folder`` (``config/paper.yaml``, ``config/laptop.yaml``, ...): its YAML files whose
+    mapping declares ``studies`` (a training config or recipe never does), sorted by name."""
+    out = []
+    for path in sorted(Path(folder).glob("*.yaml")) if Path(folder).is_dir() else []:
+        try:
+            tree = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(tree, dict) and isinstance(tree.get("studies"), dict):
+            out.append(str(path))
+    return out
+
+
 def load_expand(path: str | Path, check_recipes: bool = True) -> Grid:
     """The grid of a file, with the final runs of its tuned cells that are chosen (:meth:`Grid.with_selections`)."""
     return expand(load(path), str(path), check_recipes).with_selections()

@@ -72,6 +72,17 @@ def headline(metrics: dict) -> tuple[str, float]:
     return "top1", float("nan")
 
 
+HEADLINE_LABEL = {"top1": "top-1", "ssim": "SSIM", "elbo": "ELBO"}  # how a line names the headline metric
+
+
+def headline_text(metrics: dict) -> str:
+    """The headline metric as every line a person reads shows it, in the tables' units: ``top-1 72.70%``,
+    ``SSIM 6.82%`` (fractions in %), ``ELBO -123.45``; ``top-1 -`` where nothing was evaluated."""
+    name, value = headline(metrics)
+    shown = "-" if value != value else f"{value:.2f}" if name == "elbo" else f"{100 * value:.2f}%"
+    return f"{HEADLINE_LABEL.get(name, name)} {shown}"
+
+
 class ClassifierFeatures(torch.nn.Module):
     """FID's feature network when Inception cannot be had: a classifier of this project (the ``ce`` ResNet-20
     of the same dataset), its penultimate layer (``feats["pool"]``). Takes images in [0, 1] (N, C, H, W), as

@@ -367,10 +367,29 @@ def test_dvc_metric_holds_the_headline_mean_std_n_and_difference_to_the_baseline
     assert cell["tfkd"] == {"n": 0}  # failed, diverged and missing: nothing to average
 
 
+def test_dvc_headline_is_each_variants_mean_in_the_tables_units(sweep, tmp_path):
+    """headline.json (the metric of dvc.yaml): per study, condition and variant the mean of metrics.json alone, in %
+    as the tables print it; variants without a complete run left out, the run counts too."""
+    paths = aggregate.summarize(sweep, tmp_path / "out")
+    tree = json.loads(paths["metrics"].read_text())
+    headline = json.loads(paths["headline"].read_text())
+    assert paths["headline"] == tmp_path / "out" / "headline.json"
+    cell = headline["main"]["fashion-mnist/resnet20/clean"]
+    assert cell == {v: round(100 * leaf["top1_mean"], 2) for v, leaf in tree["main"]["fashion-mnist/resnet20/clean"].items()
+                    if "top1_mean" in leaf}
+    assert cell["ce"] == 82.0 and cell["ls"] == 85.0 and "tfkd" not in cell and set(headline) == {"main"}
+    runs = aggregate.runs_frame(sweep)
+    _, md, *_ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path / "tables")
+    table = _section(md.read_text(), "Test top-1 (%) at the last epoch")
+    assert "| ls | 85.00 ± 2.65 (3) |" in table  # the number the headline shows
+
+
 def test_dvc_metric_and_curves_of_the_vae_are_its_ssim(tmp_path):
     g = generative_sweep(tmp_path)
     paths = aggregate.summarize(g, tmp_path / "out")
     tree = json.loads(paths["metrics"].read_text())
+    assert json.loads(paths["headline"].read_text())["generative"] == {  # SSIM in % as in the tables, top-1 too
+        "fashion-mnist/vae/clean": {"vae": 52.0, "icp-adam": 55.0}, "fashion-mnist/resnet20/clean": {"ce": 80.0}}
     vae = tree["generative"]["fashion-mnist/vae/clean"]
     assert vae["vae"] == {"n": 3, "ssim_mean": pytest.approx(0.52), "ssim_std": pytest.approx(0.02)}
     t = 3 * math.sqrt(3)  # icp-adam - vae: 0.03, 0.02, 0.04

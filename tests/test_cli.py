@@ -1,8 +1,10 @@
 import json
+import re
 import subprocess
 import sys
 
 import pytest
+import yaml
 
 from icp import cli
 from tests.conftest import REPO, TINY
@@ -21,6 +23,12 @@ def test_train_then_resume_via_cli(fmnist_root, tmp_path):
     second = _icp("train", "--config", "config/fmnist-ce.yaml", *sets, "--out", str(out))
     assert second.returncode == 0, second.stderr
     assert "complete after 2/2 epochs" in second.stdout
+    # top-1 in %, as the epoch lines and the tables show it (not 0.7270)
+    assert re.search(r"complete after 2/2 epochs, test top-1 \d{1,3}\.\d\d%, \d+ img/s", second.stdout), second.stdout
+    # a resumed run says from where, on stderr with the other progress lines; a fresh one says nothing of the kind
+    assert "resumed from" not in first.stderr
+    resumed = [ln for ln in second.stderr.splitlines() if "resumed from" in ln]
+    assert len(resumed) == 1 and resumed[0].endswith(": resumed from epoch 1 of 2 (last.pt)"), second.stderr
     rec = json.loads((out / "record.json").read_text())
     assert rec["status"] == "complete" and rec["resumed"] == 1 and [e["epoch"] for e in rec["epochs"]] == [1, 2]
 
@@ -55,3 +63,39 @@ def test_bench_prints_ratio_table(fmnist_root, capsys):
     rows = [line.split() for line in out.splitlines() if line.split()[:2] in (["resnet20", "ce"], ["resnet20", "ls"])
             and "fashion-mnist" in line]
     assert len(rows) == 2 and float(rows[0][-1]) == 1.0 and float(rows[1][-1]) > 0
+
+
+def test_train_help_shows_an_example_and_print_config_prints_the_resolved_config_and_writes_nothing(tmp_path, capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["train", "--help"])
+    assert done.value.code == 0
+    help_text = capsys.readouterr().out
+    assert "examples:\n  # " in help_text and "--print-config" in help_text  # the epilog, kept as written
+    example = next(ln.strip() for ln in help_text.splitlines() if ln.strip().startswith("icp train --config"))
+    assert cli.parser().parse_args(example.split()[1:]).out  # an example that parses
+    out = tmp_path / "run"
+    sets = ["--set", "train.epochs=5", "--set", "method.options.steps=3", "--set", "train.epochs=7"]
+    assert cli.main(["train", "--config", "config/fmnist-icp.yaml", *sets, "--print-config", "--out", str(out)]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    from icp import config
+
+    assert printed == config.load("config/fmnist-icp.yaml", ["train.epochs=7", "method.options.steps=3"]).to_dict()
+    assert printed["train"]["epochs"] == 7 and printed["method"]["options"]["steps"] == 3
+    assert not out.exists()  # nothing trained, nothing written
+    assert cli.main(["train", "--config", "config/fmnist-ce.yaml", "--print-config"]) == 0  # no --out needed
+    assert yaml.safe_load(capsys.readouterr().out)["method"]["name"] == "ce"
+    assert cli.main(["train", "--config", "config/fmnist-ce.yaml"]) == 2  # training still needs --out
+    assert "--out RUN_DIR is required" in capsys.readouterr().err
+
+
+def test_every_line_shows_the_headline_in_the_tables_units():
+    from icp import engine
+    from icp.metrics import headline_text
+
+    assert headline_text({"top1": 0.727, "nll": 0.9}) == "top-1 72.70%"
+    assert headline_text({"ssim": 0.06816, "elbo": -240.0}) == "SSIM 6.82%"
+    assert headline_text({"elbo": -123.456}) == "ELBO -123.46"
+    assert headline_text({}) == "top-1 -"
+    record = {"run_id": "a/b/clean/ce/s0"}
+    entry = {"epoch": 2, "train": {"loss": 0.5}, "test": {"top1": 0.727}, "images_per_s": 100}
+    assert "  test top-1 72.70%  " in engine._epoch_line(record, entry, 10, 5.0, 2)

@@ -63,8 +63,17 @@ def test_laptop_dvc_repro_metrics_plots_params_and_push_pull(repo):
     listing = sh([f"{BIN}/icp", "grid", "--grid", "config/laptop.yaml"], repo).stderr
     n_runs = int(re.search(r"^(\d+) runs", listing, re.M).group(1))
     assert "Running stage 'train'" in first.stdout
+    # DVC's metric is the short headline (each variant's mean in %); the full tree is metrics.json beside it
+    shown = sh(["dvc", "metrics", "show"], repo).stdout
+    assert max(map(len, shown.splitlines())) < 1000 and "results/laptop/metrics.json" not in shown
     metrics = json.loads(sh(["dvc", "metrics", "show", "--json"], repo).stdout)
-    tree = next(iter(metrics.values()))["data"]["results/laptop/metrics.json"]["data"]  # the workspace
+    (files,) = [m["data"] for m in metrics.values()]  # the workspace
+    assert set(files) == {"results/laptop/headline.json"}
+    headline = files["results/laptop/headline.json"]["data"]
+    tree = json.loads((repo / "results/laptop/metrics.json").read_text())
+    assert headline["main"]["fashion-mnist/resnet20/clean"] == {
+        v: round(100 * leaf["top1_mean"], 2) for v, leaf in tree["main"]["fashion-mnist/resnet20/clean"].items()}
+    assert set(headline) == set(tree) - {"runs"}
     main = tree["main"]["fashion-mnist/resnet20/clean"]
     assert set(main) == {"ce", "ls", "icp-adam", "icp+steps=0", "ce+budget=icp-adam"}  # with ICP's two controls
     assert all(v["n"] == 1 for v in main.values())
@@ -195,6 +204,9 @@ def test_every_plot_is_a_curve_file_of_the_laptop_grid_drawn_one_line_per_varian
     assert {k: v["y"] for k, v in plots.items()} == expected
     assert all(v["x"] == "epoch" and v["template"] == "variants" for v in plots.values())
     assert "results/laptop/curves" in [next(iter(o)) for o in spec["stages"]["summarize"]["outs"]]
+    # dvc metrics show: the short headline; the full tree a plain output beside it
+    assert spec["stages"]["summarize"]["metrics"] == [{"results/laptop/headline.json": {"cache": False}}]
+    assert {"results/laptop/metrics.json": {"cache": False}} in spec["stages"]["summarize"]["outs"]
     template = json.loads((REPO / ".dvc/plots/variants.json").read_text())
     assert template["encoding"]["color"]["field"] == "variant" and "<DVC_METRIC_DATA>" in json.dumps(template)
 

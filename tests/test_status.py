@@ -1,6 +1,7 @@
 """``icp status``: counts per study from records, lines per run in flight or failed, and runs whose job is gone."""
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -98,3 +99,70 @@ def test_the_command_line_imports_no_torch_until_a_command_needs_it():
     code = "import sys, icp.cli; icp.cli.parser().format_help(); print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
     assert "one line, exit status 2" in icp("--help").stdout
+
+
+def grid_folder(tmp_path):
+    """A config folder like the project's: two grid files with their own runs directories (b's ce run has another
+    config than a's: more epochs) and a training config that is no grid."""
+    folder = tmp_path / "config"
+    folder.mkdir()
+    recipe = str(REPO / "config/recipes/fmnist-resnet20.yaml")
+    for name, methods, sets in (("a", ["ce"], []), ("b", ["ce", "ls"], ["train.epochs=5"])):
+        g = {"runs_dir": str(tmp_path / f"runs_{name}"), "seeds": [0], "set": sets,
+             "recipes": {"fashion-mnist/resnet20": recipe},
+             "studies": {"main": [{"datasets": ["fashion-mnist"], "models": ["resnet20"], "methods": methods}]}}
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(g))
+    (folder / "train.yaml").write_text(yaml.safe_dump({"method": {"name": "ce"}, "train": {"epochs": 2}}))
+    load = lambda name: grid.expand(grid.load(folder / f"{name}.yaml"), str(folder / f"{name}.yaml"),  # noqa: E731
+                                    check_recipes=False)
+    return folder, load("a"), load("b")
+
+
+def test_status_without_grid_reports_the_grid_whose_runs_exist(tmp_path):
+    folder, a, b = grid_folder(tmp_path)
+    assert grid.grid_files(folder) == [str(folder / "a.yaml"), str(folder / "b.yaml")]  # not train.yaml
+    first = status.render(folder=folder)  # no records anywhere: the first grid, as before
+    assert first.splitlines()[0].startswith(f"grid {folder / 'a.yaml'}: 1 runs")
+    ls = next(r for r in b.runs.values() if r.method == "ls")
+    put(ls, "complete", local_job(1), epochs=30)
+    out = status.render(folder=folder).splitlines()  # only b has a record: b, without a word about a
+    assert out[0] == f"grid {folder / 'b.yaml'}: 2 runs; records read under {tmp_path / 'runs_b'}"
+    assert out[2].split()[:2] == ["main", "1"]
+    # the command line: without --grid, config/ of the working directory
+    cli = icp("status", cwd=tmp_path)
+    assert cli.returncode == 0, cli.stderr
+    assert cli.stdout.splitlines()[0] == f"grid config/b.yaml: 2 runs; records read under {tmp_path / 'runs_b'}"
+    ce = a.runs["fashion-mnist/resnet20/clean/ce/s0"]
+    put(ce, "complete", local_job(1), epochs=30)
+    os.utime(ls.record, (1e9, 1e9))  # a's record is the most recent
+    out = status.render(folder=folder).splitlines()
+    assert out[:4] == ["grids with runs:",
+                       f"  {folder / 'a.yaml'}: 1 of 1 runs have a record (newest "
+                       f"{out[1].split('(newest ')[1]}",
+                       f"  {folder / 'b.yaml'}: 1 of 2 runs have a record (newest 2001-09-09 "
+                       f"{out[2].split('2001-09-09 ')[1]}",
+                       f"showing {folder / 'a.yaml'}, the grid of the most recent record; another: icp status --grid FILE"]
+    assert out[4].startswith(f"grid {folder / 'a.yaml'}: 1 runs")
+    # runs directory given: a record of b's ce (same id as a's, another config) found by both is b's, not a's
+    os.remove(ls.record)
+    put(b.runs[ce.run_id], "complete", local_job(1), epochs=30)
+    shutil.copy(b.runs[ce.run_id].record, ce.record)
+    out = status.render(runs_dir=str(tmp_path / "runs_a"), folder=folder).splitlines()
+    assert out[0].startswith(f"grid {folder / 'b.yaml'}: 2 runs; records read under {tmp_path / 'runs_a'}")
+
+
+def test_the_note_on_another_grids_records_names_its_grid_file(tmp_path):
+    folder, a, b = grid_folder(tmp_path)
+    for run in b.runs.values():  # b's two runs: ce (a's id, another config) and ls (an id a does not have)
+        put(run, "complete", local_job(1), epochs=30)
+    out = status.render(str(folder / "a.yaml"), str(tmp_path / "runs_b"), folder=folder).splitlines()
+    assert out[1] == (f"note: 2 records under {tmp_path / 'runs_b'} are runs of {folder / 'b.yaml'} (not counted "
+                      f"here); icp status --grid {folder / 'b.yaml'}")
+    assert out[3].split()[:2] == ["main", "0"]
+    stray = grid.Run(**{**a.runs["fashion-mnist/resnet20/clean/ce/s0"].__dict__,
+                        "run_id": "fashion-mnist/resnet20/clean/byot/s0",
+                        "run_dir": str(tmp_path / "runs_b/fashion-mnist/resnet20/clean/byot/s0")})
+    put(stray, "complete", local_job(1), epochs=30)  # a run of no grid in the folder
+    note = status.render(str(folder / "a.yaml"), str(tmp_path / "runs_b"), folder=folder).splitlines()[1]
+    assert note == (f"note: 3 records under {tmp_path / 'runs_b'} are runs of {folder / 'b.yaml'} (2) and of another "
+                    "grid (1) (not counted here); name their grid file with --grid")
