@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -118,6 +119,13 @@ def test_laptop_dvc_repro_metrics_plots_params_and_push_pull(repo):
     shutil.rmtree(repo / ".dvc/cache")
     sh(["dvc", "pull"], repo)
     assert {**digest(runs), **digest(runs, "last.pt")} == before
+    assert "up to date" in sh(["dvc", "status"], repo).stdout
+    # the report command exactly as the README prints it: exit 0, one file, and dvc status still clean after it
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## The report"):]
+    command = re.search(r"```bash\n(snakemake [^\n]*--report [^\n]*)\n```", section)[1]
+    sh(shlex.split(command), repo, timeout=600)
+    assert (repo / "report.html").stat().st_size > 100_000
     assert "up to date" in sh(["dvc", "status"], repo).stdout
 
 
