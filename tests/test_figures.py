@@ -522,3 +522,36 @@ def test_a_run_writes_its_figures_arrays_so_the_login_side_draws_them_without_to
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert int(out.stdout.split()[-1]) >= 30  # 5 rows x 6 images, and the colour bar
+
+
+def test_lines_that_coincide_stay_visible_by_their_own_markers_and_dashes():
+    """The α-only control records the same α_e as the ICP run it controls: in `schedule` the two lines lie on each
+    other, so each must differ from the other in marker and dash pattern, not only in colour (issue 27)."""
+    runs, epochs = frames({("fashion-mnist", "resnet20"): (2, 4, 3)})
+    control = runs[runs.variant == "icp-adam"].assign(variant="icp+steps=0", method="icp",
+                                                      run_id=lambda f: f.run_id + "-a")
+    runs = pd.concat([runs, control])
+    epochs = pd.concat([epochs, epochs[epochs.variant == "icp-adam"].assign(
+        variant="icp+steps=0", method="icp", run_id=lambda f: f.run_id + "-a")])
+    fig = figures.schedule(runs, epochs, None)
+    (ax,) = [ax for ax in _data_axes(fig) if "layer weights" not in ax.get_title()]
+    lines = [ln for ln in ax.lines if len(ln.get_xdata()) > 1]
+    assert len(lines) == 2 and list(lines[0].get_ydata()) == pytest.approx(list(lines[1].get_ydata()))
+    assert lines[0].get_marker() != lines[1].get_marker()
+    assert lines[0].get_linestyle() != lines[1].get_linestyle()  # one solid, one dashed
+    figures._libs()[0].close(fig)
+
+
+def test_input_shift_uses_a_log_axis_only_for_a_wide_range_and_names_only_the_studies_drawn():
+    runs, epochs = frames({("fashion-mnist", "resnet20"): (2, 4, 3)})
+    main_runs, main_epochs = runs[runs.studies == "main"], epochs[epochs.studies == "main"]
+    narrow = figures.input_shift(main_runs, main_epochs.assign(**{"diag.input_shift": 0.009}), None)
+    ax = _data_axes(narrow)[0]
+    assert ax.get_yscale() == "linear" and "study main)" in narrow._suptitle.get_text()
+    assert "ablations" not in narrow._suptitle.get_text() and "steps" not in narrow._suptitle.get_text()
+    wide = figures.input_shift(runs, epochs, None)  # K = 1 .. 5 over epochs 1 .. 4: 0.01 .. 0.2, a factor 20
+    shift = epochs["diag.input_shift"].dropna()
+    assert shift[shift > 0].max() / shift[shift > 0].min() > 10
+    assert all(ax.get_yscale() == "log" for ax in _data_axes(wide))
+    for fig in (narrow, wide):
+        figures._libs()[0].close(fig)
