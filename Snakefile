@@ -14,6 +14,7 @@ from icp import figures as icp_figures
 from icp import grid as icp_grid
 from icp import preflight as icp_preflight
 from icp import records as icp_records
+from icp import verdict as icp_verdict
 from icp.config import ConfigError
 
 min_version("9.0")
@@ -71,6 +72,10 @@ rule all:
             figure=FIGURES,
             ext=["png", "pdf"],
         ),
+        # which method wins across the settings of main, noisy, fewshot and tuned (icp.verdict)
+        expand(f"{GRID.results_dir}/tables/verdict.{{ext}}", ext=["csv", "md"])
+        if icp_verdict.applies(GRID.studies)
+        else [],
 
 
 rule runs:

@@ -157,17 +157,20 @@ def _select(args) -> int:
 
 
 def _tables(args) -> int:
-    from icp import aggregate, grid
+    from icp import aggregate, grid, verdict
 
     g = grid.load_expand(args.grid, check_recipes=False)
     runs = aggregate.read_summary(args.summary or f"{g.results_dir}/summary.csv")
-    cells = aggregate.cells(runs)
-    for study in args.study or list(g.studies):
+    out = args.out or f"{g.results_dir}/tables"
+    studies = [] if args.verdict and not args.study else args.study or list(g.studies)
+    cells = aggregate.cells(runs) if studies else None
+    for study in studies:
         if study not in g.studies:
             raise ConfigError(f"unknown study '{study}'{did_you_mean(study, g.studies)}")
-        paths = aggregate.write_tables(study, aggregate.study_runs(runs, study), cells,
-                                       args.out or f"{g.results_dir}/tables", grid=g)
+        paths = aggregate.write_tables(study, aggregate.study_runs(runs, study), cells, out, grid=g)
         print(" ".join(map(str, paths)))
+    if args.verdict or (not args.study and verdict.applies(g.studies)):  # every study's tables: the verdict too
+        print(" ".join(map(str, verdict.write(runs, out, [s for s in verdict.STUDIES if s in g.studies]))))
     return 0
 
 
@@ -329,6 +332,9 @@ def parser() -> argparse.ArgumentParser:
     ta.add_argument("--summary", default=None, help="summary.csv (default: <results_dir>/summary.csv)")
     ta.add_argument("--study", action="append", default=None, help="only this study (repeatable)")
     ta.add_argument("--out", default=None, help="output directory (default: <results_dir>/tables)")
+    ta.add_argument("--verdict", action="store_true", help="the verdict across settings (verdict.csv, verdict.md: "
+                    "IQM difference to ce, probability of improvement, average rank over studies main, noisy, "
+                    "fewshot, tuned); alone, only it; without --study it is made with every study's tables")
     ta.set_defaults(func=_tables)
     fi = sub.add_parser("figures", parents=[on_grid], help="the paper's figures (png, pdf) from summary.csv and epochs.csv")
     fi.add_argument("--results", default=None, help="directory of summary.csv and epochs.csv (default: results_dir)")

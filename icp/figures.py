@@ -627,6 +627,60 @@ def feature_distance(runs, epochs, ctx):
                   for key, part in _by(long, [*CONDITION, "variant"])], title)
 
 
+@figure("critical_difference", "main",
+        "Supplementary: critical-difference diagram (Demšar 2006) of the methods' average ranks (1 = best) of "
+        "last-epoch test top-1 across the settings (one condition of one of the studies main, noisy, fewshot and "
+        "tuned: the tuned finals) that hold every ranked method; a bar joins methods that the Nemenyi test after "
+        "Friedman's (α = 0.05, scikit-posthocs) cannot tell apart. The title gives the critical difference in "
+        "ranks and the number of settings: with few settings the critical difference is wide and the diagram can "
+        "show little (two methods over two settings can never differ). A method with a diverged run in a "
+        "setting takes the worst possible top-1 (0 %) there: that setting counts as a loss for it, not as "
+        "missing. The controls (α-only, FLOP-matched ce) are not ranked; ``tables/verdict.md`` gives every "
+        "method's IQM difference to ce with its interval and probabilities of improvement.")
+def critical_difference(runs, epochs, ctx):
+    from icp import verdict
+
+    plt, _ = _libs()
+    v = verdict.compute(runs, reps=1)  # ranks only: no interval is drawn here
+    title = "Which method wins across settings: average rank of last-epoch test top-1 (1 = best)"
+    k, n = len(v.ranked_methods), len(v.ranked_settings)
+    if k < 2:
+        return _empty(title, "fewer than two methods share a setting of studies main, noisy, fewshot or tuned yet")
+    import scikit_posthocs as sp
+
+    ranks = v.table.set_index("method").avg_rank.reindex(v.ranked_methods)
+    labels = {m: _label_short(m) for m in v.ranked_methods}
+    ranks.index = ranks.index.map(labels)
+    sig = verdict.nemenyi(v).rename(index=labels, columns=labels)
+    fig, ax = plt.subplots(figsize=(7.5, 1.4 + 0.3 * k), layout="constrained")
+    sp.critical_difference_diagram(ranks, sig, ax=ax, alpha=verdict.ALPHA, label_fmt_left="{label} ({rank:.2f})",
+                                   label_fmt_right="({rank:.2f}) {label}", marker_props={"clip_on": False})
+    ax.set_xlim(0.9, max(k, ranks.min() + v.cd) + 0.1)  # the whole range of ranks, 1 to k, and the CD bar
+    ax.grid(axis="y", visible=False)
+    # the CD bar, from the best rank, in points above the rank ticks (whatever the Axes' height in rank units)
+    from matplotlib.transforms import offset_copy
+
+    above = offset_copy(ax.transData, fig=fig, y=26, units="points")
+    start = float(ranks.min())
+    ax.plot([start, start + v.cd], [0, 0], color="k", linewidth=2, transform=above, clip_on=False)
+    ax.text(start + v.cd / 2, 0, f"critical difference = {v.cd:.2f} ranks", ha="center", va="bottom", fontsize=9,
+            transform=offset_copy(ax.transData, fig=fig, y=30, units="points"), clip_on=False)
+    low, _ = ax.get_ylim()
+    ax.set_ylim(low, 0.05)
+    friedman = "" if v.friedman_p != v.friedman_p else f"; Friedman {verdict.p_text(v.friedman_p)}"
+    losses = f"; {len(v.diverged)} diverged setting(s) counted as losses" if v.diverged else ""
+    fig.suptitle(textwrap.fill(f"{title}. {k} methods over {n} settings, critical difference (Nemenyi, "
+                               f"α = {verdict.ALPHA:g}) {v.cd:.2f} ranks{friedman}{losses}", 100), fontsize=9)
+    return fig
+
+
+def _label_short(variant: str) -> str:
+    """A variant's label without what the tables add in brackets (the CD diagram's labels sit in one line)."""
+    from icp.grid import variant_label
+
+    return variant_label(variant).split(" (")[0]
+
+
 def perturbation_run(runs: pd.DataFrame) -> Optional[pd.Series]:
     """The run whose checkpoint the perturbation figure uses: the first complete ICP run of study main on clean
     data (seed 0 where there is one)."""

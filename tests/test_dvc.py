@@ -149,7 +149,8 @@ def test_tracked_sweep_pulled_into_a_fresh_clone_rebuilds_tables_and_figures_wit
     sh([*smk, "all"], repo, timeout=900)
     figures = sorted(p.stem for p in (repo / "figures").glob("*.png"))
     assert figures == sorted(["learning_curves", "compute", "noise", "fewshot", "steps", "schedule", "input_shift",
-                              "feature_distance", "perturbation", "generative_curves", "reconstructions", "samples"])
+                              "feature_distance", "perturbation", "generative_curves", "reconstructions", "samples",
+                              "critical_difference"])
     assert all((repo / "figures" / f"{f}.{ext}").stat().st_size > 5_000 for f in figures for ext in ("png", "pdf"))
     for study in ("main", "noisy", "fewshot", "steps"):
         assert "| ce |" in (repo / "results/tables" / f"{study}.md").read_text() or study == "steps"

@@ -16,6 +16,9 @@ those files:
   ``results/laptop/tables/main.md``, as ``dvc repro`` wrote them;
 * ``laptop-tuned``: the Equal tuning section of ``results/laptop/tables/tuned.md`` (default beside tuned, the
   chosen trials);
+* ``verdict``: the verdict across the laptop's settings, ``results/laptop/tables/verdict.md`` (:mod:`icp.verdict`:
+  IQM difference to ce with its stratified bootstrap interval, probabilities of improvement, average ranks and the
+  critical difference), as ``icp tables`` wrote it;
 * ``detectable``: the true difference (in sds of the per-seed differences) that a paired t-test detects with 80 %
   power at 2, 3, 5, 10, 20 seeds (:func:`icp.stats.detectable_difference`).
 
@@ -98,6 +101,11 @@ def laptop_tuned() -> str:
     return "\n\n".join(keep) or "(the laptop grid tunes nothing)"
 
 
+def verdict() -> str:
+    text = (REPO / "results" / "laptop" / "tables" / "verdict.md").read_text()
+    return text.partition("\n\n")[2].strip()  # without its title: the README's section names it
+
+
 def laptop_run() -> str:
     import os
 
@@ -150,7 +158,7 @@ def detectable() -> str:
 
 
 BLOCKS = {"paper-cost": paper_cost, "paper-tuning": paper_tuning, "laptop-run": laptop_run,
-          "laptop-main": laptop_main, "laptop-tuned": laptop_tuned, "detectable": detectable}
+          "laptop-main": laptop_main, "laptop-tuned": laptop_tuned, "verdict": verdict, "detectable": detectable}
 
 
 def _pattern(name: str) -> re.Pattern:

@@ -1,4 +1,4 @@
-# Aggregation and figures: local rules that read run records only (icp.aggregate, icp.figures). With
+# Aggregation and figures: local rules that read run records only (icp.aggregate, icp.verdict, icp.figures). With
 # `--config partial=true` they read the records that exist, so a half-finished sweep still gives tables whose
 # cells say n and a summary that lists every missing run by id.
 # `snakemake --report report.html` (or .zip) shows each study's tables (tables/<study>.html) and every figure with
@@ -67,6 +67,27 @@ rule tables:
         out=lambda wc, output: os.path.dirname(output.csv),
     shell:
         "{params.python} -m icp tables --grid {params.grid} --study {wildcards.study} --out {params.out} > {log} 2>&1"
+
+
+rule verdict:
+    input:
+        f"{GRID.results_dir}/summary.csv",
+    output:
+        csv=f"{GRID.results_dir}/tables/verdict.csv",
+        md=f"{GRID.results_dir}/tables/verdict.md",
+    log:
+        f"{GRID.results_dir}/logs/tables-verdict.log",
+    localrule: True
+    conda:
+        "../../environment.yml"
+    resources:
+        login_jobs=1,
+    params:
+        python=PYTHON,
+        grid=GRID_FILE,
+        out=lambda wc, output: os.path.dirname(output.csv),
+    shell:
+        "{params.python} -m icp tables --grid {params.grid} --verdict --out {params.out} > {log} 2>&1"
 
 
 rule figure:
