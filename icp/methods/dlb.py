@@ -5,7 +5,8 @@ image is loaded as ``aug_nums = 2`` independently augmented views).
 
 Step t feeds the B new samples of its mini-batch *and* the B new samples of step t − 1 (a fresh augmentation of
 them); the predictions the network made at step t − 1 for those samples, softened at temperature T, are the
-targets of a KD term (paper Eq. 3-5, official ``train_one_epoch``):
+targets of a KD term (the paper's DLB objective, Sec. 3; the formula below is the official ``train_one_epoch``,
+which we follow term by term; the paper's equation numbers were not checked here, its text not being at hand):
 
     L = CE([z_prev; z_new], [y_prev; y_new]) + α·T²·(1/B_prev) Σ_i KL(softmax(z̄_i / T) ‖ softmax(z_prev,i / T)),
 
@@ -17,8 +18,9 @@ statistics), and both get gradients. The run's very first step has no last batch
 (the ``kd`` term is 0 there). The last batch of an epoch teaches the first step of the next one (the official code
 carries ``pre_data``/``pre_out`` across epochs, and so do we).
 
-T = 3 and α = 1: the official ``dlb.py`` gives ``--T`` and ``--alpha`` no defaults; these are the values the paper
-states for all its experiments (Sec. 4.1).
+T = 3 and α = 1: the official ``dlb.py`` gives ``--T`` and ``--alpha`` no defaults (its default experiment name,
+``TP3_0.5``, hints at T = 3); τ = 3, α = 1 are the paper's implementation details as we recall them (Sec. 4.1), not
+checked against its text here: check them before a study relies on α.
 
 Batches (:meth:`LastMiniBatchSelfKD.batch_sampler`): the new samples are ``ce``'s shuffled pass over the training
 split (the same order ``ce`` draws from the engine's per-epoch generator); each index batch the loader sees is the
