@@ -159,7 +159,9 @@ def run_row(rec: Optional[dict], run=None, path: Optional[str] = None, problem: 
         "test_size": (rec.get("scenario") or {}).get("test_size"), "val_size": (rec.get("scenario") or {}).get("val_size"),
         "wall_time_s": rec.get("wall_time_s"), "images_per_s": rec.get("images_per_s"),
         "train_images": images, "train_time_s": seconds,
-        "device": env.get("device"), "device_name": env.get("device_name"), "hours": hours,
+        "device": env.get("device"), "device_name": env.get("device_name"),
+        # the CPU kernels torch picked (avx512, avx2, default) and its threads: what moves float order across CPUs
+        "cpu_capability": env.get("cpu_capability"), "cpu_threads": env.get("cpu_threads"), "hours": hours,
         "gpu_hours": hours if str(env.get("device", "")).startswith("cuda") else 0.0,
         **_refinement(rec),
         "compute_ce_epochs": _compute(rec["method"], options, cfg["train"]["epochs"]),

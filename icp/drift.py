@@ -9,8 +9,11 @@ seed and as a mean over seeds, with the summary at a git revision (``HEAD`` by d
 
 * ``unchanged``: every seed's value is the same as committed (same CPU kind and code: the CPU runs are
   deterministic);
-* ``within the seeds' spread``: the mean moved by at most twice the committed seeds' standard deviation, what
-  changing the seed alone does to it: float-order drift, not a different result;
+* ``within the seeds' spread``: the mean moved by at most what changing the seeds alone would move it, about two
+  standard errors of a difference of means: 2·σ·√(1/n_committed + 1/n_now), with σ the seed-to-seed standard
+  deviation of that metric pooled over every variant of the committed summary (one variant's two seeds estimate
+  it too poorly: a pair that happened to agree would call any move breakage): float-order drift, not a different
+  result;
 * ``outside the seeds' spread``: it moved by more; with the CPU and code unchanged that is breakage, so check the
   install (``pip check``, the pinned versions) before reading the tables;
 * ``one seed``: the committed mean has no spread to judge against.
@@ -32,7 +35,7 @@ from icp import aggregate
 from icp.config import ConfigError
 
 KEY = ["dataset", "model", "scenario", "variant"]
-SPREAD = 2.0  # a move within SPREAD × the committed seeds' standard deviation is float-order drift
+SPREAD = 2.0  # a move of the mean within SPREAD standard errors (from the pooled seed spread) is float-order drift
 
 
 def committed_summary(path: str | Path, rev: str = "HEAD") -> pd.DataFrame:
@@ -63,10 +66,28 @@ def headline_values(summary: pd.DataFrame) -> pd.DataFrame:
     return done[[*KEY, "seed", "metric", "value"]]
 
 
-def _machine(summary: pd.DataFrame) -> str:
+def _kind(summary: pd.DataFrame) -> str:
+    """The machines of a summary: device names, and the CPU kernels torch used where the records say (older
+    summaries do not)."""
     names = sorted(set(summary["device_name"].dropna().astype(str))) or ["unknown CPU"]
+    kernels = sorted(set(summary.get("cpu_capability", pd.Series(dtype=str)).dropna().astype(str)))
+    return ", ".join(names) + (f" ({'/'.join(kernels)} kernels)" if kernels else " (kernels not recorded)")
+
+
+def _machine(summary: pd.DataFrame) -> str:
     commits = sorted({str(c)[:7] for c in summary.get("git_commit", pd.Series(dtype=str)).dropna()})
-    return f"{', '.join(names)}, code {', '.join(commits) or 'unknown'}"
+    return f"{_kind(summary)}, code {', '.join(commits) or 'unknown'}"
+
+
+def pooled_sd(values: pd.DataFrame) -> dict[str, float]:
+    """Per metric, the seed-to-seed standard deviation pooled over the variants with two seeds or more:
+    √(Σ (n_i − 1)·s_i² / Σ (n_i − 1))."""
+    out = {}
+    for metric, part in values.groupby("metric"):
+        groups = [g["value"] for _, g in part.groupby(KEY) if g["value"].count() > 1]
+        dof = sum(g.count() - 1 for g in groups)
+        out[metric] = math.sqrt(sum((g.count() - 1) * g.var(ddof=1) for g in groups) / dof) if dof else math.nan
+    return out
 
 
 def _stats(values: pd.Series) -> tuple[float, float, int]:
@@ -78,6 +99,7 @@ def compare(committed: pd.DataFrame, now: pd.DataFrame) -> pd.DataFrame:
     """Per KEY: the committed and current mean ± sd (n), the change of the mean, the largest change of one seed,
     and the verdict (module docstring)."""
     old, new = headline_values(committed), headline_values(now)
+    sigma = pooled_sd(old)
     rows = []
     keys = pd.concat([old[KEY], new[KEY]]).drop_duplicates()
     for key in keys.itertuples(index=False):
@@ -87,21 +109,22 @@ def compare(committed: pd.DataFrame, now: pd.DataFrame) -> pd.DataFrame:
         paired = a.merge(b, on="seed", suffixes=("_old", "_new"))
         per_seed = (paired["value_new"] - paired["value_old"]).abs()
         delta = mb - ma
+        metric = (a if na else b)["metric"].iloc[0]
+        bound = SPREAD * sigma.get(metric, math.nan) * math.sqrt(1 / na + 1 / nb) if na and nb else math.nan
         if not na or not nb:
             verdict = "new" if not na else "gone"
         elif len(paired) == na == nb and (per_seed <= 1e-9).all():
             verdict = "unchanged"
-        elif na < 2 or not sa == sa:
+        elif not bound == bound:
             verdict = "one seed"
-        elif abs(delta) <= SPREAD * sa:
+        elif abs(delta) <= bound:
             verdict = "within the seeds' spread"
         else:
             verdict = "outside the seeds' spread"
-        metric = (a if na else b)["metric"].iloc[0]
         rows.append({"condition": "/".join(key[:3]), "variant": key[3], "metric": metric,
                      "committed": ma, "committed_sd": sa, "committed_n": na, "now": mb, "now_sd": sb, "now_n": nb,
                      "delta": delta, "max_seed_delta": per_seed.max() if len(per_seed) else math.nan,
-                     "bound": SPREAD * sa, "verdict": verdict})
+                     "bound": bound, "verdict": verdict})
     return pd.DataFrame(rows)
 
 
@@ -120,30 +143,32 @@ def report(path: str | Path, rev: str = "HEAD") -> tuple[str, int]:
     table = compare(committed, now)
     lines = [f"drift: {path} now ({_machine(now)}) against {rev} ({_machine(committed)}); headline metric per "
              f"variant (top-1 and the VAE's SSIM in %, as the tables show them), mean ± sd over seeds (n); "
-             f"'within' = moved by at most {SPREAD:g} × the committed seeds' sd"]
+             f"'within' = the mean moved by at most {SPREAD:g} standard errors, from the seed sd pooled over the "
+             f"committed variants ({', '.join(f'{m} {v:.2f}' for m, v in pooled_sd(headline_values(committed)).items())})"]
     shown = pd.DataFrame({
         "condition": table["condition"], "variant": table["variant"], "metric": table["metric"],
         "committed": [_ms(r.committed, r.committed_sd, r.committed_n) for r in table.itertuples()],
         "now": [_ms(r.now, r.now_sd, r.now_n) for r in table.itertuples()],
         "Δ mean": [f"{d:+.2f}" if d == d else "" for d in table["delta"]],
-        f"{SPREAD:g} sd": [f"{b:.2f}" if b == b else "" for b in table["bound"]],
+        "bound": [f"{b:.2f}" if b == b else "" for b in table["bound"]],
         "verdict": table["verdict"]})
     lines.append(shown.to_string(index=False))
     moved = table[table["verdict"] != "unchanged"]
     outside = table[table["verdict"] == "outside the seeds' spread"]
-    same_cpu = _machine(now).split(", code")[0] == _machine(committed).split(", code")[0]
+    same_cpu = _kind(now) == _kind(committed) and "not recorded" not in _kind(committed)
     if moved.empty:
         verdict = "nothing moved: the same numbers as committed"
     elif outside.empty:
-        cause = " (the same CPU kind: another thread count or library build?)" if same_cpu else " of another CPU"
+        cause = (" (the same CPU and kernels: another thread count or library build?)" if same_cpu else
+                 " of another CPU or other kernels")
         verdict = (f"{len(moved)} of {len(table)} moved, none beyond the seeds' spread: float-order drift{cause}, "
                    "not breakage")
     else:
         verdict = (f"{len(outside)} of {len(table)} moved beyond the seeds' spread "
                    f"({', '.join(outside['condition'] + ' ' + outside['variant'])}): "
-                   + ("with the same CPU kind this looks like breakage: check the install (`pip check`, "
+                   + ("with the same CPU and kernels this looks like breakage: check the install (`pip check`, "
                       "environment.yml's pins) and the code changes since " + rev if same_cpu else
-                      "another CPU may explain part of it, but not usually this much: check the install "
+                      "another CPU or other kernels may explain part of it, but not usually this much: check the install "
                       "(`pip check`, environment.yml's pins) before reading the tables"))
     lines.append(f"verdict: {verdict}")
     return "\n".join(lines), (1 if len(outside) else 0)
