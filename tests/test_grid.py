@@ -383,7 +383,7 @@ def test_the_tuned_study_tunes_the_headline_methods_equally_and_every_trial_buil
                         node = node[part]
                     assert node[name] == value, (run.run_id, key)
     trials = [rid for rid in paper.studies["tuned"] if "+trial=" in rid]
-    assert len(trials) == 8 * 5 and len(paper.studies["tuned"]) == 8 * 5 + 8 * 3  # + the default runs (main's)
+    assert len(trials) == len(HEADLINE) * 5 and len(paper.studies["tuned"]) == len(HEADLINE) * (5 + 3)  # + defaults
     assert not any("+trial=" in rid for s, ids in paper.studies.items() if s != "tuned" for rid in ids)
 
 

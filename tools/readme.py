@@ -19,6 +19,8 @@ those files:
 * ``verdict``: the verdict across the laptop's settings, ``results/laptop/tables/verdict.md`` (:mod:`icp.verdict`:
   IQM difference to ce with its stratified bootstrap interval, probabilities of improvement, average ranks and the
   critical difference), as ``icp tables`` wrote it;
+* ``paper-methods``: the paper grid's method lists (``x-methods``, ``x-headline``) with their counts;
+* ``reference-runs``: the reference grid's runs per study and their estimated H100 GPU-hours;
 * ``detectable``: the true difference (in sds of the per-seed differences) that a paired t-test detects with 80 %
   power at 2, 3, 5, 10, 20 seeds (:func:`icp.stats.detectable_difference`).
 
@@ -101,6 +103,36 @@ def laptop_tuned() -> str:
     return "\n\n".join(keep) or "(the laptop grid tunes nothing)"
 
 
+def _grid_lists(path: str) -> dict:
+    import yaml
+
+    return yaml.safe_load((REPO / path).read_text())
+
+
+def paper_methods() -> str:
+    """The paper grid's method lists (its YAML anchors), as the studies use them."""
+    lists = _grid_lists("config/paper.yaml")
+    names = lambda key: ", ".join(f"`{m}`" for m in lists[key])
+    return (f"`main` trains {len(lists['x-methods'])} methods ({names('x-methods')}); `noisy` and `fewshot` the "
+            f"{len(lists['x-headline'])} headline ones ({names('x-headline')}) with the `icp-sgd` whose input moves; "
+            "each of these three studies both controls; `tuned` tunes the headline ones.")
+
+
+def reference_runs() -> str:
+    """The reference grid's size per study and its estimated cost (``icp grid --cost``)."""
+    import os
+
+    from icp import cost, grid as gridlib
+
+    os.chdir(REPO)
+    g = gridlib.load_expand("config/reference.yaml")
+    sizes = ", ".join(f"`{study}` {len(ids)}" for study, ids in g.studies.items())
+    est = cost.estimate(g, "h100", runs_per_gpu=1)
+    hours = sum(r.gpu_hours for r in est.runs)
+    return (f"{len(g.runs)} runs ({sizes}; a run two studies share trains once), about {hours:.1f} H100 GPU-hours one "
+            "at a time (`icp grid --grid config/reference.yaml --cost`).")
+
+
 def verdict() -> str:
     text = (REPO / "results" / "laptop" / "tables" / "verdict.md").read_text()
     return text.partition("\n\n")[2].strip()  # without its title: the README's section names it
@@ -158,7 +190,8 @@ def detectable() -> str:
 
 
 BLOCKS = {"paper-cost": paper_cost, "paper-tuning": paper_tuning, "laptop-run": laptop_run,
-          "laptop-main": laptop_main, "laptop-tuned": laptop_tuned, "verdict": verdict, "detectable": detectable}
+          "laptop-main": laptop_main, "laptop-tuned": laptop_tuned, "paper-methods": paper_methods,
+          "reference-runs": reference_runs, "verdict": verdict, "detectable": detectable}
 
 
 def _pattern(name: str) -> re.Pattern:
