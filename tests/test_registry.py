@@ -102,12 +102,38 @@ def test_a_method_of_another_installed_package_is_found_by_its_entry_point(tmp_p
     grid = tmp_path / "grid.yaml"
     grid.write_text(yaml.safe_dump({
         "runs_dir": str(tmp_path / "runs"), "data_root": str(fmnist_root), "seeds": [0],
-        "recipes": {"fashion-mnist/resnet20": "config/recipes/fmnist-resnet20.yaml"},
+        "recipes": {"fashion-mnist/resnet20": str(REPO / "config/recipes/fmnist-resnet20.yaml")},
         "studies": {"main": [{"datasets": ["fashion-mnist"], "models": ["resnet20"], "methods": ["plug-smooth"],
                               "options": {"epsilon": [0.1, 0.3]}}]}}))
-    proc = subprocess.run([sys.executable, "-m", "icp", "grid", "--grid", str(grid)], cwd=REPO,
-                          capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0 and "plug-smooth+epsilon=0.3" in proc.stdout + proc.stderr, proc.stderr
+    _listed_everywhere(grid, env, "plug-smooth+epsilon=0.3")
+
+
+def _listed_everywhere(grid: Path, env: dict, variant: str) -> None:
+    """``icp methods``, ``icp grid`` and ``snakemake -n`` all know the method, with no other edit."""
+    name = variant.split("+")[0]
+    # `python -m` puts its working directory first on sys.path: run the icp commands beside the grid, not in REPO
+    for cmd, want, cwd in (([sys.executable, "-m", "icp", "methods"], f"\n{name}", grid.parent),
+                           ([sys.executable, "-m", "icp", "grid", "--grid", str(grid)], variant, grid.parent),
+                           (["timeout", "-s", "KILL", "300", SNAKEMAKE, "-n", "runs", "--config", f"grid={grid}"],
+                            variant, REPO)):
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=320, env=env)
+        assert proc.returncode == 0 and want in proc.stdout + proc.stderr, (cmd, proc.stdout[-1500:], proc.stderr[-1500:])
+
+
+def test_a_module_dropped_into_a_copy_of_icp_methods_is_known_everywhere(tmp_path, fmnist_root):
+    import os
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(REPO / "icp", copy / "icp", ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "workflow").symlink_to(REPO / "workflow")  # the grid schema, which icp reads beside its package
+    (copy / "icp" / "methods" / "zz_dropped.py").write_text(METHOD.replace("{name}", "dropped"))
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({
+        "runs_dir": str(tmp_path / "runs"), "data_root": str(fmnist_root), "seeds": [0],
+        "recipes": {"fashion-mnist/resnet20": str(REPO / "config/recipes/fmnist-resnet20.yaml")},
+        "studies": {"main": [{"datasets": ["fashion-mnist"], "models": ["resnet20"], "methods": ["ce", "dropped"]}]}}))
+    _listed_everywhere(grid, {**os.environ, "PYTHONPATH": str(copy)}, "dropped")
 
 
 def test_a_module_that_registers_no_method_or_cannot_be_read_is_one_line_everywhere(tmp_path):
