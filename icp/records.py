@@ -96,7 +96,9 @@ def code_version(root: Optional[Path] = None) -> dict:
                                      *(f":(exclude){p}" for p in NOT_CODE)], cwd=root,
                                     capture_output=True, text=True, timeout=10, check=True).stdout.strip())
     except (OSError, subprocess.SubprocessError):
-        pass
+        # a copy of the code without its .git (a lent machine, a cluster's staged copy): the commit it was copied
+        # from, when the copier says so
+        commit = os.environ.get("ICP_GIT_COMMIT") or None
     return {"version": __version__, "git_commit": commit, "git_dirty": dirty}
 
 
