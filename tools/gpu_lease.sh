@@ -43,6 +43,8 @@ BENCH_SECONDS=${BENCH_SECONDS:-4}; KS=${KS:-"1 2 4 8"}; BENCH_S=${BENCH_S:-150}
 K=${K:-8}; EPOCHS=${EPOCHS:-5}; STUDIES=${STUDIES:-main}; TAIL_S=${TAIL_S:-45}
 FIRST=${FIRST:-"ce icp-adam icp+steps=0 ce+budget=icp-adam"}
 PAIR_SUBSET=${PAIR_SUBSET:-8192}
+STAGES=${STAGES:-"throughput sweep smoke summary"}; SMOKE_MODES=${SMOKE_MODES:-"eager compiled"}
+SPECS=${SPECS:-"ce:eager icp-adam:eager ce:compiled icp-adam:compiled"}; BENCH_K_TIMEOUT=${BENCH_K_TIMEOUT:-120}
 GPUS=0; [[ $DEVICE == cuda ]] && GPUS=1
 mkdir -p "$RESULTS"
 say() { echo "== [$(($(date +%s) - START)) s] $*" >&2; }
@@ -66,13 +68,14 @@ $PYTHON tools/gpu_reference.py grid --grid "$GRID_SRC" --results "$RESULTS" --st
   --set "train.epochs=$EPOCHS" ${GRID_SETS:+$(printf -- '--set %s ' $GRID_SETS)} --runs-dir "$RESULTS/runs" --data-root "$DATA_ROOT" --out "$RESULTS/grid.yaml" >&2 \
   || { say "could not derive the grid"; exit 1; }
 BENCH_END=$(( $(date +%s) + BENCH_S ))
-for spec in "ce eager" "icp-adam eager" "ce compiled" "icp-adam compiled"; do
-  set -- $spec
+for spec in $SPECS; do
+  [[ $STAGES == *throughput* ]] || break
+  set -- ${spec/:/ }
   rest=$((BENCH_END - $(date +%s)))
   ((rest > 20)) || { echo "throughput $1 $2: skipped (its budget is spent)" >> "$RESULTS/throughput.txt"; continue; }
   SET=(); [[ $2 == compiled ]] && SET=(--set train.compile=reduce-overhead)
   timeout -k 5 "$rest" $PYTHON tools/gpu_reference.py packing --grid "$RESULTS/grid.yaml" --ks "$KS" \
-    --seconds "$BENCH_SECONDS" --method "$1" --warmup 10 --cpus "$CPUS" --timeout "$rest" "${SET[@]}" \
+    --seconds "$BENCH_SECONDS" --method "$1" --warmup 10 --cpus "$CPUS" --timeout "$BENCH_K_TIMEOUT" "${SET[@]}" \
     --out "$RESULTS/packing-$1-$2.tsv" > /dev/null 2>> "$RESULTS/throughput.log"
   echo "throughput $1 $2: exit $?" >> "$RESULTS/throughput.txt"
   cat "$RESULTS/packing-$1-$2.txt" >> "$RESULTS/throughput.txt" 2>/dev/null
@@ -81,13 +84,13 @@ cat "$RESULTS/throughput.txt" >&2
 
 say "2. the reference: $STUDIES at $EPOCHS epochs, $K at once, until $((END - TAIL_S - START)) s (in the background)"
 SWEEP_START=$(date +%s)
-$PYTHON tools/gpu_reference.py sweep --grid "$RESULTS/grid.yaml" --jobs "$K" --cpus "$CPUS" \
+[[ $STAGES == *sweep* ]] && $PYTHON tools/gpu_reference.py sweep --grid "$RESULTS/grid.yaml" --jobs "$K" --cpus "$CPUS" \
   --deadline $((END - TAIL_S)) --first $FIRST --out "$RESULTS/sweep.tsv" 2> "$RESULTS/sweep.log" &
 SWEEP_PID=$!
 
 say "3. smoke (eager and compiled, every classifier method) beside a packed pair, both beside the sweep"
 timeout -k 5 "$SMOKE_S" $PYTHON tools/gpu_smoke.py smoke --device "$DEVICE" --steps "$SMOKE_STEPS" \
-  --workers "$SMOKE_WORKERS" --budget $((SMOKE_S - 40)) --timeout $((SMOKE_S - 10)) --threads 2 \
+  --workers "$SMOKE_WORKERS" --budget $((SMOKE_S - 10)) --modes $SMOKE_MODES --threads 2 \
   --data-root "$DATA_ROOT" --out "$RESULTS" ${SMOKE_METHODS:+--methods $SMOKE_METHODS} > "$RESULTS/smoke.log" 2>&1 &
 SMOKE_PID=$!
 timeout -k 5 "$SMOKE_S" $PYTHON tools/gpu_reference.py pair --work /tmp/icp-pair --gpus $GPUS --cpus 4 \
@@ -102,11 +105,13 @@ echo "sweep exit $? after $(($(date +%s) - SWEEP_START)) s" >> "$RESULTS/sweep.l
 tail -n 3 "$RESULTS/sweep.log" >&2
 
 say "4. summary, tables, figures, archive"
+if [[ $STAGES == *summary* ]]; then
 timeout -k 5 60 $PYTHON -m icp summarize --grid "$RESULTS/grid.yaml" > "$RESULTS/summarize.log" 2>&1
 timeout -k 5 60 $PYTHON -m icp tables --grid "$RESULTS/grid.yaml" >> "$RESULTS/summarize.log" 2>&1
 head -c 3000 "$RESULTS/tables/main.md" >&2 2>/dev/null
 (($(left) > 15)) && timeout -k 5 $(($(left) - 10)) $PYTHON -m icp figures --grid "$RESULTS/grid.yaml" \
   >> "$RESULTS/summarize.log" 2>&1
+fi
 echo "wall_s: $(($(date +%s) - START))" >> "$RESULTS/machine.txt"
 $PYTHON tools/gpu_reference.py archive --grid "$RESULTS/grid.yaml" --results "$RESULTS" --out "$ARCHIVE" \
   --name "$(basename "$RESULTS")" >&2

@@ -312,7 +312,8 @@ def pair(args) -> int:
         run_dir.mkdir(parents=True, exist_ok=True)
         procs.append(subprocess.Popen(cmd, stdout=open(run_dir.parent / f"launch-s{seed}.log", "w"),
                                       stderr=subprocess.STDOUT, cwd=REPO,
-                                      env={**os.environ, "PYTHONPATH": str(REPO)}))
+                                      env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                          filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}))
     rcs = []
     for p in procs:
         try:

@@ -84,17 +84,19 @@ def run_row(method: str, mode: str, args, shared: bool) -> dict:
     cmd = [sys.executable, __file__, "one", "--method", method, "--mode", mode, "--device", args.device,
            "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
            "--recipe", args.recipe, "--data-root", args.data_root]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     start = time.perf_counter()
+    timeout = max(5.0, min(args.timeout, args.end - time.monotonic()))  # never past the smoke's budget
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env, cwd=REPO)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
         lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
         row = json.loads(lines[-1]) if lines else {
             "method": method, "mode": mode, "status": "FAIL",
             "error": f"exit {p.returncode}: " + ((p.stderr.strip().splitlines() or ["no output"])[-1]),
             "traceback": p.stderr[-20000:]}
     except subprocess.TimeoutExpired as exc:
-        row = {"method": method, "mode": mode, "status": "TIMEOUT", "error": f"not done in {args.timeout:.0f} s",
+        row = {"method": method, "mode": mode, "status": "TIMEOUT", "error": f"not done in {timeout:.0f} s",
                "traceback": (exc.stderr or b"")[-20000:].decode(errors="replace") if isinstance(exc.stderr, bytes)
                else str(exc.stderr or "")}
     row["wall_s"] = round(time.perf_counter() - start, 1)
@@ -110,7 +112,8 @@ def smoke(args) -> int:
     methods = ["ce", *[m for m in methods if m != "ce"]]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + args.budget
+    args.end = time.monotonic() + args.budget  # every row ends by then (a row still running is a TIMEOUT)
+    deadline = args.end - min(20.0, args.budget / 4)  # no row starts after this
     # ce first in each mode (its compiled row fills the compile cache), then every eager row, then the compiled ones
     queue = [("ce", mode) for mode in reversed(args.modes)] + [(m, mode) for mode in args.modes for m in methods[1:]]
     with cf.ThreadPoolExecutor(args.workers) as pool:
@@ -170,7 +173,8 @@ def main(argv=None) -> int:
     sm.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     sm.add_argument("--workers", type=int, default=4, help="rows at once after each mode's first ce row")
     sm.add_argument("--timeout", type=float, default=240.0, help="seconds one row may take")
-    sm.add_argument("--budget", type=float, default=600.0, help="no new row starts after this many seconds")
+    sm.add_argument("--budget", type=float, default=600.0, help="seconds for the whole smoke: rows still running "
+                    "then are TIMEOUT rows, and the table is written")
     sm.add_argument("--out", required=True)
     sm.set_defaults(func=smoke)
     on = sub.add_parser("one", parents=[common])
