@@ -40,10 +40,16 @@ For every run of the grid: GPU-hours = training images ÷ images/s ÷ 3600 ÷ th
   change what a step costs). A cell whose selection is in the grid (:meth:`icp.grid.Grid.with_selections`)
   counts its chosen finals, as any run. The study's row and the total include the finals.
 * **Packing** (``runs_per_gpu`` of ``profiles/slurm/config.yaml``, or ``--runs-per-gpu``): k runs share a GPU, and
-  each run's GPU-hours are divided by min(k, C). C is the reference model's baseline images/s compiled with
-  ``train.compile=reduce-overhead`` (CUDA graphs, no launch gaps) ÷ eager, from one bench file: packed eager runs
-  fill each other's launch gaps, but together they cannot outrun one launch-free run. No packed run has been
-  measured; C is 1 (no gain) on a table without compiled rows, and for runs that are compiled already.
+  each eager run's GPU-hours are divided by a packing speed-up. **Measured** where a lent GPU measured it
+  (``results/reference/<gpu>/packing.csv``, :data:`PACKING_SOURCES`: the aggregate images/s of k runs at once of one
+  method, ``tools/gpu_lease.sh``): the speed-up at k is the best aggregate at any measured k' <= k over the method's
+  single-run rate, for the method measured, or for an ICP variant the ICP method measured (a CUDA-graph refinement
+  loop fills the GPU alike), the grid's GPU's measurement first, else another GPU's (named). A k = 1 row measured
+  first in its call ran on a GPU just started (idle clocks, lazy CUDA set-up: 2.9x slower than the same row later
+  on the H200) and is no single-run rate: a method without a warm k = 1 row falls back on the **assumed** rule:
+  min(k, C), C the reference model's baseline images/s compiled with ``train.compile=reduce-overhead`` ÷ eager,
+  from one bench file (packed eager runs fill each other's launch gaps, but together cannot outrun one launch-free
+  run); C is 1 on a table without compiled rows, and runs compiled already gain nothing.
 
 Nothing here imports torch at module level (resolving a run's config does).
 """
@@ -86,6 +92,17 @@ SOURCES: dict[str, list[tuple[str, Optional[str], str]]] = {
     ],
     "cpu": [("cpu_bench_all_methods.txt", None, EAGER)],
 }
+# Packing measured on a lent GPU: (the packing output of tools/gpu_lease.sh, which call of the GPU made it); the
+# first row of each call ran on a just-started GPU (see the docstring). The H200's first call measured icp-adam's
+# k = 1 only (its k = 2 ran out of time): its throughput.log holds it.
+PACKING_SOURCES: dict[str, list[tuple[str, str]]] = {
+    "h200": [("h200/fmnist-5ep/throughput.log", "call 1"), ("h200/lease2/throughput.log", "call 2")],
+}
+PACKING_TABLE = "packing.csv"
+PACKING_COLUMNS = ("gpu", "model", "method", "data", "config", "k", "aggregate_img_per_s", "cold", "source")
+ICP_METHODS = ("icp", "icp-sgd", "icp-adam", "icp-ademamix", "ifgsm")  # CUDA-graph refinement: packed alike
+
+
 # Training-split sizes (the official splits; CUB-200-2011's as icp.data.prepare_cub links them)
 TRAIN_IMAGES = {"fashion-mnist": 60000, "cifar10": 50000, "cifar100": 50000, "cub": 5994}
 CLASSES = {"cub": 200}  # the others: icp.data.INFO
@@ -145,9 +162,48 @@ def build_table(gpu: str) -> list[dict]:
     return out
 
 
-def table_text(rows: list[dict]) -> str:
+def parse_packing(text: str, gpu: str, source: str) -> list[dict]:
+    """The k rows of a ``tools/gpu_reference.py packing`` log (``packing: <method> steps of <run id> (<recipe>)
+    [<set>], ...`` then ``  k=<k>: <img/s> img/s`` lines); the first k row of the file is ``cold``."""
+    import re
+
+    rows, head = [], None
+    for line in text.splitlines():
+        m = re.match(r"packing: (\S+) steps of (\S+) \((\S+)\)\s*(.*?), [\d.]+ s per k", line)
+        if m:
+            compiled = re.search(r"train\.compile=(\S+)", m[4])
+            head = {"method": m[1], "model": m[2].split("/")[1], "data": m[2].split("/")[0],
+                    "config": f"compile={compiled[1]}" if compiled and compiled[1] != "none" else EAGER}
+            continue
+        m = re.match(r"\s+k=(\d+): ([\d.]+) img/s", line)
+        if m and head:
+            rows.append({"gpu": gpu, **head, "k": int(m[1]), "aggregate_img_per_s": float(m[2]),
+                         "cold": int(not rows), "source": source})
+    return rows
+
+
+def build_packing(gpu: str) -> list[dict]:
+    out = []
+    for path, call in PACKING_SOURCES[gpu]:
+        out += parse_packing((REFERENCE / path).read_text(), gpu, f"{path} ({call})")
+    return out
+
+
+def read_packing(reference: Path = REFERENCE) -> dict[str, list[dict]]:
+    """The measured packing rows of every GPU that has them: {gpu: rows}."""
+    out = {}
+    for path in sorted(reference.glob(f"*/{PACKING_TABLE}")):
+        with path.open() as f:
+            rows = list(csv.DictReader(f))
+        for r in rows:
+            r.update(k=int(r["k"]), aggregate_img_per_s=float(r["aggregate_img_per_s"]), cold=bool(int(r["cold"])))
+        out[path.parent.name] = rows
+    return out
+
+
+def table_text(rows: list[dict], columns: tuple = COLUMNS) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, COLUMNS, lineterminator="\n")
+    w = csv.DictWriter(buf, columns, lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
     return buf.getvalue()
@@ -159,6 +215,10 @@ def write_tables() -> list[Path]:
         path = REFERENCE / gpu / TABLE
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(table_text(build_table(gpu)))
+        paths.append(path)
+    for gpu in PACKING_SOURCES:
+        path = REFERENCE / gpu / PACKING_TABLE
+        path.write_text(table_text(build_packing(gpu), PACKING_COLUMNS))
         paths.append(path)
     return paths
 
@@ -289,6 +349,8 @@ class Throughput:
 
     rows: list[dict]
     _cache: dict = field(default_factory=dict)
+    gpu: str = ""
+    packing: dict = field(default_factory=dict)  # {gpu: measured packing rows} (read_packing)
 
     def _effective(self, method: str, options: dict) -> tuple:
         from icp import grid
@@ -387,6 +449,25 @@ class Throughput:
             return (2 * k + 4) / 3, f"ratio {(2 * k + 4) / 3:.2f}: FLOPs (2K + 4)/3 (rule 3)"
         return 1.0, f"{method} unmeasured: as ce"
 
+    def pack_speedup(self, method: str, k: int, model: str, cap: float, cap_basis: str) -> tuple[float, str]:
+        """The packing speed-up of an eager run of ``method`` at k runs per GPU: measured (a warm k = 1 row and
+        the best aggregate at k' <= k of the method, or of the measured ICP method for an ICP variant), else the
+        assumed min(k, C) (the module's docstring)."""
+        if k <= 1:
+            return 1.0, "one run per GPU"
+        own = [method, *(m for m in ICP_METHODS if method in ICP_METHODS and m != method)]
+        for gpu in sorted(self.packing, key=lambda g: g != self.gpu):
+            for name in own:
+                rows = [r for r in self.packing[gpu] if r["method"] == name and r["config"] == EAGER
+                        and r["model"] == model]
+                single = [r["aggregate_img_per_s"] for r in rows if r["k"] == 1 and not r["cold"]]
+                if not single:
+                    continue
+                best = max([single[0], *(r["aggregate_img_per_s"] for r in rows if 1 < r["k"] <= k)])
+                where = "" if gpu == self.gpu else f" on {gpu}"
+                return max(1.0, best / single[0]), f"measured{where}: {name} best of k <= {k} {best:g} / k = 1 {single[0]:g}"
+        return min(k, cap), f"assumed min(k, C), C = {cap:.2f} ({cap_basis})"
+
     def pack_cap(self) -> tuple[float, str]:
         """C of the packing rule: the reference model's compiled ÷ eager baseline images/s from one file."""
         ref = [r for r in self.rows if r["model"] == REFERENCE_MODEL and r["method"] == "ce" and not r["estimated"]]
@@ -410,6 +491,8 @@ class RunCost:
     estimated: bool
     speed: Speed
     plan: Plan
+    speedup: float = 1.0  # the packing speed-up its GPU-hours are divided by
+    pack_basis: str = ""
 
 
 @dataclass
@@ -443,7 +526,8 @@ class Estimate:
         return list({r.run_id: r for t in self.tuned if not t.chosen for r in t.finals}.values())
 
 
-def _run_cost(run, tp: "Throughput", runs_per_gpu: int, cap: float, studies: Optional[tuple] = None) -> RunCost:
+def _run_cost(run, tp: "Throughput", runs_per_gpu: int, cap: tuple[float, str],
+              studies: Optional[tuple] = None) -> RunCost:
     p = plan(run)
     s = tp.speed(p)
     # a step costs batch / img_per_s, full or the epoch's last partial batch alike (rule 1)
@@ -453,9 +537,9 @@ def _run_cost(run, tp: "Throughput", runs_per_gpu: int, cap: float, studies: Opt
         b = tp.speed(p, baseline_only=True)
         seconds += p.warmup_epochs * p.steps_per_epoch * p.batch / b.img_per_s
         estimated = estimated or b.estimated
-    speedup = min(runs_per_gpu, cap) if p.config == EAGER else 1.0
+    speedup, basis = tp.pack_speedup(p.method, runs_per_gpu, p.model, *cap) if p.config == EAGER else (1.0, "compiled")
     return RunCost(run.run_id, run.studies if studies is None else studies, p.images, seconds / 3600 / speedup,
-                   estimated, s, p)
+                   estimated, s, p, speedup, basis)
 
 
 def _tuned_cost(g, cell, costs: dict, cost_of) -> TunedCost:
@@ -480,9 +564,9 @@ def estimate(g, gpu: str = "h100", runs_per_gpu: Optional[int] = None, study: Op
         runs_per_gpu = default_runs_per_gpu()
     if runs_per_gpu < 1:
         raise ConfigError(f"--runs-per-gpu: expected an integer >= 1, got {runs_per_gpu}")
-    tp = Throughput(read_table(gpu, reference))
+    tp = Throughput(read_table(gpu, reference), gpu=gpu, packing=read_packing(reference))
     cap, cap_basis = tp.pack_cap()
-    cost_of = lambda run, studies=None: _run_cost(run, tp, runs_per_gpu, cap, studies)  # noqa: E731
+    cost_of = lambda run, studies=None: _run_cost(run, tp, runs_per_gpu, (cap, cap_basis), studies)  # noqa: E731
     out = [cost_of(run) for run in g.select(study)]
     studies = {s: ids for s, ids in g.studies.items() if study in (None, s)}
     costs = {r.run_id: r for r in out}
@@ -528,7 +612,10 @@ def render(est: Estimate, source: str = "grid", detail: bool = False) -> str:
     if est.runs:
         longest = max(est.runs, key=lambda r: r.gpu_hours)
         lines.append(f"longest run: {longest.gpu_hours:.1f} {unit} ({longest.run_id})")
-    speedup = min(est.runs_per_gpu, est.cap)
+    bases: dict = {}
+    for r in est.runs + est.bounds:
+        if r.pack_basis:
+            bases.setdefault((round(r.speedup, 2), r.pack_basis), []).append(r)
     lines += [
         "images: training images per epoch x epochs as the engine feeds them (few-shot: shots x classes; the grid's "
         "optimizer_steps and compute-matched epochs; ICP's warm-up epochs at ce speed); evaluation, FID and "
@@ -536,8 +623,8 @@ def render(est: Estimate, source: str = "grid", detail: bool = False) -> str:
         f"{unit} per run: images / the table's images/s for the run's model, method, configuration and size; "
         "'estimated': the share resting on rules for what the table does not measure (icp/cost.py; --detail "
         "lists the images/s used)",
-        f"packing: k = {est.runs_per_gpu} run(s) per GPU, each run's {unit} / min(k, C) = {speedup:.2f}; C = "
-        f"{est.cap:.2f} ({est.cap_basis}): assumed, no packed run is measured",
+        f"packing: k = {est.runs_per_gpu} run(s) per GPU; each eager run's {unit} / its packing speed-up:",
+        *[f"  x{sp:.2f} for {len(rs)} run(s): {basis}" for (sp, basis), rs in sorted(bases.items(), key=lambda kv: -len(kv[1]))],
     ]
     if detail:
         used: dict = {}

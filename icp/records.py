@@ -87,6 +87,9 @@ def code_version(root: Optional[Path] = None) -> dict:
 
     root = root or Path(__file__).resolve().parent.parent
     commit = dirty = None
+    if os.environ.get("ICP_GIT_COMMIT"):  # the copier of the code says which commit it is (a lent machine's copy
+        # can carry a stale .git: the H200 records of 2026-12-04 name the session's first commit, not the code's)
+        return {"version": __version__, "git_commit": os.environ["ICP_GIT_COMMIT"], "git_dirty": None}
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip() or None
@@ -96,9 +99,7 @@ def code_version(root: Optional[Path] = None) -> dict:
                                      *(f":(exclude){p}" for p in NOT_CODE)], cwd=root,
                                     capture_output=True, text=True, timeout=10, check=True).stdout.strip())
     except (OSError, subprocess.SubprocessError):
-        # a copy of the code without its .git (a lent machine, a cluster's staged copy): the commit it was copied
-        # from, when the copier says so
-        commit = os.environ.get("ICP_GIT_COMMIT") or None
+        pass
     return {"version": __version__, "git_commit": commit, "git_dirty": dirty}
 
 

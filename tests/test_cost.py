@@ -210,3 +210,34 @@ def test_a_chosen_trial_counts_its_finals_as_runs(tmp_path):
     assert not ce.chosen and est.bounds == ce.finals
     rows = _rows(cost.render(est, "tuned"))
     assert rows["total"][0] == len(g.runs) + 2 == 2 * 2 + 6 + 4 and rows["finals"][0] == 4
+
+
+def test_measured_packing_is_read_and_a_cold_single_run_is_not_a_rate(tmp_path):
+    """A method with a warm k = 1 row packs by its measured best aggregate (ICP variants by the measured ICP
+    method); one whose only k = 1 row is cold (first of its call) falls back on the assumed min(k, C)."""
+    log = ("packing: ce steps of fashion-mnist/resnet20/clean/ce/s0 (r.yaml) , 4 s per k, 16 CPU threads shared\n"
+           "  k=1: 4000.0 img/s\n  k=2: 18000.0 img/s\n  k=4: 24000.0 img/s\n"
+           "packing: icp-adam steps of fashion-mnist/resnet20/clean/icp-adam/s0 (r.yaml) , 4 s per k, 16 CPU\n"
+           "  k=1: 7000.0 img/s\n  k=2: 8400.0 img/s\n  k=4: 7700.0 img/s\n")
+    rows = cost.parse_packing(log, "testgpu", "t.log")
+    assert [(r["method"], r["k"], r["cold"]) for r in rows][:2] == [("ce", 1, 1), ("ce", 2, 0)]
+    assert all(r["config"] == "eager" and r["model"] == "resnet20" for r in rows)
+    ref = _table(tmp_path / "ref", "testgpu", ["resnet20,ce,fashion-mnist,eager,100,1000.0,0,t.txt",
+                                               "resnet20,icp-adam,fashion-mnist,eager,100,500.0,0,t.txt",
+                                               "resnet20,ce,fashion-mnist,compile=reduce-overhead,100,3000.0,0,t.txt"])
+    (ref / "testgpu" / cost.PACKING_TABLE).write_text(cost.table_text(rows, cost.PACKING_COLUMNS))
+    g = grid.load_expand(_tiny_grid(tmp_path, methods=["icp-adam", "icp-sgd"]))
+    one = {r.run_id: r for r in cost.estimate(g, "testgpu", runs_per_gpu=1, reference=ref).runs}
+    four = {r.run_id: r for r in cost.estimate(g, "testgpu", runs_per_gpu=4, reference=ref).runs}
+    for rid, r in four.items():
+        method = rid.split("/")[3]
+        expected = 8400.0 / 7000.0 if method.startswith("icp") else 3.0  # C = 3000 / 1000, the cold ce k = 1 ignored
+        assert r.speedup == pytest.approx(expected) and r.gpu_hours == pytest.approx(one[rid].gpu_hours / expected)
+    text = cost.render(cost.estimate(g, "testgpu", runs_per_gpu=4, reference=ref), "tiny")
+    assert "measured: icp-adam best of k <= 4 8400 / k = 1 7000" in text and "assumed min(k, C), C = 3.00" in text
+
+
+def test_committed_packing_table_is_the_lease_logs():
+    for gpu in cost.PACKING_SOURCES:
+        assert (cost.REFERENCE / gpu / cost.PACKING_TABLE).read_text() == cost.table_text(
+            cost.build_packing(gpu), cost.PACKING_COLUMNS)

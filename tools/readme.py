@@ -21,6 +21,8 @@ those files:
   critical difference), as ``icp tables`` wrote it;
 * ``paper-methods``: the paper grid's method lists (``x-methods``, ``x-headline``) with their counts;
 * ``reference-runs``: the reference grid's runs per study and their estimated H100 GPU-hours;
+* ``gpu-reference``: the first GPU results, the complete cells of ``results/reference/h200/fmnist-5ep/tables/main.md``
+  with the machine, torch, epochs, seeds, wall time and what was left out, as ``tools/gpu_lease.sh`` wrote them;
 * ``detectable``: the true difference (in sds of the per-seed differences) that a paired t-test detects with 80 %
   power at 2, 3, 5, 10, 20 seeds (:func:`icp.stats.detectable_difference`).
 
@@ -91,6 +93,44 @@ def laptop_main() -> str:
         if title.startswith(("Test top-1 (%) at the last epoch", "Top-1 difference to ce")):
             keep.append(f"*{title}*\n\n{body.strip()}")
     return "\n\n".join(keep)
+
+
+GPU_REFERENCE = REPO / "results" / "reference" / "h200" / "fmnist-5ep"
+
+
+def gpu_reference() -> str:
+    """The first GPU table: the complete cells of the H200 reference's main.md (headline and differences), the
+    cells left out, and the machine, torch, wall time and GPU-hours of its sweep, from the files the lease wrote."""
+    import csv
+    import re
+
+    folder = GPU_REFERENCE
+    machine = (folder / "machine.txt").read_text().splitlines()
+    gpu = next(line for line in machine if line.startswith("NVIDIA")).split(",")[0]
+    torch = next(line for line in machine if line.startswith("python")).split("|")[1].strip()
+    knobs = dict(re.findall(r"(\w+): (\S+)", next(line for line in machine if line.startswith("budget_s"))))
+    sweep_s = int(re.search(r"sweep exit \d+ after (\d+) s", (folder / "sweep.log").read_text())[1])
+    with (folder / "sweep.tsv").open() as f:
+        runs = list(csv.DictReader(f, delimiter="\t"))
+    complete = sum(r["status"] == "complete" for r in runs)
+    text = (folder / "tables" / "main.md").read_text()
+    keep = []
+    for section in text.split("\n## ")[1:]:
+        title, _, body = section.partition("\n")
+        if not title.startswith(("Test top-1 (%) at the last epoch", "Top-1 difference to ce")):
+            continue
+        lines = body.strip().splitlines()
+        rows = [ln for ln in lines[2:] if not ln.split("|")[2].strip().startswith("–") or ln.startswith("| ce |")]
+        short = ("Test top-1 (%) at the last epoch, mean ± std (n)" if title.startswith("Test") else
+                 "Difference to ce (pp, seeds paired): mean [95 % t interval] (n, p, Holm p)")
+        keep.append(f"*{short}*\n\n" + "\n".join(lines[:2] + rows))
+    first = re.search(r"first: (.*)$", next(ln for ln in machine if ln.startswith("budget_s")))[1].split()
+    head = "\n".join([
+        f"- machine: one {gpu}, {torch}; {knobs['k']} runs at once",
+        f"- runs: Fashion-MNIST ResNet-20 `main`, {knobs['epochs']} of the recipe's 30 epochs, seeds 0-2; "
+        f"{complete} of {len(runs)} complete (`{'`, `'.join(first)}` first)",
+        f"- time: {sweep_s} s, {sweep_s / 3600:.2f} GPU-hours"])
+    return head + "\n\n" + "\n\n".join(keep)
 
 
 def laptop_tuned() -> str:
@@ -191,7 +231,8 @@ def detectable() -> str:
 
 BLOCKS = {"paper-cost": paper_cost, "paper-tuning": paper_tuning, "laptop-run": laptop_run,
           "laptop-main": laptop_main, "laptop-tuned": laptop_tuned, "paper-methods": paper_methods,
-          "reference-runs": reference_runs, "verdict": verdict, "detectable": detectable}
+          "reference-runs": reference_runs, "verdict": verdict, "detectable": detectable,
+          "gpu-reference": gpu_reference}
 
 
 def _pattern(name: str) -> re.Pattern:
