@@ -52,7 +52,7 @@ def paper_cost() -> str:
 
     os.chdir(REPO)  # the grid names its recipes relative to the repository
     lines = [line for line in cost.report("config/paper.yaml", runs_per_gpu=1).splitlines() if line.strip()]
-    table = [line for line in lines if not line.startswith(("images:", "GPU-hours per run:", "packing:"))]
+    table = [line for line in lines if not line.startswith(("images:", "GPU-hours per run:", "packing:", "  x"))]
     return "```\n" + "\n".join(table) + "\n```"
 
 
