@@ -36,10 +36,12 @@ except ConfigError as exc:
 for _line in icp_figures.unknown_studies(GRID.studies):
     print(_line, file=sys.stderr)
 FIGURES = icp_figures.available(GRID.studies)
-# a record.json that cannot be parsed is not a finished run: set it aside (one line each) so the run is rebuilt
+# a record.json that cannot be parsed, or whose run is not final and that no live trainer holds (a job that wrote
+# `interrupted` after its launcher gave up), is not a finished run: set it aside (one line each), the run resumes
 for _run in GRID.runs.values():
     if os.path.exists(_run.record) and (
         _line := icp_records.set_aside_corrupt(_run.run_dir)
+        or icp_records.set_aside_idle(_run.run_dir)
     ):
         print(f"warning: {_line}", file=sys.stderr)
 

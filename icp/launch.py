@@ -217,7 +217,7 @@ def submit_retrying(submit, what: str, total_s: float = SUBMIT_RETRY_S, log=None
 
 
 # how long a launcher stopped by a signal waits for its cancelled job to end before it exits
-STOP_WAIT_S = 60.0
+STOP_WAIT_S = 300.0
 
 
 class Signalled(KeyboardInterrupt):
@@ -225,19 +225,24 @@ class Signalled(KeyboardInterrupt):
     ``interrupted``)."""
 
 
-def _wait_ended(job, executor: str, wait_s: float) -> None:
-    """Wait (at most ``wait_s``) for a cancelled job to end, so that its last write of the record (``interrupted``)
-    comes before the launcher exits and sets the record aside: Snakemake removes a failed job's output once the
-    launcher has exited, and a record.json the training wrote after that would count as the run's output next time
-    (an interrupted run taken for finished, never resumed)."""
+def _wait_ended(job, executor: str, wait_s: float, run_dir: Optional[Path] = None) -> None:
+    """Wait for a cancelled job to end, so that its last write of the record (``interrupted``) comes before the
+    launcher exits and sets the record aside: Snakemake removes a failed job's output once the launcher has exited,
+    and a record.json the training wrote after that would count as the run's output next time (an interrupted run
+    taken for finished, never resumed). Ended means: the scheduler no longer runs the job (or cannot say) and no
+    trainer holds the run's lock (:func:`icp.runlock.busy`: the trainer's process has exited, its record written).
+    ``wait_s`` bounds a scheduler that never lets go of a job."""
+    from icp import runlock
+
     deadline = time.monotonic() + wait_s
     while executor != "debug" and time.monotonic() < deadline:
         try:
-            if _state(job, executor) not in faults.ACTIVE:
-                return
-        except Exception:  # the scheduler cannot say: waiting longer would not tell either
+            ended = _state(job, executor) not in faults.ACTIVE
+        except Exception:  # the scheduler cannot say: the trainer's lock still can
+            ended = True
+        if ended and (run_dir is None or not runlock.busy(run_dir)):
             return
-        time.sleep(0.5)
+        time.sleep(0.2)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -308,7 +313,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Signalled as sig:
         if own_job:  # a pack's job is cancelled by the launcher that submitted it
             job.cancel(check=False)
-            _wait_ended(job, args.executor, STOP_WAIT_S)
+            _wait_ended(job, args.executor, STOP_WAIT_S, run_dir)
         found = records.load(run_dir)
         if found.path.name == records.NAME and (found.record or {}).get("status") in FINAL_OK:
             # the run ended before the stop reached it (a signal while the launcher slept between polls): a success,

@@ -280,6 +280,23 @@ def set_aside(run_dir: str | Path) -> Optional[Path]:
     return run_dir / STOPPED
 
 
+def set_aside_idle(run_dir: str | Path) -> Optional[str]:
+    """Set aside a ``record.json`` whose run is not final and that no live trainer holds (:func:`icp.runlock.busy`):
+    a run stopped (``interrupted``, ``failed``, ``requeued``) or killed without a word (``running``) after the
+    workflow gave up on its job. Snakemake would count it as the run's finished output; set aside, the run resumes
+    from ``last.pt``. One line saying so, or None."""
+    from icp import runlock
+
+    found = load(run_dir)
+    if found.path.name != NAME or found.record is None or found.record.get("status") in TERMINAL:
+        return None
+    if runlock.busy(run_dir):
+        return None
+    status = found.record.get("status")
+    os.replace(found.path, Path(run_dir) / STOPPED)
+    return f"{found.path}: {status}, not final and no trainer holds it; set aside as {STOPPED}, the run resumes"
+
+
 # SLURM states of a job back in the queue after it ran: requeued (scontrol requeue, preemption, a node failure)
 REQUEUED_STATES = ("PENDING", "REQUEUE_HOLD", "REQUEUE_FED")
 

@@ -46,3 +46,23 @@ def hold(run_dir: str | Path, wait_s: float = 0.0, poll_s: float = 0.5) -> Itera
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def busy(run_dir: str | Path) -> bool:
+    """Whether a live process holds the run's lock (a trainer: its process is alive, wherever the lock is seen).
+    Probed with a non-blocking exclusive ``flock`` released at once; a run without a lock file is not busy. A
+    trainer that starts during the probe waits for the lock (``Trainer.run``'s ``lock_wait_s`` in a job)."""
+    try:
+        fd = os.open(Path(run_dir) / LOCK_NAME, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:  # a file system without flock cannot say: not busy by this test
+        return False
+    finally:
+        os.close(fd)

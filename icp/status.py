@@ -112,7 +112,8 @@ class Recorded(NamedTuple):
 
 def _expanded(path: str, cache: dict) -> grid.Grid:
     if path not in cache:
-        cache[path] = grid.expand(grid.load(path), path, check_recipes=False)
+        # with the tuned cells' final runs whose selection is written, as icp grid counts them
+        cache[path] = grid.expand(grid.load(path), path, check_recipes=False).with_selections()
     return cache[path]
 
 

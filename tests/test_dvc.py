@@ -234,3 +234,54 @@ def test_every_tracked_result_and_figure_is_a_dvc_output_or_a_committed_referenc
              and not any(f == a or f.startswith(a + "/") for a in allowed)]
     assert not stray, f"tracked files that no dvc.yaml stage outputs: {stray}"
     assert any(f.startswith("figures/laptop/") for f in tracked)  # the check saw the laptop outputs
+
+
+def _add_methods(repo: Path, *methods: str) -> None:
+    path = repo / "config/laptop.yaml"
+    grid_file = yaml.safe_load(path.read_text())
+    grid_file["studies"]["main"][0]["methods"] = [*grid_file["studies"]["main"][0]["methods"], *methods]
+    grid_file = {k: v for k, v in grid_file.items() if not k.startswith("x-")}
+    path.write_text(yaml.safe_dump(grid_file, sort_keys=False))
+
+
+def test_extending_or_interrupting_dvc_repro_keeps_every_finished_run(repo):
+    """persist: true on the train stage's outputs: DVC no longer deletes the runs before the stage runs, so adding a
+    method trains its runs alone, and a repro interrupted mid-training keeps what it finished."""
+    import signal
+    import time
+
+    sh(["dvc", "repro"], repo, timeout=900)  # the laptop results (a no-op after the test above)
+    runs = repo / "results/laptop/runs"
+    before = {**digest(runs), **digest(runs, "last.pt")}
+    selections = digest(repo / "results/laptop/tuning", "selection.json")
+    assert before and selections
+    try:
+        _add_methods(repo, "zipfls")
+        sh(["dvc", "repro"], repo, timeout=900)
+        after = {**digest(runs), **digest(runs, "last.pt")}
+        trained = {k for k in after if after[k] != before.get(k)}
+        # the new method's run alone: its record and checkpoint; every other run, byte for byte as it was
+        assert {k.split("/")[3] for k in trained} == {"zipfls"} and len(trained) == 2, sorted(trained)
+        assert all(after[k] == v for k, v in before.items())
+        assert digest(repo / "results/laptop/tuning", "selection.json") == selections
+        # interrupt a repro that trains two more runs once one of them is done, then repro again
+        _add_methods(repo, "maxsup", "confdist")
+        env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+        proc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 600
+        new = lambda: [p for p in runs.rglob("record.json") if p.parts[-3] in ("maxsup", "confdist")  # noqa: E731
+                       and json.loads(p.read_text() or "{}").get("status") == "complete"]
+        while time.monotonic() < deadline and not new() and proc.poll() is None:
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal: the whole foreground group
+        proc.wait(timeout=300)
+        finished = {str(p.relative_to(runs)): hashlib.sha256(p.read_bytes()).hexdigest() for p in new()}
+        assert finished, "no run finished before the interrupt"
+        sh(["dvc", "repro"], repo, timeout=900)
+        assert all(hashlib.sha256((runs / k).read_bytes()).hexdigest() == v for k, v in finished.items())
+        done = [p for p in runs.rglob("record.json") if p.parts[-3] in ("maxsup", "confdist")]
+        assert len(done) == 2 and all(json.loads(p.read_text())["status"] == "complete" for p in done)
+        assert "Data and pipelines are up to date" in sh(["dvc", "repro"], repo).stdout
+    finally:
+        sh(["git", "checkout", "config/laptop.yaml"], repo)

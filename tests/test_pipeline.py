@@ -298,3 +298,55 @@ def test_status_marks_a_run_whose_slurm_job_left_the_queue_as_lost(slurm, tmp_pa
                    for ln in lines)
     finally:
         subprocess.run(["scancel", job_id], timeout=30)
+
+
+def test_a_finished_run_plans_no_job_from_another_interpreter(fmnist_root, tmp_path):
+    """The interpreter is not a run's parameter: a recreated venv (another sys.executable, the same packages) or a
+    moved checkout plans no job for a run that is finished."""
+    import site
+    import venv
+
+    path = tiny_grid(tmp_path, fmnist_root, ["ce"])
+    proc = snakemake("--profile", "local", "--config", f"grid={path}", "--jobs", "1", "--cores", "1", "runs",
+                     timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    other = tmp_path / "other-venv"
+    venv.EnvBuilder(with_pip=False).create(other)
+    (pth,) = (other / "lib").glob("python*/site-packages")
+    (pth / "icp-test.pth").write_text("\n".join([*site.getsitepackages(), str(REPO)]) + "\n")
+    python = other / "bin" / "python"
+    assert subprocess.run([python, "-c", "import sys, snakemake; print(sys.executable)"], capture_output=True,
+                          text=True).stdout.strip() == str(python)
+    again = subprocess.run(["timeout", "-s", "KILL", "120", python, "-m", "snakemake", "--profile", "local",
+                            "--config", f"grid={path}", "-n", "runs"], cwd=REPO, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Nothing to be done" in again.stdout + again.stderr, again.stdout[-3000:] + again.stderr[-3000:]
+
+
+def test_a_stopped_record_that_no_trainer_holds_is_set_aside_at_start(fmnist_root, tmp_path):
+    """A record.json whose run is not final (a job that wrote `interrupted` after its launcher had given up) would
+    pass for the run's output: the workflow sets it aside when no live trainer holds the run, and plans the run;
+    one that a trainer holds (its lock) stays."""
+    import fcntl
+
+    from icp import runlock
+
+    path = tiny_grid(tmp_path, fmnist_root, ["ce", "ls"])
+    g = grid.load_expand(path)
+    ce, ls = (next(r for r in g.runs.values() if r.method == m) for m in ("ce", "ls"))
+    for run in (ce, ls):
+        Path(run.run_dir).mkdir(parents=True)
+        Path(run.record).write_text(json.dumps({"status": "interrupted", "run_id": run.run_id}))
+    fd = os.open(Path(ls.run_dir) / runlock.LOCK_NAME, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a live trainer of ls
+    try:
+        assert runlock.busy(ls.run_dir) and not runlock.busy(ce.run_dir)
+        proc = snakemake("--profile", "local", "--config", f"grid={path}", "-n", "runs", timeout=120)
+    finally:
+        os.close(fd)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert not Path(ce.record).exists() and (Path(ce.run_dir) / records.STOPPED).exists()
+    assert f"{ce.record}: interrupted, not final and no trainer holds it" in out
+    assert Path(ls.record).exists()
+    assert re.search(r"^train\s+1$", out, re.M), out[-2000:]  # ce planned again; ls left to its trainer

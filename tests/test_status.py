@@ -166,3 +166,17 @@ def test_the_note_on_another_grids_records_names_its_grid_file(tmp_path):
     note = status.render(str(folder / "a.yaml"), str(tmp_path / "runs_b"), folder=folder).splitlines()[1]
     assert note == (f"note: 3 records under {tmp_path / 'runs_b'} are runs of {folder / 'b.yaml'} (2) and of another "
                     "grid (1) (not counted here); name their grid file with --grid")
+
+
+def test_status_counts_the_runs_icp_grid_counts_with_the_tuned_finals(tmp_path):
+    """A tuned grid whose selections are written: its final runs are runs of the grid for icp status too."""
+    from icp import grid
+
+    path = REPO / "config" / "laptop.yaml"
+    n = len(grid.load_expand(path).runs)
+    (tmp_path / "runs").mkdir()
+    proc = subprocess.run([sys.executable, "-m", "icp", "status", "--grid", str(path), str(tmp_path / "runs")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]
+    assert f"{n} runs" in proc.stdout.splitlines()[0] + proc.stderr, proc.stdout[:500] + proc.stderr[-500:]
+    assert any("+tuned=" in r for r in grid.load_expand(path).runs)  # the selections are committed

@@ -30,11 +30,10 @@ rule summary:
     resources:
         login_jobs=1,
     params:
-        python=PYTHON,
         grid=GRID_FILE,
         out=lambda wc, output: os.path.dirname(output.summary),
     shell:
-        "{params.python} -m icp summarize --grid {params.grid} --out {params.out} > {log} 2>&1"
+        "{PYTHON} -m icp summarize --grid {params.grid} --out {params.out} > {log} 2>&1"
 
 
 rule tables:
@@ -62,11 +61,10 @@ rule tables:
     resources:
         login_jobs=1,
     params:
-        python=PYTHON,
         grid=GRID_FILE,
         out=lambda wc, output: os.path.dirname(output.csv),
     shell:
-        "{params.python} -m icp tables --grid {params.grid} --study {wildcards.study} --out {params.out} > {log} 2>&1"
+        "{PYTHON} -m icp tables --grid {params.grid} --study {wildcards.study} --out {params.out} > {log} 2>&1"
 
 
 rule verdict:
@@ -83,11 +81,10 @@ rule verdict:
     resources:
         login_jobs=1,
     params:
-        python=PYTHON,
         grid=GRID_FILE,
         out=lambda wc, output: os.path.dirname(output.csv),
     shell:
-        "{params.python} -m icp tables --grid {params.grid} --verdict --out {params.out} > {log} 2>&1"
+        "{PYTHON} -m icp tables --grid {params.grid} --verdict --out {params.out} > {log} 2>&1"
 
 
 rule figure:
@@ -112,12 +109,11 @@ rule figure:
     resources:
         login_jobs=1,
     params:
-        python=PYTHON,
         grid=GRID_FILE,
         results=lambda wc, input: os.path.dirname(input.summary),
         out=lambda wc, output: os.path.dirname(output.png),
         # what the figure shows, for its caption in the report (../report/figure.rst)
         caption=lambda wc: icp_figures.CAPTIONS[wc.figure],
     shell:
-        "{params.python} -m icp figures --grid {params.grid} --results {params.results} --only {wildcards.figure}"
+        "{PYTHON} -m icp figures --grid {params.grid} --results {params.results} --only {wildcards.figure}"
         " --out {params.out} > {log} 2>&1"

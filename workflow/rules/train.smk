@@ -26,6 +26,7 @@ rule train:
     params:
         launcher=launcher_args,
         train=train_args,
-        python=PYTHON,
+    # the interpreter is named in the command, not a parameter: a moved checkout or a new venv changes no run's
+    # params, so its finished runs are not trained again
     shell:
-        "{params.python} -m icp.launch {params.launcher} -- {params.train} > {log} 2>&1"
+        "{PYTHON} -m icp.launch {params.launcher} -- {params.train} > {log} 2>&1"

@@ -22,10 +22,9 @@ checkpoint select:
     conda:
         "../../environment.yml"
     params:
-        python=PYTHON,
         grid=GRID_FILE,
     shell:
-        "{params.python} -m icp select --grid {params.grid} --cell {wildcards.cell} --out {output} > {log} 2>&1"
+        "{PYTHON} -m icp select --grid {params.grid} --cell {wildcards.cell} --out {output} > {log} 2>&1"
 
 
 def tuned_finals(wildcards=None):
