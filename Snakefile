@@ -46,11 +46,15 @@ for _run in GRID.runs.values():
         print(f"warning: {_line}", file=sys.stderr)
 
 
-# Before any job starts (never in a dry run): every dataset, FID network and teacher that the runs without a
-# record need, where the login side can see it; one line each and exit 1 if any is missing. Data only on the
-# compute nodes: --config check_inputs=false (icp.preflight)
+# Before any job starts (never in a dry run): every dataset, FID network and teacher that the runs this call will
+# train need (the DAG's train jobs: a call with targets checks only those), where the login side can see it; one
+# line each and exit 1 if any is missing. Data only on the compute nodes: --config check_inputs=false (icp.preflight)
 onstart:
-    icp_preflight.stop_if_missing(GRID, config.get(icp_preflight.SWITCH, True))
+    icp_preflight.stop_if_missing(
+        GRID,
+        config.get(icp_preflight.SWITCH, True),
+        icp_preflight.planned_runs(workflow),
+    )
 
 
 include: "workflow/rules/common.smk"

@@ -84,20 +84,32 @@ def missing(runs: Iterable, produced: Iterable[str] = ()) -> list[str]:
             f"{ids[0]}]" for line, ids in count.items()]
 
 
-def check_grid(grid, enabled: object = True) -> list[str]:
+def check_grid(grid, enabled: object = True, runs: Optional[Iterable[str]] = None) -> list[str]:
     """The missing lines for every run of ``grid`` (an :class:`icp.grid.Grid`: with the finals of the tuned cells
-    already chosen; the finals of a cell not yet chosen need what its trials need) that has no record yet; nothing
-    when ``enabled`` is false (``--config check_inputs=false``)."""
+    already chosen; the finals of a cell not yet chosen need what its trials need) that has no record yet, or only
+    for the run ids ``runs`` (the jobs this call of the workflow will start); nothing when ``enabled`` is false
+    (``--config check_inputs=false``)."""
     if str(enabled).lower() in ("0", "false", "no", "off"):
         return []
     produced = [r.run_dir for r in (*grid.runs.values(), *grid.candidates.values())]
-    return missing(grid.runs.values(), produced)
+    chosen = grid.runs.values() if runs is None else [grid.runs[r] for r in runs if r in grid.runs]
+    return missing(chosen, produced)
 
 
-def stop_if_missing(grid, enabled: object = True) -> None:
-    """The workflow's ``onstart``: print ``icp: error: <line>`` for each missing thing and exit 1 before any job
-    is submitted (Snakemake then reports nothing run)."""
-    lines = check_grid(grid, enabled)
+def planned_runs(workflow) -> Optional[set[str]]:
+    """The run ids of the training jobs that Snakemake's DAG will start (``onstart`` comes after the DAG is
+    built): a call with targets checks what those need, not the whole grid. None where the DAG cannot say."""
+    try:
+        return {str(job.wildcards.run) for job in workflow.dag.needrun_jobs() if job.rule.name == "train"}
+    except Exception:  # another Snakemake's internals: check the whole grid
+        return None
+
+
+def stop_if_missing(grid, enabled: object = True, runs: Optional[Iterable[str]] = None) -> None:
+    """The workflow's ``onstart``: print ``icp: error: <line>`` for each missing thing that the runs about to
+    train need (``runs``; every run of the grid without a record when None) and exit 1 before any job is submitted
+    (Snakemake then reports nothing run)."""
+    lines = check_grid(grid, enabled, runs)
     for line in lines:
         print(f"icp: error: {line}", file=sys.stderr)
     if lines:

@@ -95,3 +95,18 @@ def test_snakemake_stops_before_any_job_with_one_line_per_missing_dataset(tmp_pa
     assert not (tmp_path / "runs").exists()  # no run started, the fashion-mnist one included
     dry = subprocess.run([*cmd, "-n"], cwd=REPO, capture_output=True, text=True, timeout=320)
     assert dry.returncode == 0 and "icp: error" not in dry.stdout + dry.stderr
+
+
+def test_a_call_with_targets_checks_only_the_runs_it_will_train(tmp_path, fmnist_root):
+    """One Fashion-MNIST target on a machine without CIFAR-100 trains; the whole grid is still refused."""
+    from icp import grid
+
+    path = _two_datasets(tmp_path, fmnist_root)
+    g = grid.load_expand(path)
+    target = next(r.record for r in g.runs.values() if r.dataset == "fashion-mnist")
+    cmd = ["timeout", "-s", "KILL", "300", SNAKEMAKE, target, "--profile", "profiles/local", "--jobs", "1",
+           "--cores", "1", "--config", f"grid={path}"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=320)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "icp: error" not in out, out[-3000:]
+    assert Path(target).exists()

@@ -33,7 +33,7 @@ rule summary:
         grid=GRID_FILE,
         out=lambda wc, output: os.path.dirname(output.summary),
     shell:
-        "{PYTHON} -m icp summarize --grid {params.grid} --out {params.out} > {log} 2>&1"
+        "$ICP_WORKFLOW_PYTHON -m icp summarize --grid {params.grid} --out {params.out} > {log} 2>&1"
 
 
 rule tables:
@@ -64,7 +64,7 @@ rule tables:
         grid=GRID_FILE,
         out=lambda wc, output: os.path.dirname(output.csv),
     shell:
-        "{PYTHON} -m icp tables --grid {params.grid} --study {wildcards.study} --out {params.out} > {log} 2>&1"
+        "$ICP_WORKFLOW_PYTHON -m icp tables --grid {params.grid} --study {wildcards.study} --out {params.out} > {log} 2>&1"
 
 
 rule verdict:
@@ -84,7 +84,7 @@ rule verdict:
         grid=GRID_FILE,
         out=lambda wc, output: os.path.dirname(output.csv),
     shell:
-        "{PYTHON} -m icp tables --grid {params.grid} --verdict --out {params.out} > {log} 2>&1"
+        "$ICP_WORKFLOW_PYTHON -m icp tables --grid {params.grid} --verdict --out {params.out} > {log} 2>&1"
 
 
 rule figure:
@@ -115,5 +115,5 @@ rule figure:
         # what the figure shows, for its caption in the report (../report/figure.rst)
         caption=lambda wc: icp_figures.CAPTIONS[wc.figure],
     shell:
-        "{PYTHON} -m icp figures --grid {params.grid} --results {params.results} --only {wildcards.figure}"
+        "$ICP_WORKFLOW_PYTHON -m icp figures --grid {params.grid} --results {params.results} --only {wildcards.figure}"
         " --out {params.out} > {log} 2>&1"

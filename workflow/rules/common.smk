@@ -6,6 +6,9 @@ from shlex import quote
 from icp import launch as icp_launch
 
 PYTHON = sys.executable
+# the rules' commands run this interpreter through the environment, not a parameter: a moved checkout or a new
+# venv changes no job's params, so no finished run is trained again
+os.environ.update(ICP_WORKFLOW_PYTHON=PYTHON)
 # --config partial=true: aggregate the records that exist instead of waiting for (and training) every run
 PARTIAL = str(config.get("partial", "false")).lower() in ("1", "true", "yes")
 

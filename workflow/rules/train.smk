@@ -26,7 +26,7 @@ rule train:
     params:
         launcher=launcher_args,
         train=train_args,
-    # the interpreter is named in the command, not a parameter: a moved checkout or a new venv changes no run's
-    # params, so its finished runs are not trained again
+    # the interpreter comes from the environment (common.smk), not a parameter: a moved checkout or a new venv
+    # changes no run's params, so its finished runs are not trained again
     shell:
-        "{PYTHON} -m icp.launch {params.launcher} -- {params.train} > {log} 2>&1"
+        "$ICP_WORKFLOW_PYTHON -m icp.launch {params.launcher} -- {params.train} > {log} 2>&1"

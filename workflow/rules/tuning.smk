@@ -24,7 +24,7 @@ checkpoint select:
     params:
         grid=GRID_FILE,
     shell:
-        "{PYTHON} -m icp select --grid {params.grid} --cell {wildcards.cell} --out {output} > {log} 2>&1"
+        "$ICP_WORKFLOW_PYTHON -m icp select --grid {params.grid} --cell {wildcards.cell} --out {output} > {log} 2>&1"
 
 
 def tuned_finals(wildcards=None):
