@@ -20,6 +20,15 @@ from icp.config import ConfigError
 min_version("9.0")
 
 
+# a grid file given to --configfile (a Snakemake habit) merges its keys into the config and would plan the paper grid
+if {"studies", "runs_dir", "recipes"} & set(config):
+    _given = [str(f) for f in getattr(workflow, "configfiles", [])] or [
+        "the --configfile"
+    ]
+    sys.exit(
+        f"icp: error: {_given[-1]} is a grid file, not a Snakemake config: give it as "
+        f"`--config grid={_given[-1]}` (and no --configfile)"
+    )
 GRID_FILE = config.get("grid", "config/paper.yaml")
 try:
     GRID_CONFIG = icp_grid.load(GRID_FILE, check=False, apply_params=False)
@@ -50,6 +59,7 @@ for _run in GRID.runs.values():
 # train need (the DAG's train jobs: a call with targets checks only those), where the login side can see it; one
 # line each and exit 1 if any is missing. Data only on the compute nodes: --config check_inputs=false (icp.preflight)
 onstart:
+    icp_preflight.stop_if_unsubmittable(workflow)
     icp_preflight.stop_if_missing(
         GRID,
         config.get(icp_preflight.SWITCH, True),

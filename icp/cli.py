@@ -9,6 +9,7 @@ nothing written.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import signal
 import sys
@@ -397,10 +398,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as exc:
+        if (line := unwritable(exc)) is not None:
+            print(f"icp: error: {line}", file=sys.stderr)
+            return 2
         if not _user_error(exc):
             raise
         print(f"icp: error: {exc}", file=sys.stderr)
         return 2
+
+
+# what a read-only, unwritable or full output location raises
+_WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EISDIR}
+
+
+def unwritable(exc: BaseException) -> Optional[str]:
+    """``cannot write PATH: reason`` for an output that cannot be written (read-only file system, no permission,
+    disk full), found anywhere in the exception's chain; None for any other error."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+            where = exc.filename or "an output file"
+            return f"cannot write {where}: {exc.strerror or os.strerror(exc.errno)} (choose a writable --out or fix " \
+                   f"the folder's permissions)"
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _user_error(exc: BaseException) -> bool:

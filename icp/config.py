@@ -354,6 +354,15 @@ def resolve(data: dict | None = None, overrides: typing.Sequence[str] = ()) -> C
     return cfg
 
 
+def yaml_error_line(path: str | Path, exc: Exception) -> str:
+    """``FILE:LINE:COLUMN: not valid YAML (what is wrong)``, 1-based as editors count, from PyYAML's marks."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    what = " ".join(filter(None, (getattr(exc, "context", None), getattr(exc, "problem", None)))) or \
+        str(exc).splitlines()[0]
+    return f"{where}: not valid YAML ({what})"
+
+
 def read_yaml(path: str | Path, what: str = "config file") -> dict:
     """A YAML file's mapping; a missing file or invalid YAML is a one-line ConfigError naming ``what``."""
     p = Path(path)
@@ -362,7 +371,7 @@ def read_yaml(path: str | Path, what: str = "config file") -> dict:
     try:
         return yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise ConfigError(yaml_error_line(p, exc)) from None
 
 
 def load(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> Config:

@@ -31,6 +31,7 @@ Nothing here imports torch.
 """
 import contextlib
 import os
+import shutil
 import shlex
 import subprocess
 import time
@@ -45,7 +46,7 @@ from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
 from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 from snakemake_interface_executor_plugins.settings import CommonSettings, ExecutorSettingsBase
 
-from icp import faults, launch, pack, records
+from icp import faults, launch, pack, preflight, records
 
 
 @dataclass
@@ -98,6 +99,10 @@ class Executor(RemoteExecutor):
             raise ValueError(f"--executor submitit runs the train rule only, not {job.name} (mark it localrule)")
         info = SubmittedJobInfo(job, aux={"runs": [_run(job)], "opts": _options(job)})
         self.report_job_submission(info)
+        if info.aux["opts"].executor == "slurm" and shutil.which("sbatch") is None:  # one line, nothing written
+            said, self.no_slurm = getattr(self, "no_slurm", False), True
+            self.report_job_error(info, msg=None if said else f"icp: error: {preflight.NO_SLURM}\n")
+            return
         if info.aux["opts"].runs_per_gpu > 1:
             self.waiting.append((time.monotonic(), info))
             self._submit_packs(force=False)

@@ -105,6 +105,31 @@ def planned_runs(workflow) -> Optional[set[str]]:
         return None
 
 
+NO_SLURM = ("the slurm profile submits to SLURM, but this machine has no sbatch on its PATH: run on the "
+            "cluster's login node, or use --profile local on this machine")
+
+
+def no_scheduler(workflow) -> Optional[str]:
+    """One line when this call would submit train jobs to SLURM (``submitit_executor=slurm``) from a machine
+    without ``sbatch``; None otherwise, or where the DAG cannot say."""
+    import shutil
+
+    try:
+        jobs = [job for job in workflow.dag.needrun_jobs() if job.rule.name == "train"]
+        wants = any(str(job.resources.get("submitit_executor", "")) == "slurm" for job in jobs)
+    except Exception:
+        return None
+    return NO_SLURM if wants and shutil.which("sbatch") is None else None
+
+
+def stop_if_unsubmittable(workflow) -> None:
+    """The workflow's ``onstart``, first: a SLURM profile on a machine without SLURM is one line, exit 1, nothing
+    written."""
+    if (line := no_scheduler(workflow)) is not None:
+        print(f"icp: error: {line}", file=sys.stderr)
+        raise SystemExit(1)
+
+
 def stop_if_missing(grid, enabled: object = True, runs: Optional[Iterable[str]] = None) -> None:
     """The workflow's ``onstart``: print ``icp: error: <line>`` for each missing thing that the runs about to
     train need (``runs``; every run of the grid without a record when None) and exit 1 before any job is submitted

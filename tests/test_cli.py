@@ -99,3 +99,24 @@ def test_every_line_shows_the_headline_in_the_tables_units():
     record = {"run_id": "a/b/clean/ce/s0"}
     entry = {"epoch": 2, "train": {"loss": 0.5}, "test": {"top1": 0.727}, "images_per_s": 100}
     assert "  test top-1 72.70%  " in engine._epoch_line(record, entry, 10, 5.0, 2)
+
+
+def test_invalid_yaml_names_its_file_line_and_column(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epochs: [1, 2\n  lr: 3\n")
+    proc = subprocess.run([sys.executable, "-m", "icp", "train", "--config", str(bad), "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"icp: error: {bad}:3:5: not valid YAML (while parsing a flow sequence expected ',' or ']', but got ':')"]
+
+
+def test_an_output_that_cannot_be_written_is_one_line_naming_it(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for cmd in (["train", "--config", "config/fmnist-ce.yaml", "--out", str(blocker / "run")],
+                ["summarize", "--grid", "config/laptop.yaml", "--out", str(blocker / "res")]):
+        proc = subprocess.run([sys.executable, "-m", "icp", *cmd], capture_output=True, text=True, cwd=REPO,
+                              timeout=300)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+        assert lines[0].startswith(f"icp: error: cannot write {blocker}") and "Not a directory" in lines[0]

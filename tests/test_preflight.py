@@ -1,5 +1,6 @@
 """The login side's check before submission (icp.preflight): every dataset, FID network and teacher that the runs
 without a record need is found, or named in one line with the command that prepares it."""
+import os
 import subprocess
 from pathlib import Path
 
@@ -110,3 +111,26 @@ def test_a_call_with_targets_checks_only_the_runs_it_will_train(tmp_path, fmnist
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "icp: error" not in out, out[-3000:]
     assert Path(target).exists()
+
+
+def test_the_slurm_profile_without_slurm_is_one_line_and_writes_nothing(tmp_path, fmnist_root):
+    import shutil
+
+    path = _two_datasets(tmp_path, fmnist_root)
+    bin_dir = tmp_path / "bin"  # a PATH with bash and the venv, without SLURM's commands
+    bin_dir.mkdir()
+    (bin_dir / "bash").symlink_to(shutil.which("bash"))
+    env = {**os.environ, "PATH": f"{Path(SNAKEMAKE).parent}:{bin_dir}"}
+    proc = subprocess.run([SNAKEMAKE, "runs", "--profile", "slurm", "--config", f"grid={path}",
+                           "check_inputs=false"], cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    out = proc.stdout + proc.stderr
+    errors = [ln for ln in out.splitlines() if "error" in ln.lower()]
+    assert proc.returncode == 1 and len(errors) == 1 and "no sbatch on its PATH" in errors[0], out[-3000:]
+    assert "Traceback" not in out and not (tmp_path / "runs").exists()
+
+
+def test_a_grid_file_given_to_configfile_is_refused_with_the_right_command():
+    proc = subprocess.run([SNAKEMAKE, "-n", "--configfile", "config/laptop.yaml"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "is a grid file, not a Snakemake config: give it as `--config grid=" in proc.stderr.splitlines()[-1]
