@@ -14,6 +14,7 @@ from icp import figures as icp_figures
 from icp import grid as icp_grid
 from icp import preflight as icp_preflight
 from icp import records as icp_records
+from icp import runlock as icp_runlock
 from icp import verdict as icp_verdict
 from icp.config import ConfigError
 
@@ -29,6 +30,11 @@ if {"studies", "runs_dir", "recipes"} & set(config):
         f"icp: error: {_given[-1]} is a grid file, not a Snakemake config: give it as "
         f"`--config grid={_given[-1]}` (and no --configfile)"
     )
+# One Snakemake per checkout (icp.runlock): the first takes the sweep lock for its life and clears the locks that a
+# killed Snakemake left (no `--unlock` needed); a second sweep is refused at onstart while the first is alive
+_SWEEP_HELD, _SWEEP_HOLDER = icp_runlock.hold_checkout()
+if _SWEEP_HELD and (_line := icp_runlock.clear_stale_locks()):
+    print(f"warning: {_line}", file=sys.stderr)
 GRID_FILE = config.get("grid", "config/paper.yaml")
 try:
     GRID_CONFIG = icp_grid.load(GRID_FILE, check=False, apply_params=False)
@@ -59,6 +65,11 @@ for _run in GRID.runs.values():
 # train need (the DAG's train jobs: a call with targets checks only those), where the login side can see it; one
 # line each and exit 1 if any is missing. Data only on the compute nodes: --config check_inputs=false (icp.preflight)
 onstart:
+    if not _SWEEP_HELD:
+        sys.exit(
+            f"icp: error: another Snakemake runs in this checkout ({_SWEEP_HOLDER}): two sweeps of one "
+            f"checkout would train the same runs twice; wait for it or stop it first"
+        )
     icp_preflight.stop_if_unsubmittable(workflow)
     icp_preflight.stop_if_missing(
         GRID,

@@ -13,7 +13,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 from icp.config import ConfigError
 
@@ -66,3 +66,39 @@ def busy(run_dir: str | Path) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------------- the checkout's sweep
+SWEEP_LOCK = "icp-sweep.lock"  # in Snakemake's own folder, beside (not in) its locks/, which a Snakemake may wipe
+_held: list[int] = []  # the open descriptor of this process's sweep lock: held until the process ends
+
+
+def hold_checkout(folder: str | Path = ".snakemake") -> tuple[bool, str]:
+    """Take this checkout's sweep lock for the rest of this process (every Snakemake of the workflow tries at
+    start): (True, "") when taken, else (False, what the holder wrote: its pid, host and start). The kernel drops it
+    when the process dies, however it dies, so a held lock always means a live Snakemake."""
+    if _held:
+        return True, ""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / SWEEP_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown process"
+        os.close(fd)
+        return False, holder
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}".encode(), 0)
+    _held.append(fd)
+    return True, ""
+
+
+def clear_stale_locks(folder: str | Path = ".snakemake") -> Optional[str]:
+    """Remove Snakemake's own locks (``locks/*.lock``) that a killed Snakemake left: only call it holding the sweep
+    lock (then no other Snakemake of this workflow is alive here, so they are stale). One line, or None."""
+    stale = sorted((Path(folder) / "locks").glob("*.lock"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return (f"removed {len(stale)} stale Snakemake lock(s) in {Path(folder) / 'locks'} (left by a Snakemake that was "
+            f"killed; no other Snakemake runs in this checkout)") if stale else None

@@ -350,3 +350,29 @@ def test_a_stopped_record_that_no_trainer_holds_is_set_aside_at_start(fmnist_roo
     assert f"{ce.record}: interrupted, not final and no trainer holds it" in out
     assert Path(ls.record).exists()
     assert re.search(r"^train\s+1$", out, re.M), out[-2000:]  # ce planned again; ls left to its trainer
+
+
+def test_a_killed_snakemakes_locks_are_cleared_and_a_second_sweep_is_refused(fmnist_root, tmp_path):
+    """Snakemake's own locks left by a kill no longer need `--unlock`: the next Snakemake, holding the checkout's
+    sweep lock (so no other is alive), clears them. While a Snakemake holds it, a second sweep is refused."""
+    path = tiny_grid(tmp_path, fmnist_root, ["ce"])
+    locks = REPO / ".snakemake" / "locks"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from icp import runlock; "
+                               "print(runlock.hold_checkout(sys.argv[1])[0], flush=True); time.sleep(120)",
+                               str(REPO / ".snakemake")], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "True"
+        busy = snakemake("--profile", "local", "--config", f"grid={path}", "--jobs", "1", "--cores", "1", "runs",
+                         timeout=300)
+        assert busy.returncode == 1 and "icp: error: another Snakemake runs in this checkout (pid " in busy.stderr
+        assert not (tmp_path / "runs").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    locks.mkdir(parents=True, exist_ok=True)
+    (locks / "0.input.lock").write_text(str(tmp_path))  # as a Snakemake killed by SIGKILL leaves it
+    proc = snakemake("--profile", "local", "--config", f"grid={path}", "--jobs", "1", "--cores", "1", "runs",
+                     timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "removed 1 stale Snakemake lock(s)" in out and not list(locks.glob("*.lock"))
