@@ -413,7 +413,9 @@ def record_stop(run_dir: Path, job, folder: Path, state: str, fallback: str, req
     aside as well: ``icp status`` calls the run failed with the cause, never not started."""
     record = records.load(run_dir).record
     logs = sorted(Path(folder).glob(f"{job.job_id}_*")) + sorted((run_dir / "submitit").glob(f"{job.job_id}_*"))
-    cause = faults.describe(state, record or {"error": fallback}, logs, requeues if state == "TIMEOUT" else None)
+    # the requeues its jobs actually used (each attempt is one entry of the record's jobs), not the allowance
+    used = max(0, len(record.get("jobs") or []) - 1) if record else requeues
+    cause = faults.describe(state, record or {"error": fallback}, logs, used if state == "TIMEOUT" else None)
     if record is None and run_id is not None:
         stub = records.stopped_before_training(run_id, _config_digest(train_args), cause,
                                                {"job_id": str(job.job_id), "executor": executor or None})

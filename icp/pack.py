@@ -68,6 +68,17 @@ def child_error(log: Path) -> str:
     return ""
 
 
+def exited(child: subprocess.Popen) -> bool:
+    """Whether a child process has exited, without reaping it and without Popen's waitpid lock (safe inside a
+    signal handler that interrupted a ``child.wait()``): ``waitid`` with ``WNOWAIT`` only peeks."""
+    if child.returncode is not None:
+        return True
+    try:
+        return os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:  # already reaped elsewhere
+        return True
+
+
 class PackJob(submitit.helpers.Checkpointable):
     """The submitted callable of a pack: ``icp train`` of each run in its own process, all at once."""
 
@@ -132,12 +143,14 @@ class PackJob(submitit.helpers.Checkpointable):
         """SLURM's warning: every run saves and records ``requeued`` (SIGUSR2, which SLURM may also have sent them:
         ``icp train`` acts on the first), then the pack is submitted again as it was."""
         for child in self._children.values():
-            if child.poll() is None:
+            if not exited(child):
                 child.send_signal(signal.SIGUSR2)
+        # wait for every child to have saved and exited; not with child.wait()/poll(): this runs inside submitit's
+        # signal handler, while the interrupted __call__ holds Popen's waitpid lock in child.wait(), so they could
+        # never see a child exit (the pack idled to the wait's end, past SLURM's kill). exited() only peeks.
         deadline = time.monotonic() + self.stop_wait_s
-        for child in self._children.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        while time.monotonic() < deadline and not all(exited(c) for c in self._children.values()):
+            time.sleep(0.1)
         return submitit.helpers.DelayedSubmission(PackJob(self.runs, self.workdir, self.executor, self.cpus,
                                                                     self.stop_wait_s))
 

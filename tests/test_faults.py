@@ -397,3 +397,19 @@ def test_a_dataset_missing_on_the_login_side_stops_the_sweep_before_any_submissi
     assert code == 1 and len(errors) == 1 and "cifar100 not found" in errors[0], out[-3000:]
     assert "icp data prepare --dataset cifar100" in errors[0]
     assert jobs() == before and not (tmp_path / "runs").exists()
+
+
+def test_the_timeout_line_counts_the_requeues_the_records_jobs_used(tmp_path):
+    """A pack killed at its first time limit used no requeue, whatever max_requeues allowed."""
+    from types import SimpleNamespace
+
+    from icp import jsonfile, launch
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    jsonfile.write({"status": "running", "run_id": "r", "jobs": [{"job_id": "7"}]}, run_dir / "record.json")
+    line = launch.record_stop(run_dir, SimpleNamespace(job_id="7"), tmp_path, "TIMEOUT", "", requeues=5)
+    assert "TIMEOUT after 0 requeues" in line
+    jsonfile.write({"status": "running", "run_id": "r", "jobs": [{"job_id": "7"}] * 3}, run_dir / "record.json")
+    assert "TIMEOUT after 2 requeues" in launch.record_stop(run_dir, SimpleNamespace(job_id="7"), tmp_path,
+                                                               "TIMEOUT", "", requeues=5)

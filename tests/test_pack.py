@@ -75,3 +75,35 @@ def test_a_pack_member_that_fails_reports_its_error_without_failing_the_others(f
     assert result["tiny/ok"]["status"] == "complete"
     assert result["tiny/bad"]["status"] == "failed" and result["tiny/bad"]["error"].startswith("icp: error:")
     assert "cifar" in result["tiny/bad"]["error"].lower()
+
+
+def test_a_signal_handler_sees_children_exit_while_the_main_thread_waits_on_them():
+    """SLURM's warning reaches a pack while __call__ waits in child.wait(): the handler must see the children exit
+    (pack.exited peeks without Popen's waitpid lock) instead of idling to its deadline, as child.wait(timeout) did."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from icp import pack
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.8)"])
+    seen = {}
+
+    def handler(signum, frame):
+        start = time.monotonic()
+        while time.monotonic() - start < 10 and not pack.exited(child):
+            time.sleep(0.05)
+        seen["waited"] = time.monotonic() - start
+        seen["exited"] = pack.exited(child)
+
+    old = signal.signal(signal.SIGUSR2, handler)
+    try:
+        main = threading.main_thread().ident  # SLURM signals the process; its main thread runs the handler
+        threading.Timer(0.2, lambda: signal.pthread_kill(main, signal.SIGUSR2)).start()
+        child.wait()  # holds Popen's waitpid lock when the signal comes
+    finally:
+        signal.signal(signal.SIGUSR2, old)
+    assert seen["exited"] and seen["waited"] < 5, seen
+    assert child.returncode == 0
