@@ -94,8 +94,10 @@ def load_resumable(path: str | Path, warn: Callable[[str], None]) -> Optional[di
             continue
         ckpt, why = _try_load(candidate)
         if ckpt is not None:
+            ckpt["loaded_from"] = candidate.name  # which file: the resume line and the record name it
             if reasons:
-                warn(f"{'; '.join(reasons)}; resuming from {candidate} (epoch {ckpt['epoch']})")
+                ckpt["fallback"] = f"{'; '.join(reasons)}; resumed from {candidate} (epoch {ckpt['epoch']})"
+                warn(ckpt["fallback"])
             return ckpt
         reasons.append(f"{candidate} is unreadable ({why})")
     raise CheckpointError(f"{'; '.join(reasons)}; no good checkpoint to resume from (delete the run directory "

@@ -363,7 +363,11 @@ class Trainer:
             checkpoint.set_rng_state(ckpt["rng"])
             record, best, start_epoch = ckpt["record"], ckpt["best"], ckpt["epoch"]
             record["resumed"] += 1
-            print(f"{record['run_id']}: resumed from epoch {start_epoch} of {tr.epochs} (last.pt)", file=sys.stderr,
+            source = ckpt.get("loaded_from", "last.pt")
+            if ckpt.get("fallback"):  # the record keeps why it did not resume from last.pt
+                record.setdefault("notes", []).append(f"{records.now()}: {ckpt['fallback']}")
+            print(f"{record['run_id']}: resumed from epoch {start_epoch} of {tr.epochs} ({source}"
+                  f"{': last.pt was unreadable' if source != 'last.pt' else ''})", file=sys.stderr,
                   flush=True)  # stderr, as the epoch lines
             record["env"] = records.environment(self.device)
             record["code"] = records.code_version()

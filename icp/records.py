@@ -21,6 +21,8 @@ Written atomically at the start of a run, after every epoch, and at the end. Sch
                      "hostname", "started_at", "seconds": wall seconds this attempt spent on the run (set-up,
                      training, evaluation; kept when the attempt fails, is interrupted or requeued, so the work it
                      lost counts), "shared_by": runs that shared its device (a pack's job; else 1)}
+    notes           (only when there is one) what a resume had to work around, one dated line each: "last.pt is
+                    unreadable (...); resumed from last.prev.pt (epoch E)"
     method          method name (config method.name); method_options: resolved options
     model           model name; model_params: number of parameters of the evaluated classifier
     dataset         dataset name
@@ -31,7 +33,8 @@ Written atomically at the start of a run, after every epoch, and at the end. Sch
     seed            training seed (train.seed)
     config          the full resolved config (every key, defaults included); config_digest: its hash
     code            {"version": package version, "git_commit": sha or null, "git_dirty": bool or null (a tracked file
-                     other than the pipeline's outputs, results/, figures/ and dvc.lock, differs from the commit)}
+                     other than the pipeline's outputs, results/, figures/ and dvc.lock, differs from the commit);
+                     where ICP_GIT_COMMIT is set (a copy of the code, e.g. on a lent machine) that sha, dirty null}
     env             {"python", "torch", "torchvision", "cuda", "cudnn", "device", "device_name" (the GPU model, else
                      the CPU model), "cpu" (CPU model), "cpu_threads" (torch's intra-op threads), "cpu_capability"
                      (the vector instructions torch's CPU kernels use: float results differ between them),

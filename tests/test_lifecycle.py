@@ -83,8 +83,12 @@ def test_corrupt_last_checkpoint_resumes_from_the_one_kept_back(tiny_cfg, tmp_pa
     (run / "last.pt").write_bytes(b"not a checkpoint")
     capsys.readouterr()
     resumed = engine.Trainer(cfg, run).run()
-    (warning,) = [ln for ln in capsys.readouterr().err.strip().splitlines() if "unreadable" in ln]
-    assert f"{run / 'last.pt'} is unreadable" in warning and "resuming from" in warning and "(epoch 1)" in warning
+    err = capsys.readouterr().err.strip().splitlines()
+    (warning,) = [ln for ln in err if ln.startswith("icp: warning:")]
+    assert f"{run / 'last.pt'} is unreadable" in warning and "resumed from" in warning and "(epoch 1)" in warning
+    (line,) = [ln for ln in err if ": resumed from epoch" in ln]  # the resume line names the file it used
+    assert line.endswith("resumed from epoch 1 of 3 (last.prev.pt: last.pt was unreadable)")
+    assert any("last.pt is unreadable" in note for note in resumed["notes"])  # and the record keeps why
     strip = lambda eps: [{k: v for k, v in e.items() if k not in ("time_s", "images_per_s")} for e in eps]
     assert resumed["status"] == "complete" and strip(resumed["epochs"]) == strip(full["epochs"])
 
