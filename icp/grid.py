@@ -155,6 +155,11 @@ class Grid:
     figures_dir: str = "figures"
     tuned: tuple[Tuned, ...] = ()  # the tuned cells and methods (icp.tuning)
     candidates: dict[str, Run] = dataclasses.field(default_factory=dict)  # final runs of every trial, by id
+    logs_dir: str = ""  # the launchers' logs (launch.log, submitit/) per run id; "" = in the run's directory
+
+    def log_dir(self, run_id: str) -> str:
+        """Where a run's launcher logs go: ``<logs_dir>/<run id>``, or the run directory itself."""
+        return f"{self.logs_dir}/{run_id}" if self.logs_dir else self[run_id].run_dir
 
     def __getitem__(self, run_id: str) -> Run:
         if run_id in self.runs:
@@ -507,7 +512,7 @@ def expand(grid: dict, source: Optional[str] = None, check_recipes: bool = True)
     runs = {rid: dataclasses.replace(r, studies=tuple(membership[rid])) for rid, r in runs.items()}
     return Grid(runs, studies, runs_dir, source, str(grid.get("results_dir", "results")).rstrip("/"),
                 str(grid.get("figures_dir", "figures")).rstrip("/"), tuple(tuned_cells),
-                candidates)
+                candidates, str(grid.get("logs_dir") or "").rstrip("/"))
 
 
 @contextlib.contextmanager

@@ -127,6 +127,8 @@ def parser() -> argparse.ArgumentParser:
                    "(needed with --runs-per-gpu > 1; the Snakefile passes <runs_dir>/.packs)")
     p.add_argument("--pack-wait-s", type=float, default=10.0,
                    help="how long a queued run waits for others before it goes in a smaller pack")
+    p.add_argument("--log-dir", default="", help="where the job's submitit logs go (DIR/submitit; default: "
+                   "$ICP_LOGS_DIR/<run id>, which the workflow sets from the grid's logs_dir, else RUN_DIR)")
     p.add_argument("train_args", nargs=argparse.REMAINDER, help="-- followed by the icp train arguments")
     return p
 
@@ -259,7 +261,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     run_dir = Path(out)
     run_id = _train_option(train_args, "--run-id") or out
-    folder = run_dir / "submitit"
+    logs = args.log_dir or (f"{os.environ['ICP_LOGS_DIR']}/{run_id}" if os.environ.get("ICP_LOGS_DIR") else "")
+    folder = Path(logs or run_dir) / "submitit"  # the workflow's logs_dir (ICP_LOGS_DIR), else the run directory
     folder.mkdir(parents=True, exist_ok=True)
     own_job = not packed
     if packed:

@@ -283,5 +283,12 @@ def test_extending_or_interrupting_dvc_repro_keeps_every_finished_run(repo):
         done = [p for p in runs.rglob("record.json") if p.parts[-3] in ("maxsup", "confdist")]
         assert len(done) == 2 and all(json.loads(p.read_text())["status"] == "complete" for p in done)
         assert "Data and pipelines are up to date" in sh(["dvc", "repro"], repo).stdout
+        # a job that only restores a finished run (forced through Snakemake) leaves DVC's view clean: its logs go
+        # to the grid's logs_dir, out of the tracked runs, and the record comes back byte for byte from last.pt
+        one = next(runs.rglob("record.json"))
+        sh([f"{BIN}/snakemake", "--profile", "local", "--config", "grid=config/laptop.yaml", "--cores", "1",
+            "--force", str(one.relative_to(repo))], repo, timeout=600)
+        assert "up to date" in sh(["dvc", "status"], repo).stdout
+        assert not list(runs.rglob("launch.log")) and list((repo / "results/laptop/logs").rglob("launch.log"))
     finally:
         sh(["git", "checkout", "config/laptop.yaml"], repo)

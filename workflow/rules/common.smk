@@ -9,6 +9,9 @@ PYTHON = sys.executable
 # the rules' commands run this interpreter through the environment, not a parameter: a moved checkout or a new
 # venv changes no job's params, so no finished run is trained again
 os.environ.update(ICP_WORKFLOW_PYTHON=PYTHON)
+# the grid's logs_dir, for the launchers (icp.launch: submitit/ beside launch.log), also outside the params, so
+# that moving the logs trains nothing again
+os.environ.update(ICP_LOGS_DIR=GRID.logs_dir)
 # --config partial=true: aggregate the records that exist instead of waiting for (and training) every run
 PARTIAL = str(config.get("partial", "false")).lower() in ("1", "true", "yes")
 

@@ -20,7 +20,7 @@ rule train:
     output:
         f"{GRID.runs_dir}/{{run}}/record.json",
     log:
-        f"{GRID.runs_dir}/{{run}}/launch.log",
+        f"{GRID.logs_dir or GRID.runs_dir}/{{run}}/launch.log",
     conda:
         "../../environment.yml"
     params:
