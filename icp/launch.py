@@ -446,5 +446,19 @@ def _stopped(run_id: str, run_dir: Path, job, folder: Path, state: str, fallback
     return 1
 
 
+def cli(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m icp.launch``: :func:`main`, with an output that cannot be written (read-only runs directory, no
+    permission, full disk) told in one line instead of a traceback."""
+    from icp.cli import unwritable
+
+    try:
+        return main(argv)
+    except Exception as exc:
+        if (line := unwritable(exc)) is None:
+            raise
+        print(f"icp.launch: error: {line}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

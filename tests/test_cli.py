@@ -120,3 +120,14 @@ def test_an_output_that_cannot_be_written_is_one_line_naming_it(tmp_path):
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
         assert lines[0].startswith(f"icp: error: cannot write {blocker}") and "Not a directory" in lines[0]
+
+
+def test_the_launcher_tells_an_unwritable_runs_directory_in_one_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    proc = subprocess.run([sys.executable, "-m", "icp.launch", "--executor", "local", "--timeout-min", "1", "--",
+                           "--config", "config/fmnist-ce.yaml", "--out", str(blocker / "run"), "--run-id", "x"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith(
+        f"icp.launch: error: cannot write {blocker}"), proc.stderr[-2000:]
