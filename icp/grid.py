@@ -289,6 +289,30 @@ def run_id(dataset: str, model: str, scenario: str, method: str, options: Iterab
     return "/".join(parts)
 
 
+def _tuning_defaults(recipe_file: Optional[str], overrides: list[str], space: dict, where: str) -> dict[str, Any]:
+    """Each key of a tuning space at its value in the cell's resolved config (recipe, grid settings, the method's
+    option defaults): a tuned method's trial 0, its published default."""
+    if recipe_file is None:
+        raise ConfigError(f"{where}: no recipe for the cell")
+    cfg = _resolved(recipe_file, tuple(overrides))
+    out = {}
+    for key in space:
+        node: Any = cfg
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise ConfigError(f"{where}.{key}: not a key of the run's config")
+            node = node[part]
+        out[key] = node
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _resolved(recipe_file: str, overrides: tuple[str, ...]) -> dict:
+    from icp import config
+
+    return config.resolve(config.read_yaml(recipe_file, "recipe"), list(overrides)).to_dict()
+
+
 @functools.lru_cache(maxsize=None)
 def _option_defaults(method: str) -> dict[str, Any]:
     out = {}
@@ -478,9 +502,17 @@ def expand(grid: dict, source: Optional[str] = None, check_recipes: bool = True)
                 tuning.check(tuning_spec, {study: set(block["methods"])}, where)
                 cells = list(dict.fromkeys((d, m, sc) for d, m, sc, _ in conditions))
                 seeds = tuple(block.get("seeds", grid.get("seeds", [0])))
+                tuning.check_seeds(tuning_spec, seeds, where, study)
                 for (dataset, model, scenario), method in itertools.product(cells, block["methods"]):
-                    draws = tuning.draws(tuning_spec["spaces"][method], tuning.trial_count(tuning_spec),
-                                         int(tuning_spec.get("draw_seed", 0)))
+                    space = tuning_spec["spaces"][method]
+                    defaults = _tuning_defaults(recipe["file"] if recipe else recipes.get(f"{dataset}/{model}"),
+                                                [f"data.dataset={dataset}", f"model.name={model}",
+                                                 *parse_scenario(scenario), f"method.name={method}", *common,
+                                                 *(["method.options.teacher=<teacher run>"]
+                                                   if method in TEACHER_METHODS else [])],
+                                                space, f"{where}: tuning.spaces.{method}")
+                    draws = tuning.draws(space, tuning.trial_count(tuning_spec),
+                                         int(tuning_spec.get("draw_seed", 0)), defaults)
                     trials, finals = [], []
                     for t, setting in enumerate(draws):
                         sets = tuple(f"{k}={_yaml_value(v)}" for k, v in sorted(setting.items()))

@@ -24,11 +24,15 @@ lists it as lost; it is never silently dropped and never drawn again. A trial st
 limit, full disk, out of memory) resumes from its checkpoint when the workflow runs again, as any run.
 
 The draws (:func:`unit_points`) are one scrambled Halton sequence (``scipy.stats.qmc.Halton``, seeded by
-``draw_seed``: the same points on every machine and in every expansion) of :data:`MAX_DIM` dimensions; a space's
-keys, in sorted order, take its first columns, so two methods' trials differ only through their spaces. A point
-maps into a range linearly, or in log space with ``log: true``; ``int: true`` rounds to an integer, and a
-``values`` list picks one of its items. Drawn floats keep 3 significant digits, so a trial's settings print as
-they train.
+``draw_seed``: the same points on every machine and in every expansion) of :data:`MAX_DIM` dimensions, with
+**common random numbers**: the keys every space shares (:data:`COMMON_KEYS`, the optimizer's learning rate and
+weight decay) take the same columns in every space, so trial i of ``ce`` and of ``icp-adam`` try the same lr and
+wd, and a method's own keys take the columns after them in sorted order. **Trial 0 is the method's published
+default** (each key's value in the cell's resolved config: the recipe and the method's defaults), so tuning can
+only add to the default; trials 1.. are the sequence's points 0... A point maps into a range linearly, or in log
+space with ``log: true``; ``int: true`` rounds to an integer, and a ``values`` list picks one of its items. Drawn
+floats keep 3 significant digits, so a trial's settings print as they train. Trials train at ``tuning.seed``,
+which must not be a seed of the finals (a final at the trial's seed would be the max-of-k winner itself).
 """
 from __future__ import annotations
 
@@ -37,7 +41,8 @@ from typing import Any, Optional
 
 from icp.config import ConfigError
 
-MAX_DIM = 12  # the most keys a space may have: the Halton sequence's dimension
+MAX_DIM = 12  # the Halton sequence's dimension: the common keys' columns and a space's own keys fit in it
+COMMON_KEYS = ("optim.lr", "optim.weight_decay")  # the same Halton columns (0, 1) in every space
 RULE = "best last-epoch validation top-1; ties broken by the earlier trial; a failed or diverged trial loses"
 
 
@@ -60,8 +65,10 @@ def check_space(method: str, space: dict, where: str) -> None:
     that is not positive."""
     if not space:
         raise ConfigError(f"{where}: tuning.spaces.{method}: an empty search space")
-    if len(space) > MAX_DIM:
-        raise ConfigError(f"{where}: tuning.spaces.{method}: {len(space)} keys, at most {MAX_DIM}")
+    own = [k for k in space if k not in COMMON_KEYS]
+    if len(COMMON_KEYS) + len(own) > MAX_DIM:
+        raise ConfigError(f"{where}: tuning.spaces.{method}: {len(own)} keys besides {', '.join(COMMON_KEYS)}, at "
+                          f"most {MAX_DIM - len(COMMON_KEYS)}")
     for key, rng in space.items():
         at = f"{where}: tuning.spaces.{method}.{key}"
         if "values" in rng:
@@ -91,12 +98,30 @@ def value_at(rng: dict, u: float) -> Any:
     return _significant(min(max(value, low), high))
 
 
-def draws(space: dict, trials: int, draw_seed: int) -> list[dict[str, Any]]:
-    """The ``trials`` settings of a space: trial i is the i-th Halton point, its first columns mapped into the
-    space's keys in sorted order."""
-    keys = sorted(space)
-    return [{k: value_at(space[k], point[j]) for j, k in enumerate(keys)}
-            for point in unit_points(trials, draw_seed)]
+def columns(space: dict) -> dict[str, int]:
+    """Each key's Halton column: :data:`COMMON_KEYS` at their fixed columns in every space (common random
+    numbers), the space's own keys after them in sorted order."""
+    own = sorted(k for k in space if k not in COMMON_KEYS)
+    fixed = {k: i for i, k in enumerate(COMMON_KEYS) if k in space}
+    return {**fixed, **{k: len(COMMON_KEYS) + j for j, k in enumerate(own)}}
+
+
+def draws(space: dict, trials: int, draw_seed: int, defaults: Optional[dict] = None) -> list[dict[str, Any]]:
+    """The ``trials`` settings of a space: trial 0 the ``defaults`` (each key's value in the cell's resolved config)
+    when given, then the Halton points in order, each key at its :func:`columns` column."""
+    cols = columns(space)
+    first = [{k: defaults[k] for k in sorted(space)}] if defaults is not None else []
+    points = unit_points(max(0, trials - len(first)), draw_seed) if trials > len(first) else []
+    return (first + [{k: value_at(space[k], point[cols[k]]) for k in sorted(space)} for point in points])[:trials]
+
+
+def check_seeds(tuning: dict, seeds, where: str, study: str) -> None:
+    """Trials train at seeds disjoint from the finals': one line when ``tuning.seed`` is one of the block's seeds."""
+    seed = int(tuning.get("seed", 0))
+    if seed in {int(s) for s in seeds}:
+        raise ConfigError(f"{where}: tuning.seed {seed} is also a seed of study '{study}''s final runs: trials "
+                          f"train at seeds disjoint from the finals' (a final at its trial's seed is the max-of-k "
+                          f"winner itself); pick a seed outside {sorted(int(s) for s in seeds)}")
 
 
 def check(tuning: Optional[dict], tuned_methods: dict[str, set], where: str) -> None:
