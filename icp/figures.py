@@ -481,13 +481,13 @@ def steps(runs, epochs, ctx):
 @figure("tuning", "tuned",
         "Equal tuning: the expected best validation top-1 of k trials against k, for every method of each tuned "
         "condition (order statistics over its trials at the tuning seed, k drawn without replacement; a failed "
-        "or diverged trial counts as 0 %), a dashed line at the method's default setting trained at the same seed: "
+        "or diverged trial counts as 0 %), a dashed line at trial 0, the method's default setting, at the same seed: "
         "a line still rising at the last trial says the budget was not enough.")
 def tuning(runs, epochs, ctx):
     from icp.tuning_table import TRIAL, expected_best, is_trial
 
     title = ("Study tuned: expected best validation top-1 (%) of k of a method's trials (k drawn without "
-             "replacement; lost trials count as 0 %), one line per method; dashed: its default setting at the same seed")
+             "replacement; lost trials count as 0 %), one line per method; dashed: trial 0, its default setting")
     trials = runs[is_trial(runs.variant)].copy()
     trials = trials[trials.studies.fillna("").str.split(";").map(lambda s: "tuned" in s).astype(bool)]
     if trials.empty:
@@ -505,10 +505,8 @@ def tuning(runs, epochs, ctx):
                       "expected best val top-1 (%)": expected_best(m.value, k)} for k in range(1, n + 1)]
     curves = pd.DataFrame(rows)
     colours = _colours(curves.method)
-    # the default setting of each method at the trials' seed, trained on the same recipe: the line tuning must beat
-    done = runs[runs.status == "complete"]
-    keys = {tuple(map(str, k)) for k in trials[[*CONDITION, "method", "seed"]].itertuples(index=False)}
-    defaults = done[[tuple(map(str, k)) in keys for k in done[[*CONDITION, "variant", "seed"]].itertuples(index=False)]]
+    # trial 0 is each method's default setting (icp.tuning), at the trials' seed: the line tuning must beat
+    defaults = trials[trials.variant.str.endswith("+trial=0") & ~trials.lost].assign(variant=lambda t: t.method)
 
     def draw(part):
         def on(ax):
@@ -522,7 +520,7 @@ def tuning(runs, epochs, ctx):
                     mine = mine[mine[k].astype(str) == str(m[k].iloc[0])]
                 if len(mine):
                     ax.axhline(100 * float(mine.val_top1.iloc[0]), color=colours[method], linestyle="--",
-                               linewidth=1, label=f"{method} at its default setting (seed {int(mine.seed.iloc[0])})")
+                               linewidth=1, label=f"{method}: trial 0, its default setting (seed {int(mine.seed.iloc[0])})")
             ax.set(xlabel="k (trials)", ylabel="expected best val top-1 (%)")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.legend(fontsize=7, title="method", title_fontsize=7, framealpha=0.8)

@@ -518,7 +518,7 @@ def expand(grid: dict, source: Optional[str] = None, check_recipes: bool = True)
                         sets = tuple(f"{k}={_yaml_value(v)}" for k, v in sorted(setting.items()))
                         with _naming(where, f"studies.{study}.{i}.tune"):
                             trials.append(add(study, dataset, model, scenario, method, {},
-                                              int(tuning_spec.get("seed", 0)), recipe, steps=steps(dataset, scenario),
+                                              int(tuning_spec.get("seed", tuning.DEFAULT_SEED)), recipe, steps=steps(dataset, scenario),
                                               tuned=(("trial", str(t)), sets)))
                             finals.append(tuple(add(study, dataset, model, scenario, method, {}, seed, recipe,
                                                     steps=steps(dataset, scenario), tuned=(("tuned", str(t)), sets),

@@ -42,6 +42,7 @@ from typing import Any, Optional
 from icp.config import ConfigError
 
 MAX_DIM = 12  # the Halton sequence's dimension: the common keys' columns and a space's own keys fit in it
+DEFAULT_SEED = 100  # tuning.seed when the grid gives none: apart from the usual final seeds 0, 1, 2, ...
 COMMON_KEYS = ("optim.lr", "optim.weight_decay")  # the same Halton columns (0, 1) in every space
 RULE = "best last-epoch validation top-1; ties broken by the earlier trial; a failed or diverged trial loses"
 
@@ -117,7 +118,7 @@ def draws(space: dict, trials: int, draw_seed: int, defaults: Optional[dict] = N
 
 def check_seeds(tuning: dict, seeds, where: str, study: str) -> None:
     """Trials train at seeds disjoint from the finals': one line when ``tuning.seed`` is one of the block's seeds."""
-    seed = int(tuning.get("seed", 0))
+    seed = int(tuning.get("seed", DEFAULT_SEED))
     if seed in {int(s) for s in seeds}:
         raise ConfigError(f"{where}: tuning.seed {seed} is also a seed of study '{study}''s final runs: trials "
                           f"train at seeds disjoint from the finals' (a final at its trial's seed is the max-of-k "

@@ -121,7 +121,7 @@ def test_paper_grid_cost_counts_every_run():
 
 
 def _tuned_cost_grid(tmp_path, epochs=3, batch=100):
-    """A tuned study (2 methods x 3 trials at seed 0, finals at seeds 0 and 1) beside a plain one, on the tiny
+    """A tuned study (2 methods x 3 trials at seed 100, finals at seeds 0 and 1) beside a plain one, on the tiny
     recipe; icp-adam's trials differ in K, so their finals differ in cost."""
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({"optim": {"name": "sgd", "lr": 0.1}, "schedule": {"name": "cosine"},
@@ -129,7 +129,7 @@ def _tuned_cost_grid(tmp_path, epochs=3, batch=100):
     lr = {"low": 0.01, "high": 0.5, "log": True, "source": "test"}
     spec = {"runs_dir": str(tmp_path / "runs"), "results_dir": str(tmp_path / "res"), "seeds": [0, 1],
             "recipes": {"fashion-mnist/resnet20": str(recipe)},
-            "tuning": {"trials": 3, "seed": 0, "draw_seed": 0, "spaces": {
+            "tuning": {"trials": 3, "seed": 100, "draw_seed": 0, "spaces": {
                 "ce": {"optim.lr": lr},
                 "icp-adam": {"optim.lr": lr, "method.options.steps": {"low": 1, "high": 8, "int": True,
                                                                       "source": "test"}}}},
@@ -152,7 +152,7 @@ def test_a_tuned_grid_counts_its_trials_and_its_finals_as_an_upper_bound(tmp_pat
                                                "resnet20,icp-adam,fashion-mnist,eager,100,500.0,0,t.txt"])
     g = grid.load_expand(_tuned_cost_grid(tmp_path))
     est = cost.estimate(g, "testgpu", runs_per_gpu=1, reference=ref)
-    # the trials are runs of the grid and of their study: 2 methods x 3 trials at seed 0, beside the block's
+    # the trials are runs of the grid and of their study: 2 methods x 3 trials at seed 100, beside the block's
     # default runs (2 methods x 2 seeds; ce's shared with main)
     trials = [rid for rid in g.studies["tuned"] if "+trial=" in rid]
     assert len(trials) == 2 * 3 and len(g.runs) == 2 * 2 + 2 * 3 and len(est.runs) == len(g.runs)

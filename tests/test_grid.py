@@ -362,7 +362,7 @@ def test_every_classifier_run_has_the_same_validation_split_within_its_cell(grid
 
 
 def test_the_tuned_study_tunes_the_headline_methods_equally_and_every_trial_builds(paper):
-    """config/paper.yaml's `tuned` study: CIFAR-100 ResNet-20 clean, the headline methods, 5 trials each at seed 0
+    """config/paper.yaml's `tuned` study: CIFAR-100 ResNet-20 clean, the headline methods, 5 trials each at seed 100
     from a space whose keys are real config keys (every trial's and final's config resolves to its draws), finals
     at seeds 0-2; every other study keeps its runs."""
     assert [c.method for c in paper.tuned] == HEADLINE
@@ -370,7 +370,7 @@ def test_the_tuned_study_tunes_the_headline_methods_equally_and_every_trial_buil
     for cell in paper.tuned:
         assert (cell.study, cell.dataset, cell.model, cell.scenario, cell.seeds) == (
             "tuned", "cifar100", "resnet20", "clean", (0, 1, 2))
-        assert len(cell.trials) == 5 and all(paper[rid].seed == 0 for rid in cell.trials)
+        assert len(cell.trials) == 5 and all(paper[rid].seed == 100 for rid in cell.trials)
         space = spec["tuning"]["spaces"][cell.method]
         assert {"optim.lr", "optim.weight_decay"} <= set(space) and all(r.get("source") for r in space.values())
         for t, (rid, setting) in enumerate(zip(cell.trials, cell.settings)):
@@ -383,7 +383,9 @@ def test_the_tuned_study_tunes_the_headline_methods_equally_and_every_trial_buil
                         node = node[part]
                     assert node[name] == value, (run.run_id, key)
     trials = [rid for rid in paper.studies["tuned"] if "+trial=" in rid]
-    assert len(trials) == len(HEADLINE) * 5 and len(paper.studies["tuned"]) == len(HEADLINE) * (5 + 3)  # + defaults
+    # + the defaults at the finals' seeds, + AI-KD's ce teacher at the trials' seed
+    assert len(trials) == len(HEADLINE) * 5 and len(paper.studies["tuned"]) == len(HEADLINE) * (5 + 3) + 1
+    assert "cifar100/resnet20/clean/ce/s100" in paper.studies["tuned"]
     assert not any("+trial=" in rid for s, ids in paper.studies.items() if s != "tuned" for rid in ids)
 
 

@@ -1,5 +1,5 @@
-"""Equal tuning (icp.tuning): reproducible quasi-random draws, the same unit points for every method, equal trial
-counts enforced."""
+"""Equal tuning (icp.tuning): reproducible quasi-random draws, common random numbers (trial i of every method
+tries the same lr and wd), trial 0 the published default, trial seeds apart from the finals', equal trial counts."""
 import math
 
 import pytest
@@ -24,18 +24,24 @@ def test_draws_are_identical_across_expansions_and_inside_their_ranges():
     assert tuning.draws(SPACE_ICP, 8, draw_seed=4) != a  # the seed matters
 
 
-def test_methods_share_the_unit_points_and_differ_only_in_their_spaces():
-    ce, icp = tuning.draws(SPACE_CE, 6, 0), tuning.draws(SPACE_ICP, 6, 0)
-    points = tuning.unit_points(6, 0)
-    # the keys, sorted, take the first columns: method.options.* sort before optim.*, so ce's lr is column 0 and
-    # icp's column 2 of the same points
-    for i in range(6):
-        lr_ce = math.exp(math.log(0.01) + points[i][0] * (math.log(1.0) - math.log(0.01)))
-        assert ce[i]["optim.lr"] == pytest.approx(lr_ce, rel=5e-3)
-        lr_icp = math.exp(math.log(0.01) + points[i][2] * (math.log(1.0) - math.log(0.01)))
-        assert icp[i]["optim.lr"] == pytest.approx(lr_icp, rel=5e-3)
+def test_methods_share_lr_and_wd_at_every_trial_and_trial_0_is_the_default():
+    """Common random numbers: the keys every space shares take the same Halton columns (lr 0, wd 1), so trial i
+    of ce and of icp try the same lr and wd; a method's own keys take the columns after them."""
+    defaults_ce = {"optim.lr": 0.1, "optim.weight_decay": 5e-4}
+    defaults_icp = {"optim.lr": 0.1, "optim.weight_decay": 5e-4, "method.options.steps": 5,
+                    "method.options.warmup": 0.25}
+    ce, icp = tuning.draws(SPACE_CE, 6, 0, defaults_ce), tuning.draws(SPACE_ICP, 6, 0, defaults_icp)
+    assert ce[0] == defaults_ce and icp[0] == defaults_icp  # trial 0: the published default
+    points = tuning.unit_points(5, 0)
+    for i in range(1, 6):
+        lr = math.exp(math.log(0.01) + points[i - 1][0] * (math.log(1.0) - math.log(0.01)))
+        assert ce[i]["optim.lr"] == icp[i]["optim.lr"] == pytest.approx(lr, rel=5e-3)
+        assert ce[i]["optim.weight_decay"] == icp[i]["optim.weight_decay"]
+    cols = tuning.columns(SPACE_ICP)
+    assert cols["optim.lr"] == 0 and cols["optim.weight_decay"] == 1
+    assert sorted(v for k, v in cols.items() if k.startswith("method.")) == [2, 3]
     # the same space gives the same trials whatever the method
-    assert tuning.draws(dict(SPACE_CE), 6, 0) == ce
+    assert tuning.draws(dict(SPACE_CE), 6, 0, defaults_ce) == ce
 
 
 def test_a_log_range_covers_its_decades_evenly():
@@ -63,7 +69,7 @@ def _tuned_grid(tmp_path, trials=3):
     spec = {
         "runs_dir": str(tmp_path / "runs"), "results_dir": str(tmp_path / "res"), "seeds": [0, 1],
         "recipes": {"fashion-mnist/resnet20": "config/recipes/fmnist-resnet20.yaml"},
-        "tuning": {"trials": trials, "seed": 0, "draw_seed": 0, "spaces": {
+        "tuning": {"trials": trials, "seed": 100, "draw_seed": 0, "spaces": {
             "ce": {"optim.lr": {"low": 0.01, "high": 0.5, "log": True, "source": "test"}},
             "icp-adam": {"optim.lr": {"low": 0.01, "high": 0.5, "log": True, "source": "test"},
                          "method.options.steps": {"low": 1, "high": 8, "int": True, "source": "test"}}}},
@@ -81,15 +87,23 @@ def test_a_tuned_block_expands_into_equal_trials_at_one_seed_beside_the_default_
         assert len(cell.trials) == 3 and cell.seeds == (0, 1)
         for t, (rid, setting) in enumerate(zip(cell.trials, cell.settings)):
             run = g[rid]
-            assert rid == f"fashion-mnist/resnet20/clean/{cell.method}+trial={t}/s0" and run.seed == 0
+            assert rid == f"fashion-mnist/resnet20/clean/{cell.method}+trial={t}/s100" and run.seed == 100
             for key, value in setting.items():
-                assert run.overrides.index(f"{key}={value}") > run.overrides.index("train.seed=0")
+                assert run.overrides.index(f"{key}={value}") > run.overrides.index("train.seed=100")
+        assert cell.settings[0]["optim.lr"] == 0.1  # trial 0: the recipe's learning rate
+    assert g.tuned[1].settings[0]["method.options.steps"] == 5  # and icp-adam's published K
     # the default-setting runs of the block stay, at its seeds
     assert "fashion-mnist/resnet20/clean/icp-adam/s1" in g.runs
-    # the same draws in a second expansion; a different space changes icp-adam's, not ce's learning rates
+    # the same draws in a second expansion; both methods try the same learning rates, trial by trial
     again = _tuned_grid(tmp_path)
     assert [c.settings for c in again.tuned] == [c.settings for c in g.tuned]
-    assert [s["optim.lr"] for s in g.tuned[0].settings] != [s["optim.lr"] for s in g.tuned[1].settings]
+    assert [s["optim.lr"] for s in g.tuned[0].settings] == [s["optim.lr"] for s in g.tuned[1].settings]
+
+
+def test_trials_at_a_seed_of_the_finals_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="tuning.seed 0 is also a seed of study 'tuned''s final runs"):
+        tuning.check_seeds({"seed": 0}, (0, 1), "g.yaml", "tuned")
+    tuning.check_seeds({"seed": 100}, (0, 1), "g.yaml", "tuned")
 
 
 def test_a_final_run_is_the_chosen_trial_at_each_seed(tmp_path):
@@ -212,8 +226,8 @@ def test_snakemake_runs_trials_then_the_selection_then_the_finals_and_a_rerun_do
             "figures_dir": str(tmp_path / "figures"), "data_root": str(fmnist_root), "seeds": [0, 1],
             "recipes": {"fashion-mnist/resnet20": "config/recipes/fmnist-resnet20.yaml"},
             "set": [*sets, "train.epochs=1", "data.augment=none", "train.progress=false"],
-            # draw_seed 3 draws the three values once each: trials 0.1, 0.0001 and 1e9 (diverges in its first epoch)
-            "tuning": {"trials": 3, "seed": 0, "draw_seed": 3, "spaces": {"ce": {
+            # trial 0 is the recipe's lr 0.1; draw_seed 14 then draws 0.0001 and 1e9 (diverges in its first epoch)
+            "tuning": {"trials": 3, "seed": 100, "draw_seed": 14, "spaces": {"ce": {
                 "optim.lr": {"values": [0.0001, 0.1, 1e9],
                              "source": "test: one rate that learns, one that barely does, one that diverges"}}}},
             "studies": {"tuned": [{"datasets": ["fashion-mnist"], "models": ["resnet20"], "methods": ["ce"],

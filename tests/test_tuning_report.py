@@ -46,7 +46,7 @@ def tuned(tmp_path):
     """A tuned study of ce and ls, 3 trials each (one of ce's failed), selected, finals and defaults trained."""
     spec = {"runs_dir": str(tmp_path / "runs"), "results_dir": str(tmp_path / "res"), "seeds": list(SEEDS),
             "recipes": {"fashion-mnist/resnet20": "config/recipes/fmnist-resnet20.yaml"},
-            "tuning": {"trials": 3, "seed": 0, "spaces": {
+            "tuning": {"trials": 3, "seed": 100, "spaces": {
                 m: {"optim.lr": {"low": 0.01, "high": 0.5, "log": True, "source": "test"}} for m in TRIAL_VAL}},
             "studies": {"tuned": [{"datasets": ["fashion-mnist"], "models": ["resnet20"], "methods": ["ce", "ls"],
                                    "tune": True}]}}
@@ -131,10 +131,10 @@ def test_the_tuning_curve_is_the_expected_best_of_k_trials_with_lost_ones_at_zer
     fig = figures.FIGURES["tuning"][1](runs, None, None)
     (ax,) = fig.axes
     lines = {line.get_label(): list(line.get_ydata()) for line in ax.get_lines()}
-    assert set(lines) == {"ce (3 trials, 1 lost)", "ls (3 trials, 0 lost)", "ce at its default setting (seed 0)",
-                          "ls at its default setting (seed 0)"}
-    for m in ("ce", "ls"):  # dashed: the default run at the trials' seed (the helper's validation is test + 0.01)
-        assert lines[f"{m} at its default setting (seed 0)"] == pytest.approx([100 * (DEFAULT[m][0] + 0.01)] * 2)
+    assert set(lines) == {"ce (3 trials, 1 lost)", "ls (3 trials, 0 lost)", "ce: trial 0, its default setting "
+                          "(seed 100)", "ls: trial 0, its default setting (seed 100)"}
+    for m in ("ce", "ls"):  # dashed: trial 0, the default setting at the trials' seed
+        assert lines[f"{m}: trial 0, its default setting (seed 100)"] == pytest.approx([100 * TRIAL_VAL[m][0]] * 2)
     for label, vals in (("ce (3 trials, 1 lost)", [50.0, 70.0, 0.0]), ("ls (3 trials, 0 lost)", [60.0, 65.0, 55.0])):
         want = [sum(max(s) for s in itertools.combinations(vals, k)) / math.comb(3, k) for k in (1, 2, 3)]
         assert lines[label] == pytest.approx(want, rel=1e-6)
@@ -146,7 +146,7 @@ def test_icp_grid_lists_each_tuned_cell_and_its_finals_once_chosen(tuned, tmp_pa
     path = tmp_path / "g.yaml"
     assert cli.main(["grid", "--grid", str(path)]) == 0
     out, err = capsys.readouterr()
-    assert "tuning fashion-mnist/resnet20/clean/ce [tuned]: 3 trials of optim.lr at seed 0; then 3 final runs " \
+    assert "tuning fashion-mnist/resnet20/clean/ce [tuned]: 3 trials of optim.lr at seed 100; then 3 final runs " \
            "(ce+tuned=<chosen>) at seeds 0, 1, 2: trial 1 chosen, listed above" in err
     assert [line.split()[0] for line in out.splitlines() if "+tuned=" in line] == \
         [f"fashion-mnist/resnet20/clean/{m}+tuned=1/s{s}" for m in ("ce", "ls") for s in SEEDS]
