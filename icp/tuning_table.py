@@ -117,7 +117,8 @@ def sections(study: str, study_cells: pd.DataFrame, runs: pd.DataFrame, g, tex: 
         name = " / ".join(map(str, condition))
         seeds = sorted({s for c in cells for s in c.seeds})
         title = (f"Equal tuning, {name}: test top-1 (%) at the last epoch of each method at its paper's default "
-                 f"setting and tuned ({len(cells[0].trials)} quasi-random trials per method at seed "
+                 f"setting and tuned ({len(cells[0].trials)} trials per method, trial 0 its default, the others "
+                 f"quasi-random with the same lr and wd for every method, at seed "
                  f"{g[cells[0].trials[0]].seed}, chosen on validation top-1, then trained at seeds "
                  f"{', '.join(map(str, seeds))}): mean ± std over seeds (n); the tuned result's difference to tuned "
                  f"{base or 'ce (not tuned here)'} and to its own default in percentage points, seeds paired "
