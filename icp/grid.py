@@ -157,10 +157,6 @@ class Grid:
     candidates: dict[str, Run] = dataclasses.field(default_factory=dict)  # final runs of every trial, by id
     logs_dir: str = ""  # the launchers' logs (launch.log, submitit/) per run id; "" = in the run's directory
 
-    def log_dir(self, run_id: str) -> str:
-        """Where a run's launcher logs go: ``<logs_dir>/<run id>``, or the run directory itself."""
-        return f"{self.logs_dir}/{run_id}" if self.logs_dir else self[run_id].run_dir
-
     def __getitem__(self, run_id: str) -> Run:
         if run_id in self.runs:
             return self.runs[run_id]

@@ -24,6 +24,16 @@ class RunBusy(ConfigError):
     """Another process trains this run directory."""
 
 
+def _stamp(fd: int) -> None:
+    """Write the holder's pid, host and start time into a lock file just taken (for the messages only)."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}".encode(), 0)
+
+
+def _holder(fd: int) -> str:
+    return os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown process"
+
+
 @contextlib.contextmanager
 def hold(run_dir: str | Path, wait_s: float = 0.0, poll_s: float = 0.5) -> Iterator[None]:
     """Hold the run's lock for the body; wait up to ``wait_s`` seconds for another holder to let go."""
@@ -37,12 +47,11 @@ def hold(run_dir: str | Path, wait_s: float = 0.0, poll_s: float = 0.5) -> Itera
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown process"
+                    holder = _holder(fd)
                     raise RunBusy(f"{run_dir} is being trained by another process ({holder}); "
                                   "wait for it or stop it first") from None
                 time.sleep(poll_s)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}".encode(), 0)
+        _stamp(fd)
         yield
     finally:
         os.close(fd)  # releases the lock
@@ -85,11 +94,10 @@ def hold_checkout(folder: str | Path = ".snakemake") -> tuple[bool, str]:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown process"
+        holder = _holder(fd)
         os.close(fd)
         return False, holder
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}".encode(), 0)
+    _stamp(fd)
     _held.append(fd)
     return True, ""
 

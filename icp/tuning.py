@@ -112,7 +112,7 @@ def draws(space: dict, trials: int, draw_seed: int, defaults: Optional[dict] = N
     when given, then the Halton points in order, each key at its :func:`columns` column."""
     cols = columns(space)
     first = [{k: defaults[k] for k in sorted(space)}] if defaults is not None else []
-    points = unit_points(max(0, trials - len(first)), draw_seed) if trials > len(first) else []
+    points = unit_points(trials - len(first), draw_seed) if trials > len(first) else []
     return (first + [{k: value_at(space[k], point[cols[k]]) for k in sorted(space)} for point in points])[:trials]
 
 
