@@ -13,7 +13,8 @@ Lifecycle (statuses in :mod:`icp.records`): one process per run directory (:mod:
 cannot be read falls back to the one kept back (:func:`icp.checkpoint.load_resumable`); a loss that turns NaN/inf
 ends the run as ``diverged`` at the end of that epoch, naming the first non-finite step (found without a device
 sync per step); Ctrl-C or a termination signal leaves it ``interrupted``; a job that its scheduler requeues
-(``stop_status = "requeued"``, set by the submitit job) leaves it ``requeued``.
+(``stop_status = "requeued"``, set by the submitit job) leaves it ``requeued``; a trainer that outlives its
+requeued job (an orphan: :func:`icp.records.taken_back`) stops at the end of its epoch and leaves it ``requeued``.
 """
 from __future__ import annotations
 
@@ -309,6 +310,17 @@ class Trainer:
             if created and [p.name for p in self.run_dir.iterdir()] == [runlock.LOCK_NAME]:
                 shutil.rmtree(self.run_dir, ignore_errors=True)
 
+    @staticmethod
+    def _stop_orphaned(record: dict, epoch: int) -> None:
+        """This trainer outlived its SLURM job (requeued while its node's slurmd was lost, say): the record says
+        ``requeued`` again, with a note, and the trainer stops with epoch ``epoch`` saved, leaving its device to
+        SLURM and the run to the requeued job, which resumes from ``last.pt``."""
+        note = (f"job {record['jobs'][-1]['job_id']} was requeued by SLURM while this trainer still ran (an orphan); "
+                f"it stopped after epoch {epoch} and the requeued job resumes the run")
+        record["status"] = "requeued"
+        record.setdefault("notes", []).append(f"{records.now()}: {note}")
+        print(f"{record['run_id']}: {note}", file=sys.stderr, flush=True)
+
     def _earlier_attempts(self, record_path: Path, jobs: list) -> list:
         """The ``jobs`` of the earlier attempts: those of ``record.json`` where it is this config's run and knows at
         least the checkpoint's attempts (it has their final seconds), else ``jobs`` (the checkpoint's)."""
@@ -415,6 +427,10 @@ class Trainer:
                 else:
                     records.stamp_compute(record, time.perf_counter() - attempt_start)
                     self._save(epoch + 1, record, best)
+                    if records.taken_back(self.run_dir, record["jobs"][-1].get("job_id")):
+                        self._stop_orphaned(record, epoch + 1)  # SLURM requeued its job: that job resumes the run
+                        save(record)
+                        break
                     save(record)
                 saved = _as_saved(record)
                 tracking.log_epoch(entry)

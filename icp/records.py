@@ -323,6 +323,18 @@ def mark_requeued(run_dir: str | Path, job_id: str) -> bool:
     return True
 
 
+def taken_back(run_dir: str | Path, job_id: Optional[str]) -> bool:
+    """Whether SLURM took this trainer's job back while the trainer still runs: ``record.json`` says ``requeued``
+    (:func:`mark_requeued`, written by the launcher once the job is queued again) for an attempt of job ``job_id``.
+    Such a trainer is an orphan (its node's slurmd lost, say): SLURM may give its device to another job, and the
+    requeued job will train the run. It stops at the next epoch boundary (:meth:`icp.engine.Trainer._run`)."""
+    if job_id is None:
+        return False
+    rec = load(run_dir).record
+    jobs = (rec or {}).get("jobs") or []
+    return bool(rec) and rec.get("status") == "requeued" and bool(jobs) and str(jobs[-1].get("job_id")) == str(job_id)
+
+
 def stopped_before_training(run_id: str, config_digest: Optional[str], error: str, job: dict) -> dict:
     """The record of a run whose job ended before its training wrote one (no data on the node, a set-up error):
     its id, config digest, ``failed`` with the cause, and the job; no config or epochs. Kept set aside

@@ -134,6 +134,38 @@ def test_a_requeued_jobs_record_says_requeued_once_back_in_the_queue(tmp_path):
     assert not records.mark_requeued(run, "57")  # a final record is never marked
 
 
+def test_an_orphaned_trainer_stops_once_its_job_is_requeued_and_the_requeued_job_resumes_exactly(tiny_cfg, tmp_path):
+    """slurmd lost: SLURM requeues the job while its trainer still runs. The launcher marks the record requeued
+    (:func:`records.mark_requeued`, as :func:`launch.watch_requeue` does when the job is queued again); the orphan
+    no longer writes ``running`` over it and finishes the run outside SLURM's allocation: it saves the epoch it was
+    in, says ``requeued`` with a note, and stops. The requeued job (same id, as SLURM keeps it) resumes exactly."""
+    from icp import checkpoint, engine
+
+    cfg = tiny_cfg("train.epochs=3", "data.train_subset=200", "data.test_subset=100", "train.eval_batch_size=100")
+    full = engine.Trainer(cfg, tmp_path / "full").run()
+    run = tmp_path / "part"
+    orphan = engine.Trainer(cfg, run, job=records.job_info("57", "slurm"))
+    train_epoch = orphan.train_epoch
+
+    def requeued_during_the_second_epoch(epoch):
+        out = train_epoch(epoch)
+        if epoch == 1:
+            assert records.mark_requeued(run, "57")  # the record said running, epoch 1, job 57
+        return out
+
+    orphan.train_epoch = requeued_during_the_second_epoch
+    rec = orphan.run()
+    disk = records.read(run / "record.json")
+    assert rec["status"] == disk["status"] == "requeued" and len(disk["epochs"]) == 2
+    assert "requeued by SLURM while this trainer still ran" in disk["notes"][-1]
+    assert checkpoint.load(run / "last.pt")["epoch"] == 2  # the record never runs ahead of its checkpoint
+    assert not records.taken_back(run, "58") and not records.taken_back(run, None)
+    resumed = engine.Trainer(cfg, run, job=records.job_info("57", "slurm")).run()
+    assert resumed["status"] == "complete" and resumed["resumed"] == 1 and len(resumed["jobs"]) == 2
+    strip = lambda eps: [{k: v for k, v in e.items() if k not in ("time_s", "images_per_s")} for e in eps]
+    assert strip(resumed["epochs"]) == strip(full["epochs"])
+
+
 def test_a_job_that_ended_before_its_training_wrote_a_record_leaves_one_that_says_failed(tmp_path, fmnist_root):
     """No data on the node: the training raised before its record; the run is failed with the cause in status and in
     the summary, never not started, and it starts afresh next time (the record is set aside)."""
