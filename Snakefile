@@ -12,13 +12,20 @@ from snakemake.utils import min_version
 
 from icp import figures as icp_figures
 from icp import grid as icp_grid
+from icp import gridfile as icp_gridfile
 from icp import preflight as icp_preflight
 from icp import records as icp_records
+from icp import run_config as icp_run_config
 from icp import runlock as icp_runlock
-from icp import verdict as icp_verdict
-from icp.config import ConfigError
+import icp.results.verdict as icp_verdict
+from icp.schema import ConfigError
 
 min_version("9.0")
+
+# `--report`: Snakemake warns once per output it has no job metadata for (results that DVC pulled or another
+# checkout made: every run's record), "a non critical warning" that buried the report's own lines; one line instead
+if "--report" in sys.argv:
+    icp_report_notes = icp_figures.quiet_missing_metadata()
 
 
 # a grid file given to --configfile (a Snakemake habit) merges its keys into the config and would plan the paper grid
@@ -37,25 +44,33 @@ if _SWEEP_HELD and (_line := icp_runlock.clear_stale_locks()):
     print(f"warning: {_line}", file=sys.stderr)
 GRID_FILE = config.get("grid", "config/paper.yaml")
 try:
-    GRID_CONFIG = icp_grid.load(GRID_FILE, check=False, apply_params=False)
+    GRID_CONFIG = icp_gridfile.load(GRID_FILE, check=False, apply_params=False)
     # --config fid_features=inception: the generative study's FIDs with Inception-v3 (see the grid schema)
     if "fid_features" in config:
         GRID_CONFIG["fid_features"] = str(config["fid_features"])
     # workflow/schemas/grid.schema.yaml; a bad grid is one line: file, item, what is accepted, did-you-mean
-    icp_grid.validate_schema(GRID_CONFIG, GRID_FILE)
+    icp_gridfile.validate_schema(GRID_CONFIG, GRID_FILE)
     # with the final runs of the tuned cells whose selection an earlier invocation wrote (workflow/rules/tuning.smk)
-    GRID = icp_grid.expand(icp_grid.with_params(GRID_CONFIG, GRID_FILE), GRID_FILE)
+    GRID = icp_grid.expand(icp_gridfile.with_params(GRID_CONFIG, GRID_FILE), GRID_FILE)
     GRID = GRID.with_selections()
+    # the figures of the grid's studies: every figure module of icp/figures/ and of the icp.figures entry points
+    # (one that cannot be read is one line, as a bad grid is)
+    FIGURES = icp_figures.available(GRID.studies)
+    for _line in icp_figures.unknown_studies(GRID.studies):
+        print(_line, file=sys.stderr)
 except ConfigError as exc:
     sys.exit(f"icp: error: {exc}")
-for _line in icp_figures.unknown_studies(GRID.studies):
-    print(_line, file=sys.stderr)
-FIGURES = icp_figures.available(GRID.studies)
 # a record.json that cannot be parsed, or whose run is not final and that no live trainer holds (a job that wrote
-# `interrupted` after its launcher gave up), is not a finished run: set it aside (one line each), the run resumes
+# `interrupted` after its launcher gave up), is not a finished run: set it aside (one line each), the run resumes;
+# a run made with another config than the grid's run has today (a setting outside the run's id, or a code change of
+# what a setting means): its state set aside in stale/<digest>/, the run trains again
 for _run in GRID.runs.values():
-    if os.path.exists(_run.record) and (
+    if (
+        os.path.exists(_run.record)
+        or os.path.exists(os.path.join(_run.run_dir, icp_records.STOPPED))
+    ) and (
         _line := icp_records.set_aside_corrupt(_run.run_dir)
+        or icp_records.set_aside_stale(_run.run_dir, icp_run_config.config_digest(_run))
         or icp_records.set_aside_idle(_run.run_dir)
     ):
         print(f"warning: {_line}", file=sys.stderr)
@@ -75,6 +90,11 @@ onstart:
         GRID,
         config.get(icp_preflight.SWITCH, True),
         icp_preflight.planned_runs(workflow),
+    )
+    # runs, as the README and icp status count them: Snakemake's steps also count selections and tables
+    print(
+        icp_grid.run_count_line(GRID, icp_preflight.planned_runs(workflow)),
+        file=sys.stderr,
     )
 
 
@@ -99,7 +119,7 @@ rule all:
             figure=FIGURES,
             ext=["png", "pdf"],
         ),
-        # which method wins across the settings of main, noisy, fewshot and tuned (icp.verdict)
+        # which method wins in each of main, noisy, fewshot and tuned, over its units (icp.results.verdict)
         expand(f"{GRID.results_dir}/tables/verdict.{{ext}}", ext=["csv", "md"])
         if icp_verdict.applies(GRID.studies)
         else [],

@@ -1,5 +1,5 @@
 """``icp bench``: training throughput (images/s) per method and model, with each method's speed relative to its
-model's baseline (``ce`` for a classifier, ``vae`` for the VAE; :data:`icp.aggregate.BASELINE`).
+model's baseline (``ce`` for a classifier, ``vae`` for the VAE; :data:`icp.results.frames.BASELINE`).
 
 Every row runs the engine's own ``Trainer.train_step`` (forward_train, backward, optimizer and scheduler step,
 loss bookkeeping) fed by the configured training loader, so the numbers are those of real training. The methods
@@ -36,6 +36,7 @@ import torch
 from icp import checkpoint, config, data
 from icp.engine import Trainer
 from icp.methods import get as get_method
+from icp.schema import ConfigError
 
 
 def synthetic_splits(shape: tuple[int, int, int], n: int, num_classes: int = 10) -> data.Splits:
@@ -90,7 +91,7 @@ def parse_variant(spec: str) -> tuple[str, list[str]]:
     for item in filter(None, rest.split(",")):
         key, eq, value = item.partition("=")
         if not eq:
-            raise config.ConfigError(f"bench method '{spec}': expected key=value after ':', got '{item}'")
+            raise ConfigError(f"bench method '{spec}': expected key=value after ':', got '{item}'")
         sets.append(f"{key}={value}" if "." in key else f"method.options.{key}={value}")
     return name, sets
 
@@ -113,7 +114,7 @@ def run(models: Sequence[str], methods: Sequence[str], device: str, batch_size: 
     ``steps`` steps each and the median round is kept, so slow drift (thermal, other load) hits all alike."""
     import pandas as pd
 
-    from icp.aggregate import BASELINE, kind_of
+    from icp.results.frames import BASELINE, kind_of
 
     splits = synthetic_splits(shape, max(batch_size * 8, 4096)) if dataset == "synthetic" else None
     rows = []

@@ -1,8 +1,8 @@
 """Atomic checkpoints and RNG state capture.
 
-``last.pt`` is written every epoch through a temporary file in the same directory followed by
-``os.replace``, so an interrupted write (an exception, a kill, a full disk) leaves the previous ``last.pt``
-intact and loadable. One checkpoint is kept back: the previous ``last.pt`` becomes ``last.prev.pt`` when a new one
+``last.pt`` is written every epoch through a temporary file in the same directory followed by ``os.replace``
+(:func:`icp.atomic.write`), so an interrupted write (an exception, a kill, a full disk) leaves the previous
+``last.pt`` intact and loadable. One checkpoint is kept back: the previous ``last.pt`` becomes ``last.prev.pt`` when a new one
 replaces it, and :func:`load_resumable` falls back to it when ``last.pt`` cannot be read (a file truncated or
 corrupted by something outside our atomic writes), so such a run loses one epoch rather than all of them.
 A checkpoint is a dict::
@@ -23,7 +23,6 @@ checkpoint from an untrusted source.
 from __future__ import annotations
 
 import io
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from icp import jsonfile
+from icp import atomic
 
 CHECKPOINT_FORMAT = 1
 
@@ -48,23 +47,11 @@ def previous(path: str | Path) -> Path:
 
 
 def atomic_save(obj: Any, path: str | Path, keep_previous: bool = False) -> None:
-    """Write ``obj`` to ``path`` through a temporary file; with ``keep_previous`` the old file becomes
+    """Write ``obj`` to ``path`` atomically (:func:`icp.atomic.write`); with ``keep_previous`` the old file becomes
     :func:`previous` (``path`` is missing for an instant only after the new file is complete on disk)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     buffer = io.BytesIO()  # serialised first: a failed write then raises the OSError (ENOSPC, EDQUOT) that says why,
     torch.save(obj, buffer)  # where torch's own writer reports "unexpected pos" without a cause
-    try:
-        with jsonfile.naming_path(path), open(tmp, "wb") as fh:
-            fh.write(buffer.getbuffer())
-            fh.flush()
-            os.fsync(fh.fileno())
-        if keep_previous and path.exists():
-            os.replace(path, previous(path))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic.write(buffer.getbuffer(), path, previous=previous(path) if keep_previous else None)
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -124,10 +111,10 @@ class Trained:
 
     def model(self, num_classes: int, in_channels: int, input_size: Optional[int] = None) -> torch.nn.Module:
         """The model rebuilt from the run's config with its trained weights, in eval mode."""
-        from icp import models
+        from icp import model_registry
 
         spec = self.config["model"]
-        net = models.build_model(spec["name"], num_classes, in_channels, input_size, **spec.get("options", {}))
+        net = model_registry.build_model(spec["name"], num_classes, in_channels, input_size, **spec.get("options", {}))
         net.load_state_dict(self.state)
         return net.eval()
 
@@ -136,10 +123,10 @@ def trained(path: str | Path, what: str, files: tuple[str, ...] = ("best.pt", "l
             model: str = "", dataset: str = "") -> Trained:
     """A trained model from a run directory (the first of ``files`` it holds) or a checkpoint file, for the AI-KD
     teacher, FID's feature network and the figures: the one reader of "the model a run trained". Every problem is
-    a one-line :class:`icp.config.ConfigError` that starts with ``what`` (the config key or figure asking):
+    a one-line :class:`icp.schema.ConfigError` that starts with ``what`` (the config key or figure asking):
     nothing found, a file that is not a checkpoint of ``icp train``, a ``last.pt`` of an unfinished run
     (``complete``), or a run of another ``model`` or ``dataset`` (each checked when given)."""
-    from icp.config import ConfigError
+    from icp.schema import ConfigError
 
     p = Path(path).expanduser()
     if p.is_dir():

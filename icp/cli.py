@@ -9,15 +9,17 @@ nothing written.
 from __future__ import annotations
 
 import argparse
+import inspect
 import errno
 import os
+import re
 import signal
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from icp.config import ConfigError, did_you_mean
 from icp.data import DataError
+from icp.schema import ConfigError, did_you_mean
 
 
 # What a signal records: SIGTERM (`kill`, a scheduler's cancel) ends the run as interrupted, like Ctrl-C; SIGUSR2
@@ -76,8 +78,18 @@ def _grid(args) -> int:
 
     if not args.cost and (args.gpu or args.runs_per_gpu or args.detail):
         raise ConfigError("--gpu, --runs-per-gpu and --detail go with --cost")
-    if args.cost and args.paths:
-        raise ConfigError("--cost and --paths: give one of them")
+    if sum(map(bool, (args.cost, args.paths, args.power))) > 1:
+        raise ConfigError("--cost, --paths and --power: give one of them")
+    if args.power:
+        from icp import power
+        from icp.results import frames, power_plan
+
+        g = grid.load_expand(args.grid)
+        summary = Path(g.results_dir, "summary.csv")  # the records as the tables read them; else the records
+        table = power_plan.plan(g, frames.read_summary(summary) if summary.exists() else frames.runs_frame(g))
+        print(power_plan.plan_text(table if args.study is None else table[table.study == args.study],
+                                   *power.settings(g.analysis)))
+        return 0
     if args.cost:
         from icp import cost
 
@@ -112,20 +124,30 @@ def _grid(args) -> int:
 def _status(args) -> int:
     from icp import status
 
-    print(status.render(args.grid, args.runs_dir, args.study))
-    return 0
+    if not args.watch:
+        print(status.render(args.grid, args.runs_dir, args.study))
+        return 0
+    return status.watch(args.grid, args.runs_dir, args.study, args.every, store=not args.no_store)
 
 
 def _summarize(args) -> int:
-    from icp import aggregate, grid
+    from icp import grid
+    from icp.results import frames, summary, tables
 
     g = grid.load_expand(args.grid, check_recipes=False)
-    paths = aggregate.summarize(g, args.out or g.results_dir, args.runs_dir)
-    runs = aggregate.read_summary(paths["summary"])
+    paths = summary.summarize(g, args.out or g.results_dir, args.runs_dir)
+    runs = frames.read_summary(paths["summary"])
     counts = ", ".join(f"{n} {s}" for s, n in runs.status.value_counts().items())
     print(f"{len(runs)} runs of {args.grid}: {counts} -> {', '.join(map(str, paths.values()))}")
-    for line in aggregate.not_in_table(runs)[: args.show]:
+    for line in tables.not_in_table(runs)[: args.show]:
         print(f"  {line}")
+    if not args.no_store:
+        from icp import tracker_store
+
+        synced = tracker_store.sync_grid(g, args.out, args.runs_dir)
+        if synced is not None:
+            print(f"MLflow store {synced.store}: {synced.runs} runs ({synced.created} new, {synced.metrics} values "
+                  f"logged); to browse: {tracker_store.ui_command(synced.store)}")
     return 0
 
 
@@ -158,17 +180,19 @@ def _select(args) -> int:
 
 
 def _tables(args) -> int:
-    from icp import aggregate, grid, verdict
+    from icp import grid
+    from icp.results import cells as cells_mod
+    from icp.results import frames, tables, verdict
 
     g = grid.load_expand(args.grid, check_recipes=False)
-    runs = aggregate.read_summary(args.summary or f"{g.results_dir}/summary.csv")
+    runs = frames.read_summary(args.summary or f"{g.results_dir}/summary.csv")
     out = args.out or f"{g.results_dir}/tables"
     studies = [] if args.verdict and not args.study else args.study or list(g.studies)
-    cells = aggregate.cells(runs) if studies else None
+    cells = cells_mod.cells(runs) if studies else None
     for study in studies:
         if study not in g.studies:
             raise ConfigError(f"unknown study '{study}'{did_you_mean(study, g.studies)}")
-        paths = aggregate.write_tables(study, aggregate.study_runs(runs, study), cells, out, grid=g)
+        paths = tables.write_tables(study, frames.study_runs(runs, study), cells, out, grid=g)
         print(" ".join(map(str, paths)))
     if args.verdict or (not args.study and verdict.applies(g.studies)):  # every study's tables: the verdict too
         print(" ".join(map(str, verdict.write(runs, out, [s for s in verdict.STUDIES if s in g.studies]))))
@@ -176,11 +200,12 @@ def _tables(args) -> int:
 
 
 def _figures(args) -> int:
-    from icp import aggregate, figures, grid
+    from icp import figures, grid
+    from icp.results import frames
 
     g = grid.load_expand(args.grid, check_recipes=False)
     results = args.results or g.results_dir
-    runs = aggregate.read_summary(f"{results}/summary.csv")
+    runs = frames.read_summary(f"{results}/summary.csv")
     epochs_csv = Path(results) / "epochs.csv"
     epochs = pd_read(epochs_csv)
     for name in args.only or figures.available(g.studies):
@@ -219,9 +244,17 @@ def _methods(args) -> int:
     from icp.methods import get, list_methods
 
     for name in list_methods():
-        doc = (get(name).__doc__ or sys.modules[get(name).__module__].__doc__ or "").strip().splitlines()
-        print(f"{name:14s} {doc[0] if doc else ''}")
+        doc = get(name).__doc__ or sys.modules[get(name).__module__].__doc__ or ""
+        print(f"{name:14s} {_first_sentence(doc)}")
     return 0
+
+
+def _first_sentence(doc: str) -> str:
+    """A docstring's first sentence: its first paragraph joined into one line, cut at the first full stop that ends
+    the paragraph or comes before a capital (not one of 'Fig.', 'Sec.', 'Eq.', 'al.')."""
+    paragraph = " ".join(inspect.cleandoc(doc).split("\n\n", 1)[0].split())
+    cut = re.search(r"(?<!Fig)(?<!Sec)(?<!Eq)(?<!al)\.(\s+(?=[A-Z])|$)", paragraph)
+    return paragraph[:cut.start() + 1] if cut else paragraph
 
 
 def _models(args) -> int:
@@ -258,8 +291,8 @@ def _drift(args) -> int:
 
 
 def _report(args) -> int:
-    from icp import report
-    from icp.config import existing_dir
+    from icp.results import report
+    from icp.schema import existing_dir
 
     for path in args.paths:
         if not Path(path).is_file():
@@ -307,6 +340,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--paths", action="store_true", help="print each run's record path (Snakemake targets)")
     g.add_argument("--cost", action="store_true", help="per study: runs, training images and estimated GPU-hours "
                    "(images / the GPU's bench images/s, results/reference/<gpu>/throughput.csv), and the total")
+    g.add_argument("--power", action="store_true", help="per study and condition: the primary family's size, the "
+                   "seeds, the SD of paired differences (records, else the grid's pilot), the smallest difference "
+                   "detectable at 80 %% power after Holm, and the seeds a declared target needs")
     g.add_argument("--gpu", default=None, metavar="NAME", help="with --cost: the bench table (default h100)")
     g.add_argument("--runs-per-gpu", type=int, default=None, metavar="K",
                    help="with --cost: runs packed per GPU (default: runs_per_gpu of profiles/slurm/config.yaml)")
@@ -317,12 +353,19 @@ def parser() -> argparse.ArgumentParser:
                     "records, the most recent where several have; config/paper.yaml where none has)")
     st.add_argument("runs_dir", nargs="?", default=None, help="runs directory (default: the grid's runs_dir)")
     st.add_argument("--study", default=None, help="only this study")
+    st.add_argument("--watch", action="store_true", help="refresh until every run is final (in place in a terminal, "
+                    "a block per refresh in a log), bringing the grid's MLflow store up to date each time")
+    st.add_argument("--every", type=float, default=10.0, metavar="SECONDS", help="with --watch: seconds between "
+                    "refreshes (default 10)")
+    st.add_argument("--no-store", action="store_true", help="with --watch: leave the MLflow store alone")
     st.set_defaults(func=_status)
     su = sub.add_parser("summarize", parents=[on_grid], help="summary.csv (one row per grid run), epochs.csv, "
                         "metrics.json, headline.json (DVC's metric) and the learning curves")
     su.add_argument("--runs-dir", default=None, help="where the records are (default: the grid's runs_dir)")
     su.add_argument("--out", default=None, help="output directory (default: the grid's results_dir)")
     su.add_argument("--show", type=int, default=20, help="list this many runs that are not complete")
+    su.add_argument("--no-store", action="store_true", help="do not bring the grid's MLflow store "
+                    "(<results_dir>/mlruns, icp.tracker_store) up to date with the records (also: ICP_TRACKER_STORE=0)")
     su.set_defaults(func=_summarize)
     se = sub.add_parser("select", parents=[on_grid], help="a tuned cell's selection on validation, from its trials' "
                         "records (a Snakemake checkpoint runs it)")
@@ -333,9 +376,10 @@ def parser() -> argparse.ArgumentParser:
     ta.add_argument("--summary", default=None, help="summary.csv (default: <results_dir>/summary.csv)")
     ta.add_argument("--study", action="append", default=None, help="only this study (repeatable)")
     ta.add_argument("--out", default=None, help="output directory (default: <results_dir>/tables)")
-    ta.add_argument("--verdict", action="store_true", help="the verdict across settings (verdict.csv, verdict.md: "
-                    "IQM difference to ce, probability of improvement, average rank over studies main, noisy, "
-                    "fewshot, tuned); alone, only it; without --study it is made with every study's tables")
+    ta.add_argument("--verdict", action="store_true", help="the verdict per study over its units, dataset × model "
+                    "(verdict.csv, verdict.md: IQM difference to ce, probability of improvement, average rank, for "
+                    "studies main, noisy, fewshot, tuned); alone, only it; without --study it is made with every "
+                    "study's tables")
     ta.set_defaults(func=_tables)
     fi = sub.add_parser("figures", parents=[on_grid], help="the paper's figures (png, pdf) from summary.csv and epochs.csv")
     fi.add_argument("--results", default=None, help="directory of summary.csv and epochs.csv (default: results_dir)")
@@ -348,24 +392,24 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("methods", help="list training methods").set_defaults(func=_methods)
     sub.add_parser("models", help="list models").set_defaults(func=_models)
     d = sub.add_parser("data", help="dataset utilities")
-    dsub = d.add_subparsers(dest="data_command", required=True)
+    dsub = d.add_subparsers(dest="data_command", required=True, help="prepare: find or download a dataset")
     dp = dsub.add_parser("prepare", help="put a dataset under ROOT in the layout training reads")
     dp.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "cifar10", "cifar100",
                                                                   "imagefolder", "cub"])
     dp.add_argument("--root", default="data")
     dp.add_argument("--download", action="store_true", help="download if not found (needs internet)")
     dp.set_defaults(func=_prepare)
-    b = sub.add_parser("bench", help="training images/s per method and model, and speed relative to the baseline (ce; vae for the VAE)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    b.add_argument("--models", nargs="+", default=["resnet20"])
-    b.add_argument("--methods", nargs="+", default=None, help="default: every registered method")
-    b.add_argument("--batch-size", type=int, default=128)
-    b.add_argument("--steps", type=int, default=20)
-    b.add_argument("--warmup", type=int, default=5)
-    b.add_argument("--rounds", type=int, default=3, help="alternating timing rounds per method (median kept)")
+    b = sub.add_parser("bench", help="training images/s per method and model, and speed relative to the baseline (ce; vae for the VAE)")
+    b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where to time (default auto: cuda when available)")
+    b.add_argument("--models", nargs="+", default=["resnet20"], help="the models to time (default resnet20; icp models lists them)")
+    b.add_argument("--methods", nargs="+", default=None, help="the methods to time (default: every registered method)")
+    b.add_argument("--batch-size", type=int, default=128, help="training images per step (default 128)")
+    b.add_argument("--steps", type=int, default=20, help="timed training steps per round (default 20)")
+    b.add_argument("--warmup", type=int, default=5, help="untimed steps before the first round: allocator, cuDNN (default 5)")
+    b.add_argument("--rounds", type=int, default=3, help="alternating timing rounds per method, the median kept (default 3)")
     b.add_argument("--data", default="fashion-mnist",
-                   help="a dataset name, or 'synthetic' for random images of --shape")
+                   help="a dataset name, or 'synthetic' for random images of --shape (default fashion-mnist)")
     b.add_argument("--shape", default=None, help="CxHxW for --data synthetic (default 3x32x32)")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every row")
     b.add_argument("--profile", action="store_true", help="also print torch.profiler's top operators per row")

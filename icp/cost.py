@@ -6,28 +6,35 @@ For every run of the grid: GPU-hours = training images ÷ images/s ÷ 3600 ÷ th
   config (its recipe and the grid's ``--set`` items, so the few-shot ``optimizer_steps`` budget and the
   compute-matched control's stretched epochs are those the grid gives it): the training split of the dataset
   (:data:`TRAIN_IMAGES`), or ``data.train_subset``, less ``data.val_fraction``; a few-shot run's shots × classes;
-  ``data.drop_last`` drops the partial batch. ICP's warm-up epochs (``int(warmup · epochs)``, plain CE) are
-  counted at the baseline's speed. Not counted: evaluation passes, FID, start-up, requeues, and data loading
-  beyond what the bench rows include (the authors' study's RandAugment is per-image CPU work).
+  ``data.drop_last`` drops the partial batch. ICP's warm-up epochs (``int(warmup · epochs)``, plain CE: its
+  Options' :meth:`~icp.methods.options.Cost.baseline_epochs`) are counted at the baseline's speed. Not counted:
+  evaluation passes, FID, start-up, requeues, and data loading beyond what the bench rows include (the authors'
+  study's RandAugment is per-image CPU work).
 * **images/s** come from a committed bench table of the GPU, ``results/reference/<gpu>/throughput.csv``
-  (:func:`build_table` writes it from the ``icp bench`` outputs listed in :data:`SOURCES`; ``python -m icp.cost``
-  rewrites it; numbers are never typed by hand). A run uses the row of its model, method (with the options that
-  change a step's cost, :data:`COST_OPTIONS`), configuration (``eager``: ``train.compile=none``, fp32, as the paper
-  grid trains; or ``compile=<mode>``) and image size. Where the table has no such row, the estimate follows these
-  rules, and the output counts the GPU-hours that rest on them as *estimated*:
+  (:func:`icp.bench_tables.build_table` writes it from the ``icp bench`` outputs listed in
+  :data:`icp.bench_tables.SOURCES`; ``python -m icp.bench_tables`` rewrites it; numbers are never typed by hand;
+  :mod:`icp.throughput` reads it and applies the rules below). A run uses the row of its model, method (with the
+  options that change a step's cost, which its Options declare: :attr:`icp.methods.options.Cost.cost_options`),
+  configuration (``eager``: ``train.compile=none``, fp32, as the paper grid trains; or ``compile=<mode>``) and
+  image size. Where the table has no such row, the estimate follows these rules, and the output counts the
+  GPU-hours that rest on them as *estimated*:
 
   1. **Another batch or image size.** A step costs the measured step time, or more in proportion to batch ×
      image area (H·W) when the run's batch holds more pixels: a GPU step of these small models is launch-bound, so
      a smaller batch or image is not assumed to be faster per step (the authors' batch 32 trains at a quarter of
      the images/s of batch 128, and an epoch's last, partial batch costs a full step).
   2. **Another method than the baseline** (``ce``; ``vae`` for the VAE): the baseline's images/s at the run's size
-     ÷ the method's step-time ratio to the baseline, measured on the same model in one bench process. ICP at
-     another K than measured: its extra cost over the baseline scaled by (2K + 1)/(2K' + 1), the FLOP count of K
-     refinement steps (``icp/methods/icp.py``: (2K + 4)/3 ce steps); K = 0 (the α-only control) costs a ce step.
-  3. **A model without rows for the method:** ICP variants cost their FLOP ratio (2K + 4)/3, + 1 with
-     ``authors_eval_ce`` (its eval-mode forward + backward; no bench row measures it) (a compute-bound model;
-     what the paper grid's ``compute_matched.cost_ratio`` assumes for PreAct ResNet-18); other methods the
-     step-time ratio measured on the reference model (:data:`REFERENCE_MODEL`).
+     ÷ the method's step-time ratio to the baseline, measured on the same model in one bench process. A method
+     at another count of its passes than measured (its Options' ``pass_count``: ICP's K): its extra cost over the
+     baseline scaled by the ratio of the two steps' extra FLOPs over a ce step (the FLOP ratio of rule 3 at K and
+     at the measured K': (2K + 1)/(2K' + 1) as declared); K = 0 (the α-only control) costs its FLOPs, a ce step.
+  3. **A model without rows for the method** (every method, ICP's variants included): the method's **FLOP
+     ratio** to the baseline, the one every method's Options declares and ``python -m icp.flops`` counts
+     (:func:`icp.methods.options.step_flops` of the run's options and model, past any warm-up: counted where
+     ``results/reference/flops.csv`` counts the method on the model and differs from the declaration by more than
+     1 %, else declared; ICP (2K + 4)/3, + 1 with ``authors_eval_ce``). A step costs its FLOPs on a compute-bound
+     model (what the compute-matched control assumes); on a launch-bound one (ResNet-20 on a GPU) the measured
+     rows of rule 2 cost more. No method is costed as ``ce`` unless its FLOPs are a ce step's.
   4. **A model without a baseline row** (the VAE): the reference model's ``ce`` images/s. A model measured only in
      another configuration (PreAct ResNet-18 compiled) gets a baseline row in the table scaled by the reference
      model's eager/compiled ratio from the same file (``estimated`` in the csv).
@@ -41,202 +48,38 @@ For every run of the grid: GPU-hours = training images ÷ images/s ÷ 3600 ÷ th
   counts its chosen finals, as any run. The study's row and the total include the finals.
 * **Packing** (``runs_per_gpu`` of ``profiles/slurm/config.yaml``, or ``--runs-per-gpu``): k runs share a GPU, and
   each eager run's GPU-hours are divided by a packing speed-up. **Measured** where a lent GPU measured it
-  (``results/reference/<gpu>/packing.csv``, :data:`PACKING_SOURCES`: the aggregate images/s of k runs at once of one
-  method, ``tools/gpu_lease.sh``): the speed-up at k is the best aggregate at any measured k' <= k over the method's
-  single-run rate, for the method measured, or for an ICP variant the ICP method measured (a CUDA-graph refinement
-  loop fills the GPU alike), the grid's GPU's measurement first, else another GPU's (named). A k = 1 row measured
-  first in its call ran on a GPU just started (idle clocks, lazy CUDA set-up: 2.9x slower than the same row later
-  on the H200) and is no single-run rate: a method without a warm k = 1 row falls back on the **assumed** rule:
-  min(k, C), C the reference model's baseline images/s compiled with ``train.compile=reduce-overhead`` ÷ eager,
-  from one bench file (packed eager runs fill each other's launch gaps, but together cannot outrun one launch-free
-  run); C is 1 on a table without compiled rows, and runs compiled already gain nothing.
+  (``results/reference/<gpu>/packing.csv``, :data:`icp.bench_tables.PACKING_SOURCES`: the aggregate images/s of k
+  runs at once of one method, ``tools/gpu_lease.sh``): the speed-up at k is the best aggregate at any measured
+  k' <= k over the method's single-run rate, for the method measured, or a method of its Options' ``family`` (an
+  ICP variant: the ICP method measured, a CUDA-graph refinement loop fills the GPU alike), the grid's GPU's
+  measurement first, else another GPU's (named). A k = 1 row measured first in its call ran on a GPU just started
+  (idle clocks, lazy CUDA set-up: 2.9x slower than the same row later on the H200) and is no single-run rate: a
+  method without a warm k = 1 row falls back on the **assumed** rule: min(k, C), C the reference model's baseline
+  images/s compiled with ``train.compile=reduce-overhead`` ÷ eager, from one bench file (packed eager runs fill
+  each other's launch gaps, but together cannot outrun one launch-free run); C is 1 on a table without compiled
+  rows, and runs compiled already gain nothing.
 
 Nothing here imports torch at module level (resolving a run's config does).
 """
 from __future__ import annotations
 
-import csv
-import io
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import yaml
 
-from icp.config import ConfigError
+from icp import run_config
+from icp.methods.options import declared_options
+from icp.schema import ConfigError
+from icp.throughput import (EAGER, REFERENCE, REPO, TABLE, Plan, Speed, Throughput, declared, flop_ratio,
+                            read_packing, read_table)
 
-REPO = Path(__file__).resolve().parent.parent
-REFERENCE = REPO / "results" / "reference"
-TABLE = "throughput.csv"
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
-COLUMNS = ("gpu", "model", "method", "data", "config", "batch", "img_per_s", "estimated", "source")
-BENCH_COLUMNS = ("model", "method", "data", "device", "batch", "step_ms", "img_per_s", "ratio")  # header-less files
-EAGER = "eager"  # train.compile=none, fp32: how the paper grid trains
-REFERENCE_MODEL = "resnet20"
-# Method options that change what a step costs (others, e.g. step_size, reduction, target_mode, do not)
-COST_OPTIONS = ("steps", "reuse_clean_grad", "cuda_graph", "warm_start", "authors_eval_ce")
-# (bench output under results/reference, its section or None for the whole file, configuration), first wins when
-# two give the same model, method, data and configuration. Left out: bench_fp32.txt, bench_compile_ro.txt and
-# bench_compile_ro_fmnist.txt (single-round predecessors of bench_rounds.txt and icp_bench_compile_ro.txt), and
-# the bf16 / channels_last / compile=default tables (no grid trains so).
-SOURCES: dict[str, list[tuple[str, Optional[str], str]]] = {
-    "h100": [
-        ("h100/bench_all_methods_fp32.txt", None, EAGER),
-        ("h100/bench_rounds.txt", "train.compile=none", EAGER),
-        ("h100/bench_rounds.txt", "train.compile=reduce-overhead", "compile=reduce-overhead"),
-        ("h100/bench_rounds.txt", "--models resnet56 preact_resnet18 --steps 100, train.compile=reduce-overhead",
-         "compile=reduce-overhead"),
-        ("h100/icp_bench_compile_ro.txt", None, "compile=reduce-overhead"),
-    ],
-    "cpu": [("cpu_bench_all_methods.txt", None, EAGER)],
-}
-# Packing measured on a lent GPU: (the packing output of tools/gpu_lease.sh, which call of the GPU made it); the
-# first row of each call ran on a just-started GPU (see the docstring). The H200's first call measured icp-adam's
-# k = 1 only (its k = 2 ran out of time): its throughput.log holds it.
-PACKING_SOURCES: dict[str, list[tuple[str, str]]] = {
-    "h200": [("h200/fmnist-5ep/throughput.log", "call 1"), ("h200/lease2/throughput.log", "call 2")],
-}
-PACKING_TABLE = "packing.csv"
-PACKING_COLUMNS = ("gpu", "model", "method", "data", "config", "k", "aggregate_img_per_s", "cold", "source")
-ICP_METHODS = ("icp", "icp-sgd", "icp-adam", "icp-ademamix", "ifgsm")  # CUDA-graph refinement: packed alike
-
-
 # Training-split sizes (the official splits; CUB-200-2011's as icp.data.prepare_cub links them)
 TRAIN_IMAGES = {"fashion-mnist": 60000, "cifar10": 50000, "cifar100": 50000, "cub": 5994}
 CLASSES = {"cub": 200}  # the others: icp.data.INFO
-DATA_AREA = {"fashion-mnist": 28 * 28, "cifar10": 32 * 32, "cifar100": 32 * 32}  # bench rows' image area (H·W)
-
-
-# ------------------------------------------------------------------------------------------ bench tables
-def parse_bench(text: str) -> list[tuple[Optional[str], list[dict]]]:
-    """An ``icp bench`` output (or several, as ``== title`` sections) as [(section title or None, rows)]. A table
-    without its header line is read with :data:`BENCH_COLUMNS`; ``#`` lines are comments."""
-    sections: list[tuple[Optional[str], list[dict]]] = [(None, [])]
-    columns = BENCH_COLUMNS
-    for line in text.splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        if line.startswith("=="):
-            sections.append((line.strip("= ").strip(), []))
-            columns = BENCH_COLUMNS
-            continue
-        tokens = line.split()
-        if tokens[0] == "model":
-            columns = tuple("ratio" if t == "ratio_to_ce" else t for t in tokens)
-            continue
-        if len(tokens) == len(columns):
-            sections[-1][1].append(dict(zip(columns, tokens)))
-    return [(title, rows) for title, rows in sections if rows]
-
-
-def build_table(gpu: str) -> list[dict]:
-    """The rows of ``results/reference/<gpu>/throughput.csv`` from the bench outputs of :data:`SOURCES`, plus a
-    baseline row (``estimated``) for each model measured only in another configuration (rule 4)."""
-    out: list[dict] = []
-    seen = set()
-    for path, section, cfg in SOURCES[gpu]:
-        found = [rows for title, rows in parse_bench((REFERENCE / path).read_text()) if title == section]
-        if not found:
-            raise ValueError(f"{path}: no section {section!r}")
-        for r in found[0]:
-            key = (r["model"], r["method"], r["data"], cfg)
-            if key not in seen:
-                seen.add(key)
-                out.append({"gpu": gpu, "model": r["model"], "method": r["method"], "data": r["data"], "config": cfg,
-                            "batch": int(r["batch"]), "img_per_s": float(r["img_per_s"]), "estimated": 0,
-                            "source": path + (f" [{section}]" if section else "")})
-    for r in list(out):
-        if r["config"] == EAGER or r["method"] != "ce" or (r["model"], "ce", r["data"], EAGER) in seen:
-            continue
-        file = r["source"].split(" [")[0]
-        ref = {c: x for x in out for c in (EAGER, r["config"]) if x["config"] == c and x["model"] == REFERENCE_MODEL
-               and x["method"] == "ce" and x["data"] == r["data"] and x["source"].split(" [")[0] == file}
-        if len(ref) == 2:
-            factor = ref[EAGER]["img_per_s"] / ref[r["config"]]["img_per_s"]
-            seen.add((r["model"], "ce", r["data"], EAGER))
-            out.append({**r, "config": EAGER, "img_per_s": round(r["img_per_s"] * factor, 1), "estimated": 1,
-                        "source": f"{r['source']} x {REFERENCE_MODEL} ce {EAGER}/{r['config']} "
-                                  f"({ref[EAGER]['img_per_s']:g}/{ref[r['config']]['img_per_s']:g})"})
-    return out
-
-
-def parse_packing(text: str, gpu: str, source: str) -> list[dict]:
-    """The k rows of a ``tools/gpu_reference.py packing`` log (``packing: <method> steps of <run id> (<recipe>)
-    [<set>], ...`` then ``  k=<k>: <img/s> img/s`` lines); the first k row of the file is ``cold``."""
-    import re
-
-    rows, head = [], None
-    for line in text.splitlines():
-        m = re.match(r"packing: (\S+) steps of (\S+) \((\S+)\)\s*(.*?), [\d.]+ s per k", line)
-        if m:
-            compiled = re.search(r"train\.compile=(\S+)", m[4])
-            head = {"method": m[1], "model": m[2].split("/")[1], "data": m[2].split("/")[0],
-                    "config": f"compile={compiled[1]}" if compiled and compiled[1] != "none" else EAGER}
-            continue
-        m = re.match(r"\s+k=(\d+): ([\d.]+) img/s", line)
-        if m and head:
-            rows.append({"gpu": gpu, **head, "k": int(m[1]), "aggregate_img_per_s": float(m[2]),
-                         "cold": int(not rows), "source": source})
-    return rows
-
-
-def build_packing(gpu: str) -> list[dict]:
-    out = []
-    for path, call in PACKING_SOURCES[gpu]:
-        out += parse_packing((REFERENCE / path).read_text(), gpu, f"{path} ({call})")
-    return out
-
-
-def read_packing(reference: Path = REFERENCE) -> dict[str, list[dict]]:
-    """The measured packing rows of every GPU that has them: {gpu: rows}."""
-    out = {}
-    for path in sorted(reference.glob(f"*/{PACKING_TABLE}")):
-        with path.open() as f:
-            rows = list(csv.DictReader(f))
-        for r in rows:
-            r.update(k=int(r["k"]), aggregate_img_per_s=float(r["aggregate_img_per_s"]), cold=bool(int(r["cold"])))
-        out[path.parent.name] = rows
-    return out
-
-
-def table_text(rows: list[dict], columns: tuple = COLUMNS) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, columns, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
-
-
-def write_tables() -> list[Path]:
-    paths = []
-    for gpu in SOURCES:
-        path = REFERENCE / gpu / TABLE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(table_text(build_table(gpu)))
-        paths.append(path)
-    for gpu in PACKING_SOURCES:
-        path = REFERENCE / gpu / PACKING_TABLE
-        path.write_text(table_text(build_packing(gpu), PACKING_COLUMNS))
-        paths.append(path)
-    return paths
-
-
-def available(reference: Path = REFERENCE) -> list[str]:
-    return sorted(p.parent.name for p in reference.glob(f"*/{TABLE}"))
-
-
-def read_table(gpu: str, reference: Path = REFERENCE) -> list[dict]:
-    path = reference / gpu / TABLE
-    if not path.is_file():
-        shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
-        raise ConfigError(f"--gpu {gpu}: no bench table {shown}; tables: {', '.join(available(reference)) or 'none'}")
-    with path.open() as f:
-        rows = list(csv.DictReader(f))
-    for r in rows:
-        r.update(batch=int(r["batch"]), img_per_s=float(r["img_per_s"]), estimated=bool(int(r["estimated"])))
-    return rows
 
 
 # ------------------------------------------------------------------------------------------ runs
@@ -247,48 +90,17 @@ def default_runs_per_gpu(profile: Path = PROFILE) -> int:
         return 1
 
 
-def _area(data_name: str) -> Optional[int]:
-    """A bench row's image area (H·W): the dataset's, or that of ``synthetic-CxHxW``."""
-    if data_name in DATA_AREA:
-        return DATA_AREA[data_name]
-    if data_name.startswith("synthetic-"):
-        _, h, w = data_name.removeprefix("synthetic-").split("x")
-        return int(h) * int(w)
-    return None
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What a run trains: images per epoch, epochs (of which warm-up epochs at the baseline's cost), and what sets
-    its speed."""
-
-    model: str
-    method: str
-    cost_options: tuple  # ((key, value), ...) of COST_OPTIONS
-    config: str
-    batch: int
-    area: int
-    per_epoch: int  # images
-    steps_per_epoch: int
-    epochs: int
-    warmup_epochs: int = 0
-
-    @property
-    def images(self) -> int:
-        return self.per_epoch * self.epochs
-
-
 _PLANS: dict = {}
 
 
 def plan(run) -> Plan:
     """A grid run's :class:`Plan`, from its resolved config (cached across seeds)."""
-    from icp import config, data, grid
+    from icp import data
 
     key = (run.recipe, tuple(o for o in run.overrides
                              if not o.startswith(("train.seed=", "method.options.teacher=", "train.fid_features="))))
     if key not in _PLANS:
-        cfg = config.resolve(grid._recipe_tree(run.recipe), list(run.overrides))
+        cfg = run_config.resolve(run.recipe, run.overrides)
         d = cfg.data
         if d.dataset not in TRAIN_IMAGES:
             raise ConfigError(f"run {run.run_id}: the cost needs the training-set size of '{d.dataset}' "
@@ -301,184 +113,14 @@ def plan(run) -> Plan:
         steps = n // b if d.drop_last else -(-n // b)
         per_epoch = min(n, steps * b)
         opts = cfg.method.options
-        k = opts.get("steps") if cfg.method.name in grid.ICP_FAMILY else None
-        warmup = int(opts.get("warmup", 0) * cfg.train.epochs) if k else 0
-        _PLANS[key] = Plan(cfg.model.name, cfg.method.name, tuple((o, opts[o]) for o in COST_OPTIONS if o in opts),
+        warmup = declared_options(cfg.method.name, opts).baseline_epochs(cfg.train.epochs)
+        keys = declared(cfg.method.name, "cost_options", ())  # the options its Options say change a step's time
+        _PLANS[key] = Plan(cfg.model.name, cfg.method.name, tuple((o, opts[o]) for o in keys if o in opts),
+                           flop_ratio(cfg.method.name, opts, cfg.train.epochs, cfg.model.name),
                            EAGER if cfg.train.compile == "none" else f"compile={cfg.train.compile}", b,
-                           data.input_size(d.dataset, d.image_size) ** 2, per_epoch, steps, cfg.train.epochs, warmup)
+                           data.input_size(d.dataset, d.image_size) ** 2, per_epoch, steps, cfg.train.epochs, warmup,
+                           dict(opts))
     return _PLANS[key]
-
-
-# ------------------------------------------------------------------------------------------ images/s
-def _method_options(spec: str) -> tuple[str, dict]:
-    """A bench row's method, ``NAME[:key=value,...]`` (icp.bench.parse_variant), as (name, options)."""
-    name, _, rest = spec.partition(":")
-    options = {}
-    for item in filter(None, rest.split(",")):
-        k, _, v = item.partition("=")
-        options[k] = yaml.safe_load(v)
-    return name, options
-
-
-def _label(r: dict) -> str:
-    """A table row as ``--detail`` names it: its bench file, ``(est.)`` for a row of rule 4."""
-    file = r["source"].split(" [")[0].split(" x ")[0]
-    return f"{r['model']} {r['method']} {file}{' (est. row, rule 4)' if r['estimated'] else ''}"
-
-
-def _generative(model: str) -> bool:
-    from icp import grid
-
-    return grid._generative(model)
-
-
-def _baseline(model: str) -> str:
-    return "vae" if _generative(model) else "ce"
-
-
-@dataclass
-class Speed:
-    img_per_s: float
-    basis: str
-    estimated: bool
-
-
-@dataclass
-class Throughput:
-    """Images/s of a run's step on one GPU, from its bench table and the rules of the module's docstring."""
-
-    rows: list[dict]
-    _cache: dict = field(default_factory=dict)
-    gpu: str = ""
-    packing: dict = field(default_factory=dict)  # {gpu: measured packing rows} (read_packing)
-
-    def _effective(self, method: str, options: dict) -> tuple:
-        from icp import grid
-
-        full = {**grid._option_defaults(method), **options}
-        return tuple((k, full[k]) for k in COST_OPTIONS if k in full)
-
-    def _rows(self, model: str, config: str) -> list[dict]:
-        out = [r for r in self.rows if r["model"] == model and r["config"] == config]
-        for r in out:
-            r.setdefault("_name", _method_options(r["method"]))
-        return out
-
-    def speed(self, p: Plan, baseline_only: bool = False) -> Speed:
-        key = (p.model, p.method, p.cost_options, p.config, p.batch, p.area, baseline_only)
-        if key not in self._cache:
-            self._cache[key] = self._speed(p, baseline_only)
-        return self._cache[key]
-
-    def _speed(self, p: Plan, baseline_only: bool) -> Speed:
-        config = p.config if any(r["config"] == p.config for r in self.rows) else EAGER  # rule 5
-        note = [] if config == p.config else [f"{p.config} not measured: {EAGER} rows"]
-        method = _baseline(p.model) if baseline_only else p.method
-        cost = dict(p.cost_options) if not baseline_only else {}
-        rows = self._rows(p.model, config)
-        want = self._effective(method, cost)
-        for r in rows:  # a measured row of this method at this image size
-            name, opts = r["_name"]
-            if name == method and _area(r["data"]) == p.area and self._effective(name, opts) == want:
-                v, scaled = self._scaled(r, p)
-                return Speed(v, "; ".join([_label(r), *note, *(["rule 1"] if scaled else [])]),
-                             r["estimated"] or scaled or bool(note))
-        base = [r for r in rows if r["_name"] == (_baseline(p.model), {})]
-        if not base:  # rule 4
-            base = [r for r in self._rows(REFERENCE_MODEL, config) if r["_name"] == ("ce", {})]
-            note.append(f"{REFERENCE_MODEL} ce (rule 4)")
-        if not base:
-            raise ConfigError(f"bench table: no {REFERENCE_MODEL} ce row for {config} to estimate {p.model}")
-        r = min(base, key=lambda r: (abs(math.log(_area(r["data"]) / p.area)), -_area(r["data"])))
-        v, scaled = self._scaled(r, p)
-        note = [_label(r), *note, *(["rule 1"] if scaled else [])]
-        ratio, how = (1.0, None) if method == _baseline(p.model) else self._ratio(p.model, method, cost, config)
-        return Speed(v / ratio, "; ".join(note + ([how] if how else [])), True)
-
-    def _scaled(self, r: dict, p: Plan) -> tuple[float, bool]:
-        """Rule 1: the row's images/s at the run's batch and image size."""
-        step = r["batch"] / r["img_per_s"] * max(1.0, p.batch * p.area / (r["batch"] * _area(r["data"])))
-        return p.batch / step, (p.batch, p.area) != (r["batch"], _area(r["data"]))
-
-    def _groups(self, model: str, config: str) -> list[tuple[float, list[dict]]]:
-        """Rows of one bench process (source, data, batch) with the model's baseline: (baseline img/s, rows)."""
-        by: dict = {}
-        for r in self._rows(model, config):
-            by.setdefault((r["source"], r["data"], r["batch"]), []).append(r)
-        out = []
-        for rows in by.values():
-            base = [r for r in rows if r["_name"] == (_baseline(model), {})]
-            if base:
-                out.append((base[0]["img_per_s"], rows))
-        return out
-
-    def _ratio(self, model: str, method: str, cost: dict, config: str) -> tuple[float, str]:
-        """Rules 2 and 3: the method's step-time ratio to the baseline, and what it rests on."""
-        from icp import grid
-
-        want = self._effective(method, cost)
-        icp = method in grid.ICP_FAMILY
-        k = dict(want).get("steps", 0) if icp else None
-        eval_ce = 1.0 if icp and dict(want).get("authors_eval_ce") else 0.0  # + an eval-mode forward + backward
-        if icp and k == 0:
-            return 1.0 + eval_ce, "K = 0: a ce step" + (" + authors_eval_ce's (rule 3)" if eval_ce else "")
-        for m in ([model] if icp else [model, REFERENCE_MODEL]):
-            for base, rows in self._groups(m, config):
-                for r in rows:
-                    name, opts = r["_name"]
-                    if name == method and self._effective(name, opts) == want:
-                        rule = "rule 2" if m == model else "rule 3"
-                        return base / r["img_per_s"], f"ratio {base / r['img_per_s']:.2f} ({rule}, {_label(r)})"
-            if icp:  # rule 2: ICP at another K
-                best = None
-                for base, rows in self._groups(m, config):
-                    for r in rows:
-                        name, opts = r["_name"]
-                        eff = dict(self._effective(name, opts))
-                        other = {**eff, "steps": k}
-                        if name == method and tuple(other.items()) == want and eff.get("steps"):
-                            if best is None or abs(eff["steps"] - k) < abs(best[0] - k):
-                                best = (eff["steps"], base / r["img_per_s"], _label(r))
-                if best:
-                    kk, ratio, src = best
-                    scaled = 1 + (ratio - 1) * (2 * k + 1) / (2 * kk + 1)
-                    return scaled, f"ratio {scaled:.2f}: K = {kk}'s {ratio:.2f} scaled to K = {k} (rule 2, {src})"
-        if icp:  # rule 3
-            if eval_ce:
-                return (2 * k + 4) / 3 + 1, f"ratio {(2 * k + 4) / 3 + 1:.2f}: FLOPs (2K + 4)/3 + 1 (rule 3)"
-            return (2 * k + 4) / 3, f"ratio {(2 * k + 4) / 3:.2f}: FLOPs (2K + 4)/3 (rule 3)"
-        return 1.0, f"{method} unmeasured: as ce"
-
-    def pack_speedup(self, method: str, k: int, model: str, cap: float, cap_basis: str) -> tuple[float, str]:
-        """The packing speed-up of an eager run of ``method`` at k runs per GPU: measured (a warm k = 1 row and
-        the best aggregate at k' <= k of the method, or of the measured ICP method for an ICP variant), else the
-        assumed min(k, C) (the module's docstring)."""
-        if k <= 1:
-            return 1.0, "one run per GPU"
-        own = [method, *(m for m in ICP_METHODS if method in ICP_METHODS and m != method)]
-        for gpu in sorted(self.packing, key=lambda g: g != self.gpu):
-            for name in own:
-                rows = [r for r in self.packing[gpu] if r["method"] == name and r["config"] == EAGER
-                        and r["model"] == model]
-                single = [r["aggregate_img_per_s"] for r in rows if r["k"] == 1 and not r["cold"]]
-                if not single:
-                    continue
-                best = max([single[0], *(r["aggregate_img_per_s"] for r in rows if 1 < r["k"] <= k)])
-                where = "" if gpu == self.gpu else f" on {gpu}"
-                return max(1.0, best / single[0]), f"measured{where}: {name} best of k <= {k} {best:g} / k = 1 {single[0]:g}"
-        return min(k, cap), f"assumed min(k, C), C = {cap:.2f} ({cap_basis})"
-
-    def pack_cap(self) -> tuple[float, str]:
-        """C of the packing rule: the reference model's compiled ÷ eager baseline images/s from one file."""
-        ref = [r for r in self.rows if r["model"] == REFERENCE_MODEL and r["method"] == "ce" and not r["estimated"]]
-        for e in (r for r in ref if r["config"] == EAGER):
-            for c in ref:
-                if c["config"] != EAGER and c["data"] == e["data"] and \
-                        c["source"].split(" [")[0] == e["source"].split(" [")[0]:
-                    return c["img_per_s"] / e["img_per_s"], (f"{REFERENCE_MODEL} ce {c['config']}/{EAGER} "
-                                                             f"{c['img_per_s']:g}/{e['img_per_s']:g}, "
-                                                             f"{e['source'].split(' [')[0]}")
-        return 1.0, "no compiled row: no gain assumed"
 
 
 # ------------------------------------------------------------------------------------------ the estimate
@@ -574,6 +216,16 @@ def estimate(g, gpu: str = "h100", runs_per_gpu: Optional[int] = None, study: Op
     return Estimate(gpu, str(reference / gpu / TABLE), runs_per_gpu, cap, cap_basis, out, studies, tuned)
 
 
+def hours_text(hours: float) -> str:
+    """Hours with one decimal, and two significant digits below 0.1 (a laptop grid's CPU-hours are not 0.0)."""
+    return f"{hours:.1f}" if hours >= 0.1 or hours == 0 else f"{hours:.2g}"
+
+
+def images_text(images: float) -> str:
+    """Training images in billions (G) with two decimals, in millions (M) below 0.01 G."""
+    return f"{images / 1e9:.2f}G" if images >= 1e7 or images == 0 else f"{images / 1e6:.2f}M"
+
+
 def render(est: Estimate, source: str = "grid", detail: bool = False) -> str:
     unit = "CPU-hours" if est.gpu == "cpu" else "GPU-hours"
     by_id = {r.run_id: r for r in est.runs}
@@ -586,8 +238,8 @@ def render(est: Estimate, source: str = "grid", detail: bool = False) -> str:
         est_h = sum(r.gpu_hours for r in runs if r.estimated)
         share = f"{100 * est_h / hours:.0f} %" if hours else "-"
         le = "<=" if bound else ""
-        return (f"{name:12s} {len(runs):6d} {le + f'{sum(r.images for r in runs) / 1e9:.2f}G':>10s} "
-                f"{le + f'{hours:.1f}':>10s} {share:>10s}")
+        return (f"{name:12s} {len(runs):6d} {le + images_text(sum(r.images for r in runs)):>10s} "
+                f"{le + hours_text(hours):>10s} {share:>10s}")
 
     for s, ids in est.studies.items():
         cells = [t for t in est.tuned if t.study == s]
@@ -611,7 +263,7 @@ def render(est: Estimate, source: str = "grid", detail: bool = False) -> str:
                  + f"   (distinct runs: a run in several studies counted once{note})")
     if est.runs:
         longest = max(est.runs, key=lambda r: r.gpu_hours)
-        lines.append(f"longest run: {longest.gpu_hours:.1f} {unit} ({longest.run_id})")
+        lines.append(f"longest run: {hours_text(longest.gpu_hours)} {unit} ({longest.run_id})")
     bases: dict = {}
     for r in est.runs + est.bounds:
         if r.pack_basis:
@@ -637,7 +289,8 @@ def render(est: Estimate, source: str = "grid", detail: bool = False) -> str:
         lines.append(f"{'model':16s} {'HxW':>5s} {'batch':>5s} {'method':28s} {'img/s':>9s} {'runs':>5s} "
                      f"{unit:>9s}  basis")
         for (model, area, batch, config, method, opts), (s, n, h) in sorted(used.items(), key=lambda kv: -kv[1][2]):
-            shown = method + "".join(f":{k}={v}" for k, v in opts if k == "steps")
+            count = declared(method, "pass_count")  # ICP's K
+            shown = method + "".join(f":{k}={v}" for k, v in opts if count and k == count[0])
             side = int(round(math.sqrt(area)))
             lines.append(f"{model:16s} {side:5d} {batch:5d} {shown:28s} {s.img_per_s:9.0f} {n:5d} {h:9.1f}  "
                          f"{'(est.) ' if s.estimated else ''}{s.basis}{'' if config == EAGER else ' ' + config}")
@@ -651,8 +304,3 @@ def report(grid_file: str, gpu: str = "h100", runs_per_gpu: Optional[int] = None
 
     read_table(gpu)
     return render(estimate(grid.load_expand(grid_file), gpu, runs_per_gpu, study), grid_file, detail)
-
-
-if __name__ == "__main__":  # rewrite the committed tables from the bench outputs
-    for path in write_tables():
-        print(path.relative_to(REPO), file=sys.stderr)

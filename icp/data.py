@@ -13,12 +13,27 @@ Every dataset is read once into memory as ``uint8`` arrays (N, H, W, C) plus ``i
 * ``imagefolder``: ``<root>/train/<class>/*`` and ``<root>/test/<class>/*`` (Tiny-ImageNet/CUB style), resized to
   ``data.image_size`` (default 64) squares; mean/std are measured on the training images.
 
-Split order: optional stratified ``train_subset`` of the training pool → optional stratified validation hold-out
-(``val_fraction``, clean labels) → the scenario (label noise or few-shot, :mod:`icp.scenarios`) on what remains.
-The test split is never touched except by ``test_subset``. The subsets and the hold-out are seeded by
-``data.split_seed`` (the recipes set 0: every method and seed of a cell trains on the same pool, is selected on
-the same validation images and tested on the same test images), or where it is null by the scenario's seed
-(``scenario.seed``, default ``train.seed``), which always seeds the label noise and the few-shot draw.
+Split order: optional stratified ``train_subset`` of the training pool → optional validation hold-out, one that
+matches the setting (``data.val_fraction`` > 0 turns it on) → the scenario (label noise or few-shot,
+:mod:`icp.scenarios`) on what remains:
+
+* **clean**: a stratified ``val_fraction`` of the pool (per class ``round(fraction × n_c)``), clean labels.
+* **noisy**: the same images as the clean cell's hold-out, their labels noised by the training labels' process (the
+  same ``noise_type`` and ``noise_rate``, so the same transition) in a draw of its own
+  (:func:`icp.scenarios.corrupt_labels` with ``stream="validation"``): a noisy-label method has no clean labels,
+  and neither has its validation. ``Splits.val.labels`` are the noisy ones, on which every choice is made (best
+  epoch, tuning); ``Splits.val_clean_labels`` keeps the clean ones only as an oracle metric (``val_clean`` in the
+  record), never a choice.
+* **fewshot** (k shots): as many images per class as the cell trains on (k per class,
+  :func:`icp.scenarios.per_class_holdout`; ``val_fraction`` only turns it on), clean labels, then the k training
+  shots per class are drawn from the rest: the two are disjoint, and a few-shot setting never validates on
+  thousands of images.
+
+The test split is never touched except by ``test_subset``. The subsets, the hold-out and the validation labels'
+noise are seeded by ``data.split_seed`` (the recipes set 0: every method and seed of a cell trains on the same pool,
+is selected on the same validation images and labels and tested on the same test images), or where it is null by
+the scenario's seed (``scenario.seed``, default ``train.seed``: then the same for every method of a seed), which
+always seeds the training labels' noise and the few-shot draw of the training shots.
 """
 from __future__ import annotations
 
@@ -31,7 +46,7 @@ from typing import Optional
 
 import numpy as np
 
-from icp import scenarios
+from icp import atomic, scenarios
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_FILES = {
@@ -82,8 +97,10 @@ class Splits:
     train: ImageArrays  # labels as trained on (noisy under a noise scenario)
     train_clean_labels: np.ndarray
     test: ImageArrays
-    val: Optional[ImageArrays] = None
+    val: Optional[ImageArrays] = None  # labels as every choice sees them (noisy under a noise scenario)
     summary: dict = field(default_factory=dict)  # scenario + split sizes, for the run record
+    # a noise scenario's clean validation labels (aligned with val): an oracle metric only, never a choice; else None
+    val_clean_labels: Optional[np.ndarray] = None
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -181,8 +198,8 @@ def _load_cifar(name: str, root: Path, train: bool, download: bool) -> ImageArra
     cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
     try:
         ds = cls(str(root), train=train, download=download)
-    except RuntimeError as exc:
-        raise DataError(f"{name} not found under {root} ({str(exc).splitlines()[0]}): "
+    except RuntimeError:  # torchvision's own words ("You can use download=True") name an API, not our command
+        raise DataError(missing(name, root) or f"{name} under {root} is corrupted (a checksum differs): "
                         f"{_prepare_line(name, root)}") from None
     return ImageArrays(np.ascontiguousarray(ds.data), np.asarray(ds.targets, dtype=np.int64), str(root))
 
@@ -300,11 +317,8 @@ def prepare(name: str, root: str | Path, download: bool = False) -> Path:
             target.mkdir(parents=True, exist_ok=True)
             for names in FASHION_MNIST_FILES.values():
                 for stem in names:
-                    tmp = target / (stem + ".part")
-                    with (gzip.open if _idx_path(src, stem).suffix == ".gz" else open)(_idx_path(src, stem), "rb") as fin, \
-                            open(tmp, "wb") as fout:
-                        shutil.copyfileobj(fin, fout)
-                    tmp.replace(target / stem)
+                    with (gzip.open if _idx_path(src, stem).suffix == ".gz" else open)(_idx_path(src, stem), "rb") as fin:
+                        atomic.write(lambda fout: shutil.copyfileobj(fin, fout), target / stem)
         return target
     if name in ("cifar10", "cifar100"):
         for train in (True, False):
@@ -344,17 +358,35 @@ def build_splits(cfg) -> Splits:
     summary: dict = {"pool_size": len(pool)}
     if d.train_subset is not None and d.train_subset < len(pool):
         pool = pool.take(scenarios.stratified_subset(pool.labels, d.train_subset, split_seed))
-    val = None
-    if d.val_fraction > 0:
+    val = val_clean = None
+    val_summary: dict = {}
+    if d.val_fraction > 0 and sc.kind == "fewshot":  # as many images per class as the cell trains on
+        counts = np.bincount(pool.labels, minlength=info.num_classes)
+        short = int(np.argmin(counts))
+        if counts[short] < 2 * sc.shots:
+            raise DataError(f"few-shot validation of scenario.shots={sc.shots} per class: {sc.shots} validation and "
+                            f"{sc.shots} training images of every class need {2 * sc.shots}, class {short} has "
+                            f"{counts[short]} in the training pool: fewer shots, or data.val_fraction 0 for none")
+        keep, hold = scenarios.per_class_holdout(pool.labels, int(sc.shots), split_seed)
+        val, pool = pool.take(hold), pool.take(keep)
+        val_summary["val_shots"] = int(sc.shots)
+    elif d.val_fraction > 0:
         keep, hold = scenarios.stratified_holdout(pool.labels, d.val_fraction, split_seed)
         if len(hold) == 0:
             raise DataError(f"data.val_fraction {d.val_fraction:g} of {len(pool)} training images holds out no image "
                             "of any class (round(fraction x class size) is 0): raise it, or set 0 for no validation")
         val, pool = pool.take(hold), pool.take(keep)
+        if sc.kind == "noisy":  # the training labels' process, its own draw: no clean label reaches a choice
+            val_clean = val.labels
+            noisy = scenarios.corrupt_labels(val_clean, info.num_classes, sc.noise_type, sc.noise_rate, split_seed,
+                                             dataset=d.dataset, stream="validation")
+            val = ImageArrays(val.images, noisy, val.source)
+            val_summary.update(val_noise_rate_measured=float(np.mean(noisy != val_clean)),
+                               val_noisy_count=int(np.sum(noisy != val_clean)))
     kind_args = {"noisy": {"noise_type": sc.noise_type, "noise_rate": sc.noise_rate},
                  "fewshot": {"shots": sc.shots}}.get(sc.kind, {})
     res = scenarios.apply_scenario(pool.labels, info.num_classes, sc.kind, seed, dataset=d.dataset, **kind_args)
     train = ImageArrays(pool.images[res.indices], res.labels.astype(np.int64), pool.source)
     summary.update(res.summary, seed=seed, val_size=len(val) if val is not None else 0, test_size=len(test),
-                   data_source=pool.source or str(d.root))
-    return Splits(info, train, res.clean_labels.astype(np.int64), test, val, summary)
+                   data_source=pool.source or str(d.root), **val_summary)
+    return Splits(info, train, res.clean_labels.astype(np.int64), test, val, summary, val_clean)

@@ -4,8 +4,8 @@ After ``dvc repro`` a user sees every table move a little: the same code and see
 BLAS, another thread count) sum floats in another order, and a few epochs on a small subset amplify that. What
 tells this apart from a broken install is how far each number moved against how far the seeds themselves spread.
 For each (dataset, model, scenario, variant) of the summary (tuning trials left out: the tables show their chosen
-finals) this compares its headline metric (top-1 in %, SSIM for the VAE; :func:`icp.aggregate.headline_of`), per
-seed and as a mean over seeds, with the summary at a git revision (``HEAD`` by default):
+finals) this compares its headline metric (top-1 in %, SSIM for the VAE; :func:`icp.results.summary.headline_of`),
+per seed and as a mean over seeds, with the summary at a git revision (``HEAD`` by default):
 
 * ``unchanged``: every seed's value is the same as committed (same CPU kind and code: the CPU runs are
   deterministic);
@@ -31,8 +31,11 @@ from typing import Optional
 
 import pandas as pd
 
-from icp import aggregate
-from icp.config import ConfigError
+from icp.results.frames import read_summary
+from icp.results.summary import headline_of
+from icp.results.text import scale_digits
+from icp.results.tuning import is_trial
+from icp.schema import ConfigError
 
 KEY = ["dataset", "model", "scenario", "variant"]
 SPREAD = 2.0  # a move of the mean within SPREAD standard errors (from the pooled seed spread) is float-order drift
@@ -53,16 +56,14 @@ def committed_summary(path: str | Path, rev: str = "HEAD") -> pd.DataFrame:
     if top.returncode or shown.returncode:
         raise ConfigError(f"drift: {path} is not in git at {rev} "
                           f"({(shown.stderr or top.stderr or b'').decode(errors='replace').strip().splitlines()[-1:]})")
-    return aggregate.read_summary(io.BytesIO(shown.stdout))
+    return read_summary(io.BytesIO(shown.stdout))
 
 
 def headline_values(summary: pd.DataFrame) -> pd.DataFrame:
     """One row per complete, non-trial run: KEY, seed, its headline metric's name and value as the tables show it."""
-    from icp.tuning_table import is_trial
-
     done = summary[(summary["status"] == "complete") & ~is_trial(summary["variant"])].copy()
-    done["metric"] = done["model"].map(aggregate.headline_of)
-    done["value"] = [float(r[r["metric"]]) * aggregate._scale_digits(r["metric"])[0] for _, r in done.iterrows()]
+    done["metric"] = done["model"].map(headline_of)
+    done["value"] = [float(r[r["metric"]]) * scale_digits(r["metric"])[0] for _, r in done.iterrows()]
     return done[[*KEY, "seed", "metric", "value"]]
 
 
@@ -139,7 +140,7 @@ def report(path: str | Path, rev: str = "HEAD") -> tuple[str, int]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"drift: {path} not found: run `dvc repro` (or `icp summarize`) first")
-    committed, now = committed_summary(path, rev), aggregate.read_summary(path)
+    committed, now = committed_summary(path, rev), read_summary(path)
     table = compare(committed, now)
     lines = [f"drift: {path} now ({_machine(now)}) against {rev} ({_machine(committed)}); headline metric per "
              f"variant (top-1 and the VAE's SSIM in %, as the tables show them), mean ± sd over seeds (n); "

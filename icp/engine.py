@@ -9,12 +9,13 @@ checkpoint carries model, method, optimizer, scheduler and RNG state.
 Order of work (so that a bad config or a missing dataset writes nothing): validate config → load data and
 build splits → build model/method/optimizer → create the run directory and write the record.
 
-Lifecycle (statuses in :mod:`icp.records`): one process per run directory (:mod:`icp.runlock`); a checkpoint that
-cannot be read falls back to the one kept back (:func:`icp.checkpoint.load_resumable`); a loss that turns NaN/inf
-ends the run as ``diverged`` at the end of that epoch, naming the first non-finite step (found without a device
-sync per step); Ctrl-C or a termination signal leaves it ``interrupted``; a job that its scheduler requeues
-(``stop_status = "requeued"``, set by the submitit job) leaves it ``requeued``; a trainer that outlives its
-requeued job (an orphan: :func:`icp.records.taken_back`) stops at the end of its epoch and leaves it ``requeued``.
+Lifecycle (:mod:`icp.lifecycle`, statuses in :mod:`icp.records`): one process per run directory
+(:mod:`icp.runlock`); a checkpoint that cannot be read falls back to the one kept back
+(:func:`icp.checkpoint.load_resumable`); a loss that turns NaN/inf ends the run as ``diverged`` at the end of that
+epoch, naming the first non-finite step (found without a device sync per step); Ctrl-C or a termination signal leaves
+it ``interrupted``; a job that its scheduler requeues (``stop_status = "requeued"``, set by the submitit job) leaves
+it ``requeued``; a trainer that outlives its requeued job (an orphan: :func:`icp.records.taken_back`) stops at the
+end of its epoch and leaves it ``requeued``.
 """
 from __future__ import annotations
 
@@ -30,11 +31,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from icp import checkpoint, data, loaders, models, records, runlock, trackers
-from icp.config import Config, ConfigError
+from icp import atomic, checkpoint, data, lifecycle, loaders, model_registry, records, runlock, trackers
+from icp.config import Config
 from icp.methods import MethodContext, build_method
 from icp.metrics import (HIGHER_IS_BETTER, ClassifierFeatures, EvalMetrics, GenerativeMetrics, InceptionFeatures,
                          headline_text, inception_weights, is_inception)
+from icp.schema import ConfigError
 
 
 def pick_device(name: str) -> torch.device:
@@ -99,6 +101,7 @@ class Trainer:
         self.run_id = run_id  # the grid's id; default records.run_id(cfg)
         self.job = job  # this process's entry in record["jobs"]; default records.job_info()
         self.stop_status: Optional[str] = None  # set from a signal handler: the status an interruption records
+        self.best: Optional[dict] = None  # {"epoch", "value"} of the best validation epoch so far (in last.pt)
 
     # ------------------------------------------------------------------------------------------ set-up
     def _existing(self) -> Optional[dict]:
@@ -125,8 +128,8 @@ class Trainer:
         torch.backends.cudnn.benchmark = dev.type == "cuda" and not tr.deterministic
         self.splits = splits if splits is not None else data.build_splits(cfg)
         info = self.splits.info
-        self.model = models.build_model(cfg.model.name, info.num_classes, info.in_channels,
-                                        self.splits.train.images.shape[1], **cfg.model.options)
+        self.model = model_registry.build_model(cfg.model.name, info.num_classes, info.in_channels,
+                                                self.splits.train.images.shape[1], **cfg.model.options)
         self.model.to(dev)
         self.channels_last = tr.channels_last and dev.type == "cuda"
         if self.channels_last:
@@ -151,6 +154,12 @@ class Trainer:
         ev = (info, dev, tr.eval_batch_size, self.channels_last)
         self.test_loader = loaders.EvalLoader(self.splits.test, *ev)
         self.val_loader = loaders.maybe_loader(self.splits.val, *ev)
+        # a noise scenario's clean validation labels: the oracle metric val_clean, scored on the same forward pass as
+        # val (the noisy labels every choice reads); never a choice
+        oracle = getattr(self.splits, "val_clean_labels", None)
+        self.val_clean_labels = (torch.from_numpy(oracle).to(dev) if oracle is not None and self.val_loader is not None
+                                 and not getattr(self.model, "generative", False) else None)
+        self.oracle_metrics = EvalMetrics(info.num_classes, dev) if self.val_clean_labels is not None else None
         self.generative = bool(getattr(self.model, "generative", False))
         self.metrics = (GenerativeMetrics(info.mean, info.std, dev, self._fid_features(info))
                         if self.generative else EvalMetrics(info.num_classes, dev))
@@ -248,10 +257,13 @@ class Trainer:
                 "images_per_s": seen / elapsed}
 
     @torch.no_grad()
-    def evaluate(self, loader) -> dict[str, float]:
+    def evaluate(self, loader, oracle_labels: Optional[torch.Tensor] = None) -> dict[str, float]:
+        """The metrics of ``loader``'s split; with ``oracle_labels`` (aligned with the loader's images) the same
+        logits are also scored against them into ``self.oracle_metrics`` (:meth:`evaluate_val`)."""
         model = self.method.eval_model()
         was_training = model.training
         model.eval()
+        seen = 0
         for x, y in loader:
             with self.autocast:
                 if self.generative:
@@ -259,40 +271,23 @@ class Trainer:
                     continue
                 logits = model(x)
             self.metrics.update(logits, y)
+            if oracle_labels is not None:
+                self.oracle_metrics.update(logits, oracle_labels[seen:seen + len(y)])
+            seen += len(y)
         model.train(was_training)
         return self.metrics.compute()
 
+    def evaluate_val(self) -> tuple[Optional[dict], Optional[dict]]:
+        """(val, val_clean): the validation metrics on the labels of the setting (noisy under a noise scenario: what
+        every choice reads), and under a noise scenario the oracle metrics on the clean labels (else None)."""
+        if self.val_loader is None:
+            return None, None
+        if self.val_clean_labels is None:
+            return self.evaluate(self.val_loader), None
+        val = self.evaluate(self.val_loader, self.val_clean_labels)
+        return val, self.oracle_metrics.compute()
+
     # ------------------------------------------------------------------------------------------ run
-    def _save(self, epoch: int, record: dict, best: Optional[dict]) -> None:
-        checkpoint.atomic_save(self._state(epoch, record, best), self.run_dir / "last.pt", keep_previous=True)
-
-    def _state(self, epoch: int, record: dict, best: Optional[dict]) -> dict:
-        return {
-            "format": checkpoint.CHECKPOINT_FORMAT, "epoch": epoch, "config": self.cfg.to_dict(),
-            "config_digest": self.cfg.digest(), "method": self.method.state_dict(),
-            "method_extra": self.method.extra_state(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "rng": checkpoint.rng_state(), "record": record, "best": best,
-        }
-
-    def _write_figure_data(self) -> None:
-        """The arrays of the figures drawn from this run's model (:mod:`icp.figure_data`), from its final last.pt,
-        so that the login side drawing them imports no torch. A failure costs the run nothing: the figure then
-        computes them from last.pt itself."""
-        from icp import figure_data
-
-        try:
-            figure_data.write(self.run_dir, self.cfg.method.name, dict(self.cfg.method.options), self.cfg.model.name)
-        except Exception as exc:  # noqa: BLE001 - the run is complete whatever a figure's arrays do
-            print(f"warning: {self.run_dir}: no {figure_data.NAME} ({type(exc).__name__}: {exc}); its figures compute "
-                  "it from last.pt", file=sys.stderr)
-
-    def _finish_diverged(self, record: dict, best: Optional[dict]) -> None:
-        """Make ``diverged`` final: last.pt (the last finite epoch, if any) carries the record from now on."""
-        path = self.run_dir / "last.pt"
-        state = checkpoint.load(path) if path.exists() else self._state(0, record, best)
-        state["record"] = record
-        checkpoint.atomic_save(state, path)
-
     def run(self, max_epochs: Optional[int] = None, lock_wait_s: float = 0.0) -> dict:
         """Train to ``train.epochs`` (or stop after ``max_epochs`` more epochs in this call); return the record.
 
@@ -310,156 +305,99 @@ class Trainer:
             if created and [p.name for p in self.run_dir.iterdir()] == [runlock.LOCK_NAME]:
                 shutil.rmtree(self.run_dir, ignore_errors=True)
 
-    @staticmethod
-    def _stop_orphaned(record: dict, epoch: int) -> None:
-        """This trainer outlived its SLURM job (requeued while its node's slurmd was lost, say): the record says
-        ``requeued`` again, with a note, and the trainer stops with epoch ``epoch`` saved, leaving its device to
-        SLURM and the run to the requeued job, which resumes from ``last.pt``."""
-        note = (f"job {record['jobs'][-1]['job_id']} was requeued by SLURM while this trainer still ran (an orphan); "
-                f"it stopped after epoch {epoch} and the requeued job resumes the run")
-        record["status"] = "requeued"
-        record.setdefault("notes", []).append(f"{records.now()}: {note}")
-        print(f"{record['run_id']}: {note}", file=sys.stderr, flush=True)
-
-    def _earlier_attempts(self, record_path: Path, jobs: list) -> list:
-        """The ``jobs`` of the earlier attempts: those of ``record.json`` where it is this config's run and knows at
-        least the checkpoint's attempts (it has their final seconds), else ``jobs`` (the checkpoint's)."""
-        disk = records.load(record_path.parent).record  # record.json, else a stopped run's record set aside
-        if disk is None:
-            return list(jobs)
-        if disk.get("config_digest") != self.cfg.digest() or len(disk.get("jobs") or []) < len(jobs):
-            return list(jobs)
-        return list(disk["jobs"])
-
     def _run(self, max_epochs: Optional[int]) -> dict:
-        record_path = self.run_dir / "record.json"
+        """One attempt at the run: the epoch loop; the record's lifecycle is :class:`icp.lifecycle.Attempt`'s."""
         ckpt = self._existing()
         if ckpt is not None and ckpt["record"]["status"] in records.TERMINAL:
-            record = ckpt["record"]
-            if records.load(self.run_dir).record != record:
-                # Snakemake removes a job's output before it runs the job (its job killed with it after the run
-                # ended, it runs it again): the record comes back exactly as the run ended, its time stamp included
-                records.write(record, record_path, stamp=False)
-            (self.run_dir / records.STOPPED).unlink(missing_ok=True)
-            return record
-        attempt_start = time.perf_counter()
-
-        def save(record: dict) -> None:
-            records.stamp_compute(record, time.perf_counter() - attempt_start)
-            records.write(record, record_path)
-
-        def save_final(epoch: int, record: dict, best: Optional[dict]) -> None:
-            """A final record: stamped once, then the same dict in last.pt and in record.json (a run written again
-            from its checkpoint reads byte for byte as it ended)."""
-            records.stamp_compute(record, time.perf_counter() - attempt_start)
-            record["updated_at"] = records.now()
-            self._save(epoch, record, best)
-            self._write_figure_data()  # before the record says complete: a figure step finds it with the record
-            records.write(record, record_path, stamp=False)
-
+            return lifecycle.ended(self.run_dir, ckpt["record"])
+        attempt = lifecycle.Attempt(self.run_dir, self.cfg, self.checkpoint_state)  # its compute: set-up included
         self.setup()
+        record, start_epoch = self._begin(ckpt)
+        attempt.begin(record, self.job)
         tr = self.cfg.train
-        if ckpt is None:
-            record = records.new_record(self.cfg, self.splits.summary, self.device,
-                                        sum(p.numel() for p in self.method.eval_model().parameters()), self.run_id)
-            best, start_epoch = None, 0
-            if self.generative:  # which network FID's features come from: FIDs compare only alike ones
-                fid = getattr(self.metrics.fid_recon, "inception", None)
-                record["fid_features"] = getattr(fid, "name", None)
-            (self.run_dir / "config.yaml").write_text(_yaml(self.cfg.to_dict()))
-        else:
-            self.method.load_state_dict(ckpt["method"])
-            self.method.load_extra_state(ckpt["method_extra"])
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            self.scheduler.load_state_dict(ckpt["scheduler"])
-            checkpoint.set_rng_state(ckpt["rng"])
-            record, best, start_epoch = ckpt["record"], ckpt["best"], ckpt["epoch"]
-            record["resumed"] += 1
-            source = ckpt.get("loaded_from", "last.pt")
-            if ckpt.get("fallback"):  # the record keeps why it did not resume from last.pt
-                record.setdefault("notes", []).append(f"{records.now()}: {ckpt['fallback']}")
-            print(f"{record['run_id']}: resumed from epoch {start_epoch} of {tr.epochs} ({source}"
-                  f"{': last.pt was unreadable' if source != 'last.pt' else ''})", file=sys.stderr,
-                  flush=True)  # stderr, as the epoch lines
-            record["env"] = records.environment(self.device)
-            record["code"] = records.code_version()
-        # the attempts before this one, as record.json last saw them: it is written after the checkpoint and when an
-        # attempt ends, so it holds the compute of work the checkpoint lost (a failed or killed attempt's epoch)
-        record["jobs"] = self._earlier_attempts(record_path, record.get("jobs") or [])
-        record["jobs"].append(dict(self.job or records.job_info()))
-        record["status"], record["error"] = "running", None
-        save(record)  # record.json now holds every attempt: a stopped run's record set aside is spent
-        (self.run_dir / records.STOPPED).unlink(missing_ok=True)
         stop = tr.epochs if max_epochs is None else min(tr.epochs, start_epoch + max_epochs)
-        saved = _as_saved(record)  # what last.pt holds: the record never runs ahead of its checkpoint
         tracking = trackers.Trackers(self.run_dir)  # train.loggers (none: no-ops), closed with the attempt
         try:
             tracking.start(self.cfg, record, start_epoch)
             bar = tqdm(range(start_epoch, stop), initial=start_epoch, total=tr.epochs, desc=record["run_id"],
                        disable=self.progress_disabled)
             for epoch in bar:
-                t0 = time.perf_counter()
-                entry = {"epoch": epoch + 1, **self.train_epoch(epoch),
-                         "lr": self.optimizer.param_groups[0]["lr"]}
-                final = epoch + 1 == tr.epochs
-                if self.generative:  # FIDs every train.fid_every epochs and at the last
-                    self.metrics.fid_on = (epoch + 1) % tr.fid_every == 0 or final
-                evaluated = final or (epoch + 1) % (tr.eval_every or 1) == 0  # train.eval_every: the others null
-                entry["test"] = self.evaluate(self.test_loader) if evaluated else None
-                entry["val"] = self.evaluate(self.val_loader) if evaluated and self.val_loader is not None else None
-                record["epochs"].append(entry)
-                record["wall_time_s"] += time.perf_counter() - t0
-                record["images_per_s"] = records.throughput(record["epochs"])
-                if evaluated:
-                    record["last"] = {"epoch": epoch + 1, "test": entry["test"], "val": entry["val"]}
-                metric = tr.best_metric if tr.best_metric in (entry["test"] or {}) else "elbo"  # a VAE: elbo
-                if entry["val"] is not None and entry["val"][metric] is not None and _better(
-                        metric, entry["val"][metric], best and best["value"]):
-                    best = {"epoch": epoch + 1, "value": entry["val"][metric]}
-                    record["best"] = {"epoch": epoch + 1, "metric": f"val.{metric}",
-                                      "test": entry["test"], "val": entry["val"]}
-                    checkpoint.atomic_save({"epoch": epoch + 1, "model": self.method.eval_model().state_dict(),
-                                            "config": self.cfg.to_dict(), "record_best": record["best"]},
-                                           self.run_dir / "best.pt")
-                if final:
-                    record["status"] = "complete"
-                    save_final(epoch + 1, record, best)
-                else:
-                    records.stamp_compute(record, time.perf_counter() - attempt_start)
-                    self._save(epoch + 1, record, best)
-                    if records.taken_back(self.run_dir, record["jobs"][-1].get("job_id")):
-                        self._stop_orphaned(record, epoch + 1)  # SLURM requeued its job: that job resumes the run
-                        save(record)
-                        break
-                    save(record)
-                saved = _as_saved(record)
+                entry = self._epoch(epoch, record)
+                if not attempt.saved_epoch(epoch + 1, final=epoch + 1 == tr.epochs):
+                    break  # an orphan: SLURM requeued its job, and that job resumes the run
                 tracking.log_epoch(entry)
-                if evaluated:
-                    bar.set_postfix({"test": headline_text(entry["test"]),
-                                     "loss": f"{entry['train']['loss']:.3f}"})
+                if entry["test"] is not None:
+                    bar.set_postfix({"test": headline_text(entry["test"]), "loss": f"{entry['train']['loss']:.3f}"})
                 if bar.disable and tr.progress is None:  # no terminal (a job's log, a pipe): one line per epoch
-                    print(_epoch_line(record, entry, tr.epochs, time.perf_counter() - attempt_start,
-                                      epoch + 1 - start_epoch), file=sys.stderr, flush=True)
+                    print(_epoch_line(record, entry, tr.epochs, attempt.seconds(), epoch + 1 - start_epoch),
+                          file=sys.stderr, flush=True)
         except Diverged as exc:
-            record["status"], record["error"] = "diverged", f"Diverged: {exc}"
-            records.stamp_compute(record, time.perf_counter() - attempt_start)
-            record["updated_at"] = records.now()
-            self._finish_diverged(record, best)  # last.pt first: a record.json that says diverged has its checkpoint
-            records.write(record, record_path, stamp=False)
+            attempt.diverged(exc)
         except BaseException as exc:
-            if self.stop_status is not None:
-                record["status"] = self.stop_status
-            elif isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                record["status"] = "interrupted"
-            else:
-                record["status"] = "failed"
-            record["error"] = f"{type(exc).__name__}: {exc}"
-            _back_to_checkpoint(record, saved)
-            save(record)
+            attempt.stopped(exc, self.stop_status)
             raise
         finally:
             tracking.close(record["status"])
         return record
+
+    def _begin(self, ckpt: Optional[dict]) -> tuple[dict, int]:
+        """(record, first epoch to train): a new run's, or the checkpoint's with the training state restored."""
+        if ckpt is None:
+            record = records.new_record(self.cfg, self.splits.summary, self.device,
+                                        sum(p.numel() for p in self.method.eval_model().parameters()), self.run_id)
+            self.best = None
+            if self.generative:  # which network FID's features come from: FIDs compare only alike ones
+                fid = getattr(self.metrics.fid_recon, "inception", None)
+                record["fid_features"] = getattr(fid, "name", None)
+            atomic.write(_yaml(self.cfg.to_dict()), self.run_dir / "config.yaml")
+            return record, 0
+        self.method.load_state_dict(ckpt["method"])
+        self.method.load_extra_state(ckpt["method_extra"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        checkpoint.set_rng_state(ckpt["rng"])
+        self.best = ckpt["best"]
+        return lifecycle.resumed(ckpt, self.cfg.train.epochs, self.device), ckpt["epoch"]
+
+    def _epoch(self, epoch: int, record: dict) -> dict:
+        """Train and evaluate epoch ``epoch`` (0-based) and enter it in ``record``: its entry, the last evaluation
+        and the best one so far (chosen on validation, its model in best.pt). Returns the entry."""
+        tr = self.cfg.train
+        t0 = time.perf_counter()
+        entry = {"epoch": epoch + 1, **self.train_epoch(epoch), "lr": self.optimizer.param_groups[0]["lr"]}
+        final = epoch + 1 == tr.epochs
+        if self.generative:  # FIDs every train.fid_every epochs and at the last
+            self.metrics.fid_on = (epoch + 1) % tr.fid_every == 0 or final
+        evaluated = final or (epoch + 1) % (tr.eval_every or 1) == 0  # train.eval_every: the others null
+        entry["test"] = self.evaluate(self.test_loader) if evaluated else None
+        entry["val"], oracle = self.evaluate_val() if evaluated else (None, None)
+        if self.val_clean_labels is not None:  # a noise scenario: the oracle beside it, never a choice
+            entry["val_clean"] = oracle
+        record["epochs"].append(entry)
+        record["wall_time_s"] += time.perf_counter() - t0
+        record["images_per_s"] = records.throughput(record["epochs"])
+        scores = {"test": entry["test"], "val": entry["val"], **({"val_clean": oracle} if "val_clean" in entry else {})}
+        if evaluated:
+            record["last"] = {"epoch": epoch + 1, **scores}
+        metric = tr.best_metric if tr.best_metric in (entry["test"] or {}) else "elbo"  # a VAE: elbo
+        if entry["val"] is not None and entry["val"][metric] is not None and _better(
+                metric, entry["val"][metric], self.best and self.best["value"]):
+            self.best = {"epoch": epoch + 1, "value": entry["val"][metric]}
+            record["best"] = {"epoch": epoch + 1, "metric": f"val.{metric}", **scores}
+            checkpoint.atomic_save({"epoch": epoch + 1, "model": self.method.eval_model().state_dict(),
+                                    "config": self.cfg.to_dict(), "record_best": record["best"]},
+                                   self.run_dir / "best.pt")
+        return entry
+
+    def checkpoint_state(self, epoch: int, record: dict) -> dict:
+        """The checkpoint (``last.pt``) after ``epoch`` epochs, holding ``record`` (:mod:`icp.checkpoint`)."""
+        return {
+            "format": checkpoint.CHECKPOINT_FORMAT, "epoch": epoch, "config": self.cfg.to_dict(),
+            "config_digest": self.cfg.digest(), "method": self.method.state_dict(),
+            "method_extra": self.method.extra_state(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "rng": checkpoint.rng_state(), "record": record,
+            "best": self.best,
+        }
 
 
 def _differences(a: dict, b: dict, prefix: str = "") -> list[tuple[str, object, object]]:
@@ -488,19 +426,6 @@ def _epoch_line(record: dict, entry: dict, total: int, elapsed: float, done_here
     eta = elapsed / done_here * (total - entry["epoch"])
     return (f"{record['run_id']}  epoch {entry['epoch']}/{total}  loss {entry['train']['loss']:.4f}{test}  "
             f"{entry.get('images_per_s') or 0:.0f} img/s  elapsed {_clock(elapsed)}  eta {_clock(eta)}")
-
-
-def _as_saved(record: dict) -> dict:
-    """The record's epoch-dependent fields as the checkpoint about to hold them (:func:`_back_to_checkpoint`)."""
-    return {"n": len(record["epochs"]), **{k: record[k] for k in ("wall_time_s", "images_per_s", "last", "best")}}
-
-
-def _back_to_checkpoint(record: dict, saved: dict) -> None:
-    """Drop the epochs that ``last.pt`` does not hold (an epoch trained but whose checkpoint failed to save, e.g. on
-    a full disk): a resumed run trains them again, so the record must not claim them. Their seconds stay in
-    ``jobs`` (the attempt's compute)."""
-    del record["epochs"][saved["n"]:]
-    record.update({k: v for k, v in saved.items() if k != "n"})
 
 
 def _yaml(tree: dict) -> str:

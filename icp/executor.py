@@ -82,8 +82,8 @@ def _options(job: JobExecutorInterface) -> SimpleNamespace:
 def _run(job: JobExecutorInterface) -> dict:
     """A train job's run: id, directory and ``icp train`` arguments (the rule's ``params.train``)."""
     args = shlex.split(job.format_wildcards("{params.train}"))
-    out = launch._train_option(args, "--out")
-    return {"run_id": launch._train_option(args, "--run-id") or out, "run_dir": out, "train_args": args}
+    out = launch.train_option(args, "--out")
+    return {"run_id": launch.train_option(args, "--run-id") or out, "run_dir": out, "train_args": args}
 
 
 class Executor(RemoteExecutor):
@@ -125,7 +125,7 @@ class Executor(RemoteExecutor):
             with submitit.helpers.clean_env():
                 sjob = executor.submit(callable_)
         except Exception as exc:  # sbatch refused it: retried while the controller does not answer, else said
-            text = launch._error_line(str(exc)) or " ".join(str(exc).split())[:300]
+            text = launch.error_line(str(exc)) or " ".join(str(exc).split())[:300]
             tries, first = (retry or [infos, 0, time.monotonic()])[1:3]
             delays = faults.retry_delays(getattr(self.workflow.executor_settings, "submit_retry_s",
                                                  launch.SUBMIT_RETRY_S))
@@ -230,7 +230,7 @@ class Executor(RemoteExecutor):
             try:
                 result = sjob.result().get(run["run_id"]) or {}
             except Exception as exc:  # the job raised: its text names the error
-                result = {"status": "failed", "error": launch._error_line(str(exc)) or repr(exc)}
+                result = {"status": "failed", "error": launch.error_line(str(exc)) or repr(exc)}
         if result.get("status") in pack.FINAL:
             if result["status"] == "diverged":
                 self.logger.warning(f"{run['run_id']} diverged: {result['error']}")

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+
+from icp import atomic
 
 NAME = "figure_data.npz"
 VAE_IMAGES = 8  # test images and prior samples a VAE's rows show
@@ -110,9 +111,9 @@ def vae(run_dir: str | Path, n_images: int = VAE_IMAGES) -> dict:
 
 def kinds(method: str, options: dict, model: str) -> list[str]:
     """The figure arrays that apply to a run: ``perturbation`` for an ICP run that refines, ``vae`` for a VAE."""
-    from icp.grid import _generative
+    from icp.model_registry import is_generative
 
-    return [k for k, applies in (("perturbation", refines(method, options)), ("vae", _generative(model))) if applies]
+    return [k for k, applies in (("perturbation", refines(method, options)), ("vae", is_generative(model))) if applies]
 
 
 def arrays(run_dir: str | Path, kind: str) -> dict:
@@ -129,10 +130,7 @@ def write(run_dir: str | Path, method: str, options: dict, model: str) -> Option
     path = Path(run_dir) / NAME
     buf = io.BytesIO()
     np.savez_compressed(buf, **found)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
-    return path
+    return atomic.write(buf.getbuffer(), path)
 
 
 def load(run_dir: str | Path, kind: str) -> Optional[dict]:

@@ -83,7 +83,10 @@ class TrainJob(submitit.helpers.Checkpointable):
         return {**self.__dict__, "_trainer": None}
 
 
-def _train_option(train_args: Sequence[str], name: str) -> Optional[str]:
+def train_option(train_args: Sequence[str], name: str) -> Optional[str]:
+    """The value of ``icp train``'s option ``name`` (``--out``, ``--run-id``, ``--config``) in ``train_args``, given
+    as ``NAME VALUE`` or ``NAME=VALUE``; None where it is absent. The launcher and the executor read a run's directory
+    and id from it."""
     for i, arg in enumerate(train_args):
         if arg == name and i + 1 < len(train_args):
             return train_args[i + 1]
@@ -92,8 +95,9 @@ def _train_option(train_args: Sequence[str], name: str) -> Optional[str]:
     return None
 
 
-def _error_line(text: str) -> str:
-    """The ``Type: message`` line of the job's traceback (submitit's error text ends with a log path)."""
+def error_line(text: str) -> str:
+    """The ``Type: message`` line of the job's traceback (submitit's error text ends with a log path); "" where the
+    text has none. The launcher and the executor name a failed job by it."""
     import re
 
     found = [ln.strip() for ln in text.splitlines() if re.match(r"^\s*[\w.]*(Error|Exception|Interrupt)\b", ln)]
@@ -213,7 +217,7 @@ def submit_retrying(submit, what: str, total_s: float = SUBMIT_RETRY_S, log=None
         except Exception as exc:
             if attempt == len(delays) or not faults.unreachable(exc):
                 raise
-            log(f"{what}: sbatch: the controller does not answer ({_error_line(str(exc)) or str(exc).strip()[:200]});"
+            log(f"{what}: sbatch: the controller does not answer ({error_line(str(exc)) or str(exc).strip()[:200]});"
                 f" retry {attempt + 1} of {len(delays)} in {delays[attempt]:.3g} s")
             time.sleep(delays[attempt])
 
@@ -250,7 +254,7 @@ def _wait_ended(job, executor: str, wait_s: float, run_dir: Optional[Path] = Non
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser().parse_args(argv)
     train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
-    out = _train_option(train_args, "--out")
+    out = train_option(train_args, "--out")
     if out is None:
         print("icp.launch: error: the icp train arguments need --out RUN_DIR", file=sys.stderr)
         return 2
@@ -260,7 +264,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               file=sys.stderr)
         return 2
     run_dir = Path(out)
-    run_id = _train_option(train_args, "--run-id") or out
+    run_id = train_option(train_args, "--run-id") or out
     logs = args.log_dir or (f"{os.environ['ICP_LOGS_DIR']}/{run_id}" if os.environ.get("ICP_LOGS_DIR") else "")
     folder = Path(logs or run_dir) / "submitit"  # the workflow's logs_dir (ICP_LOGS_DIR), else the run directory
     folder.mkdir(parents=True, exist_ok=True)
@@ -331,7 +335,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"({signal.Signals(sig.args[0]).name})", file=sys.stderr, flush=True)
         return 130
     except Exception as exc:  # the job raised, or was killed without a result
-        return _stopped(run_id, run_dir, job, folder, state, _error_line(str(exc)) or repr(exc), args.max_requeues,
+        return _stopped(run_id, run_dir, job, folder, state, error_line(str(exc)) or repr(exc), args.max_requeues,
                         train_args, args.executor)
     if result["status"] not in FINAL_OK:
         return _stopped(run_id, run_dir, job, folder, state, result["error"] or result["status"], args.max_requeues,
@@ -357,10 +361,10 @@ _ENVIRONMENTAL_TEXT = re.compile(r"CUDA out of memory|CUDA error|CUBLAS_STATUS|c
 
 def trial_of(run_id: str) -> Optional[int]:
     """The trial number of a tuning trial's run id (``.../<method>+trial=<i>/s<seed>``: the ``trial`` factor of its
-    method segment, :func:`icp.grid.variant_of_id`), else None."""
-    from icp import grid
+    method segment, :func:`icp.naming.variant_of_id`), else None."""
+    from icp.naming import variant_of_id
 
-    found = re.search(r"\+trial=(\d+)(?=\+|$)", grid.variant_of_id(run_id) or "")
+    found = re.search(r"\+trial=(\d+)(?=\+|$)", variant_of_id(run_id) or "")
     return int(found.group(1)) if found else None
 
 
@@ -402,7 +406,7 @@ def _config_digest(train_args: Sequence[str]) -> Optional[str]:
     try:
         from icp import config
 
-        return config.load(_train_option(train_args, "--config"), sets).digest()
+        return config.load(train_option(train_args, "--config"), sets).digest()
     except Exception:
         return None
 

@@ -21,7 +21,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import (MulticlassAccuracy, MulticlassCalibrationError, MulticlassF1Score,
                                          MulticlassPrecision, MulticlassRecall)
 
-from icp.model_registry import INCEPTION_FILE, INCEPTION_URL
+from icp.models import INCEPTION_FILE, INCEPTION_URL
 
 HIGHER_IS_BETTER = {"top1": True, "macro_f1": True, "precision": True, "recall": True, "nll": False, "ece": False}
 CLASSIFICATION = tuple(HIGHER_IS_BETTER)
@@ -105,15 +105,15 @@ class ClassifierFeatures(torch.nn.Module):
 
 
 # torch-fidelity's Inception-v3 (the TF-FID network ported to PyTorch), the weights published FIDs are computed with:
-# INCEPTION_URL and INCEPTION_FILE (icp.model_registry, torch-free, so that icp.preflight checks for it)
+# INCEPTION_URL and INCEPTION_FILE (icp.models, torch-free, so that icp.preflight checks for it)
 
 
 def inception_weights(spec: str) -> Path:
     """The Inception-v3 weights file that ``train.fid_features`` names: ``inception:PATH``, or ``inception``: the
     file in torch hub's cache (``$TORCH_HOME/hub/checkpoints``, where torch-fidelity and torchmetrics keep it),
     downloaded there first if it is absent (a cluster node without internet: put the file there, or pass its
-    path). Anything missing is a one-line :class:`icp.config.ConfigError`."""
-    from icp.config import ConfigError
+    path). Anything missing is a one-line :class:`icp.schema.ConfigError`."""
+    from icp.schema import ConfigError
 
     _, _, given = spec.partition(":")
     if given:

@@ -40,7 +40,7 @@ from typing import Iterator, Optional, Sequence
 
 import submitit
 
-from icp import faults, jsonfile
+from icp import atomic, faults, jsonfile
 
 FINAL = ("complete", "diverged")
 
@@ -223,7 +223,7 @@ class Meeting:
             runs = [{k_: m[k_] for k_ in ("run_id", "run_dir", "train_args")} for m in members]
             write_json({"runs": runs}, folder / "pack.json")
             for m in members:
-                (self.dir / "claims" / _key(m["run_id"])).write_text(str(folder))
+                atomic.write(str(folder), self.dir / "claims" / _key(m["run_id"]))
                 (self.dir / "queue" / f"{_key(m['run_id'])}.json").unlink(missing_ok=True)
             return folder, runs
 

@@ -17,13 +17,15 @@ false}`` in a profile) skips the check; a job that then finds nothing ends ``fai
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Optional
 
 from icp import config, data
-from icp.model_registry import INCEPTION_FILE, INCEPTION_URL, torch_hub_dir
+from icp.models import INCEPTION_FILE, INCEPTION_URL, torch_hub_dir
+from icp.schema import read_yaml
 
 SWITCH = "check_inputs"  # --config check_inputs=false skips the check
 
@@ -52,7 +54,7 @@ def needs(cfg: config.Config, produced: set[str]) -> list[str]:
         lines.append(line)
     fid = cfg.train.fid_features
     if fid:
-        from icp.model_registry import GENERATIVE
+        from icp.models import GENERATIVE
 
         if fid == "inception" or fid.startswith("inception:"):
             line = _inception(fid)
@@ -77,7 +79,7 @@ def missing(runs: Iterable, produced: Iterable[str] = ()) -> list[str]:
     for run in runs:
         if os.path.exists(run.record):
             continue
-        recipe = recipes.get(run.recipe) or recipes.setdefault(run.recipe, config.read_yaml(run.recipe, "recipe"))
+        recipe = recipes.get(run.recipe) or recipes.setdefault(run.recipe, read_yaml(run.recipe, "recipe"))
         for line in needs(config.resolve(recipe, list(run.overrides)), produced):
             count[line].append(run.run_id)
     return [f"{line} [{len(ids)} run{'s' if len(ids) > 1 else ''} need{'' if len(ids) > 1 else 's'} it, e.g. "
@@ -140,4 +142,38 @@ def stop_if_missing(grid, enabled: object = True, runs: Optional[Iterable[str]] 
     if lines:
         print(f"icp: {len(lines)} missing input{'s' if len(lines) > 1 else ''}: nothing submitted; data only on the "
               f"compute nodes? --config {SWITCH}=false skips this check", file=sys.stderr)
+        raise SystemExit(1)
+
+
+
+def swallowed_target(argv: list[str]) -> Optional[str]:
+    """The first word that Snakemake's ``--config`` (``-C``) would take as a config entry though it has no ``=``
+    (a target written after ``--config``), or None. Like argparse's ``nargs="*"``, the entries end at the next
+    option or at ``--``."""
+    taking = False
+    for word in argv:
+        if word in ("--config", "-C"):
+            taking = True
+        elif word == "--" or (word.startswith("-") and not re.fullmatch(r"-\d+(\.\d*)?", word)):
+            taking = False
+        elif taking and "=" not in word:
+            return word
+    return None
+
+
+def name_swallowed_targets(argv: Optional[list[str]] = None) -> None:
+    """Make ``snakemake ... --config check_inputs=false TARGET`` one line instead of Snakemake's traceback.
+
+    ``--config`` takes every word after it, so a target written after it reaches Snakemake's ``parse_config``,
+    which raises ``ValueError: Unparsable value`` before the Snakefile is read. Snakemake imports the installed
+    executor plugins while it loads its command-line module, before it parses anything, so the plugin package calls
+    this: in Snakemake's own process (``argv[0]`` is its script or ``snakemake/__main__.py``) a swallowed target
+    prints ``icp: error: ...`` and exits 1. Anywhere else it does nothing."""
+    argv = sys.argv if argv is None else argv
+    script = Path(argv[0]) if argv else Path()
+    if not (script.name == "snakemake" or (script.name == "__main__.py" and script.parent.name == "snakemake")):
+        return
+    if (word := swallowed_target(argv[1:])) is not None:
+        print(f"icp: error: --config took {word!r} as a config entry (it reads every word after it as name=value): "
+              f"put targets before --config, or end its entries with --", file=sys.stderr)
         raise SystemExit(1)

@@ -29,7 +29,8 @@ Written atomically at the start of a run, after every epoch, and at the end. Sch
     scenario        {"kind", "noise_type", "noise_rate", "noise_rate_measured", "noisy_count", "shots",
                      "train_size", "val_size", "test_size", "pool_size", "seed", "class_counts", "data_source"
                      (the folder the dataset was read from: Fashion-MNIST falls back from data.root to Debian's
-                     copy), ...}
+                     copy), a noise scenario's "val_noise_rate_measured" and "val_noisy_count" (its validation
+                     labels' noise), a few-shot scenario's "val_shots" (validation images per class), ...}
     seed            training seed (train.seed)
     config          the full resolved config (every key, defaults included); config_digest: its hash
     code            {"version": package version, "git_commit": sha or null, "git_dirty": bool or null (a tracked file
@@ -46,9 +47,15 @@ Written atomically at the start of a run, after every epoch, and at the end. Sch
                      "diagnostics": null, or the method's per-sample epoch means (ICP: "alpha" (alpha_e),
                      "input_shift" (mean |x_K - x| in normalised input units), "feature_mse.<layer>" (unweighted
                      MSE between the clean and the refined input's features)),
-                     "test": metrics, "val": metrics or null; both null on the epochs that train.eval_every skips}
-    last            {"epoch", "test", "val"} of the final epoch (while training: of the last evaluated one)
-    best            {"epoch", "metric", "test", "val"} of the best validation epoch, or null without a val split
+                     "test": metrics, "val": metrics or null; both null on the epochs that train.eval_every skips;
+                     "val" is scored on the validation labels of the setting (a noise scenario's are noised like its
+                     training labels, icp.data): every choice (best epoch, tuning) reads it. A noise scenario's
+                     epochs also carry "val_clean": the same images on their clean labels, an oracle metric that no
+                     choice reads (absent in other scenarios)}
+    last            {"epoch", "test", "val"(, "val_clean")} of the final epoch (while training: of the last evaluated
+                    one)
+    best            {"epoch", "metric", "test", "val"(, "val_clean")} of the best epoch by "val", or null without a
+                    val split
     fid_features    generative models only: FID's feature network ("resnet20 penultimate layer of <run dir>"), or
                     null when FID is not computed; the test metrics are then elbo, recon, kl, ssim, fid_recon and
                     fid_prior (icp.metrics.GenerativeMetrics) instead of the classification metrics
@@ -74,7 +81,6 @@ from typing import NamedTuple, Optional
 from icp import jsonfile
 
 SCHEMA_VERSION = 1
-STATUSES = ("running", "complete", "diverged", "failed", "interrupted", "requeued")
 TERMINAL = ("complete", "diverged")  # a run in one of these is never trained again
 
 
@@ -266,6 +272,35 @@ def set_aside_corrupt(run_dir: str | Path) -> Optional[str]:
     return f"{found.path}: {found.problem}; set aside as {CORRUPT}, the run is rebuilt from its last.pt"
 
 
+STALE = "stale"  # <run dir>/stale/<digest>/: the state of a run made with another config, kept for a look
+RUN_STATE = ("record.json", "record.stopped.json", "record.corrupt.json", "config.yaml")  # and every *.pt
+
+
+def set_aside_stale(run_dir: str | Path, digest: str) -> Optional[str]:
+    """Move the state of a run whose record was made with another config than the grid's run has today (its
+    ``config_digest`` is not ``digest``: the grid changed a setting that is no factor of the run's id, or the code
+    changed what a setting means, as ``data.val_protocol`` did) into ``stale/<its digest>/`` and say so in one line;
+    None when the record is this config's or absent. Snakemake would count its record as the run's finished output
+    (a code change moves no job's params), and the trainer refuses a ``last.pt`` of another config: set aside,
+    nothing is lost and the run trains again."""
+    run_dir = Path(run_dir)
+    found = load(run_dir)
+    old = (found.record or {}).get("config_digest")
+    if not old or old == digest:
+        return None
+    from icp import runlock
+
+    if runlock.busy(run_dir):  # a live trainer's: left alone
+        return None
+    dest = run_dir / STALE / str(old)
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in sorted(run_dir.iterdir()):
+        if path.is_file() and (path.name in RUN_STATE or path.suffix == ".pt"):
+            os.replace(path, dest / path.name)
+    return (f"{found.path}: made with another config (digest {old}; the grid's run today: {digest}); set aside in "
+            f"{STALE}/{old}/, the run trains again")
+
+
 def set_aside(run_dir: str | Path) -> Optional[Path]:
     """Move a stopped (not final) run's ``record.json`` to ``record.stopped.json`` and return where it went.
 
@@ -327,7 +362,7 @@ def taken_back(run_dir: str | Path, job_id: Optional[str]) -> bool:
     """Whether SLURM took this trainer's job back while the trainer still runs: ``record.json`` says ``requeued``
     (:func:`mark_requeued`, written by the launcher once the job is queued again) for an attempt of job ``job_id``.
     Such a trainer is an orphan (its node's slurmd lost, say): SLURM may give its device to another job, and the
-    requeued job will train the run. It stops at the next epoch boundary (:meth:`icp.engine.Trainer._run`)."""
+    requeued job will train the run. It stops at the next epoch boundary (:meth:`icp.lifecycle.Attempt.saved_epoch`)."""
     if job_id is None:
         return False
     rec = load(run_dir).record

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Iterator, Optional
 
-from icp.config import ConfigError
+from icp.schema import ConfigError
 
 LOCK_NAME = "train.lock"
 

@@ -1,10 +1,14 @@
 """Training-split scenarios: clean, label-noise and few-shot training sets.
 
-A *scenario* is applied to the **training pool only**.  The caller carves any
-validation holdout *before* calling into this module, from the clean labels
-(e.g. with :func:`stratified_holdout`), so validation and test labels are never
-corrupted and never subsampled here.  Every function is pure (no I/O, inputs
-are never modified) and numpy-only.
+A *scenario* is applied to the **training pool**.  The caller carves any
+validation holdout *before* calling :func:`apply_scenario`, from the clean
+labels (:func:`stratified_holdout`, or :func:`per_class_holdout` for a
+few-shot cell: as many images per class as it trains on), and makes the
+validation labels match the setting itself (:mod:`icp.data`: a noisy cell's
+validation labels go through :func:`corrupt_labels` with ``stream=
+"validation"``, a draw of its own).  Test labels are never corrupted or
+subsampled here.  Every function is pure (no I/O, inputs are never modified)
+and numpy-only.
 
 Reproducibility
 ---------------
@@ -14,7 +18,10 @@ a fixed per-function constant (``zlib.crc32`` of a purpose string).  Python's
 ``hash()`` (salted per process) and the global numpy RNG are never used, so the
 same (labels, scenario, seed) gives the same result in every process and on
 every machine with the same numpy version.  Different functions draw from
-independent streams even with the same seed.
+independent streams even with the same seed, and :func:`corrupt_labels` with a
+``stream`` name (the validation labels' noise) draws from a further independent
+stream (``SeedSequence([seed, TAG, crc32(stream)])``); without one it draws
+exactly what it always did.
 
 Definitions
 -----------
@@ -55,6 +62,9 @@ Definitions
 
 * **Few-shot** (:func:`few_shot`): exactly ``shots`` samples per class, drawn
   uniformly within each class.
+* **Per-class holdout** (:func:`per_class_holdout`): exactly ``per_class``
+  samples of every class go to the holdout (a few-shot cell's validation:
+  k per class for a k-shot cell), the rest are kept.
 * **Stratified holdout** (:func:`stratified_holdout`): per class
   ``round(fraction * n_c)`` samples go to the holdout, the rest are kept.
 * **Stratified subset** (:func:`stratified_subset`): exactly ``size`` samples,
@@ -83,6 +93,7 @@ __all__ = [
     "cifar100_asymmetric_map",
     "corrupt_labels",
     "few_shot",
+    "per_class_holdout",
     "stratified_holdout",
     "stratified_subset",
 ]
@@ -194,12 +205,14 @@ _TAG_ASYMMETRIC = _tag("icp.scenarios.corrupt_labels.asymmetric")
 _TAG_FEW_SHOT = _tag("icp.scenarios.few_shot")
 _TAG_HOLDOUT = _tag("icp.scenarios.stratified_holdout")
 _TAG_SUBSET = _tag("icp.scenarios.stratified_subset")
+_TAG_PER_CLASS_HOLDOUT = _tag("icp.scenarios.per_class_holdout")
 
 
-def _rng(seed: int, tag: int) -> np.random.Generator:
+def _rng(seed: int, tag: int, stream: str = "") -> np.random.Generator:
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    return np.random.default_rng(np.random.SeedSequence([int(seed), tag]))
+    entropy = [int(seed), tag] + ([_tag(stream)] if stream else [])
+    return np.random.default_rng(np.random.SeedSequence(entropy))
 
 
 # --------------------------------------------------------------------------- #
@@ -277,7 +290,7 @@ def _canonical_dataset(dataset: str | None) -> str:
 
 
 def corrupt_labels(labels: np.ndarray, num_classes: int, kind: str, rate: float, seed: int,
-                   dataset: str | None = None) -> np.ndarray:
+                   dataset: str | None = None, stream: str = "") -> np.ndarray:
     """Return a noisy copy (int64) of ``labels``; see the module docstring.
 
     ``kind='symmetric'``: exactly ``round(rate*N)`` samples get a uniformly
@@ -285,6 +298,8 @@ def corrupt_labels(labels: np.ndarray, num_classes: int, kind: str, rate: float,
     ``round(rate*N_eligible)`` samples of the classes mapped in
     ``ASYMMETRIC_MAPS[dataset]`` are flipped to ``map[class]``, apportioned
     across mapped classes by largest remainder.  ``rate`` in [0, 1).
+    ``stream`` (e.g. ``"validation"``) names an independent draw of the same
+    process; empty (the training labels) is the historical draw.
     """
     rate = _check_rate(rate)
     num_classes = int(num_classes)
@@ -293,7 +308,7 @@ def corrupt_labels(labels: np.ndarray, num_classes: int, kind: str, rate: float,
     y = _as_labels(labels, num_classes)
     out = y.copy()
     if kind == "symmetric":
-        rng = _rng(seed, _TAG_SYMMETRIC)
+        rng = _rng(seed, _TAG_SYMMETRIC, stream)
         n_noisy = round(rate * len(y))
         if n_noisy == 0:
             return out
@@ -307,7 +322,7 @@ def corrupt_labels(labels: np.ndarray, num_classes: int, kind: str, rate: float,
         if bad:
             raise ValueError(f"asymmetric map for {dataset!r} targets class {bad[0]} "
                              f">= num_classes={num_classes}")
-        rng = _rng(seed, _TAG_ASYMMETRIC)
+        rng = _rng(seed, _TAG_ASYMMETRIC, stream)
         classes = [c for c in sorted(mapping) if np.any(y == c)]
         members = [np.flatnonzero(y == c) for c in classes]
         counts = np.array([len(m) for m in members], dtype=np.int64)
@@ -338,6 +353,25 @@ def few_shot(labels: np.ndarray, shots: int, seed: int) -> np.ndarray:
     if not picked:
         return np.zeros(0, dtype=np.int64)
     return np.sort(np.concatenate(picked)).astype(np.int64)
+
+
+def per_class_holdout(labels: np.ndarray, per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(keep_idx, holdout_idx)``, both sorted int64: exactly ``per_class`` samples of every class present go to
+    the holdout (uniformly within the class, its own seeded stream), the rest are kept.  A class needs more than
+    ``per_class`` samples so that some are left to keep."""
+    if isinstance(per_class, bool) or not isinstance(per_class, numbers.Integral) or per_class < 1:
+        raise ValueError(f"per_class must be a positive integer, got {per_class!r}")
+    y = _as_labels(labels)
+    rng = _rng(seed, _TAG_PER_CLASS_HOLDOUT)
+    hold = []
+    for c, idx in _class_indices(y).items():
+        if len(idx) <= per_class:
+            raise ValueError(f"class {c} has only {len(idx)} samples: holding out {per_class} leaves none to keep")
+        hold.append(rng.choice(idx, size=int(per_class), replace=False))
+    holdout = np.sort(np.concatenate(hold)).astype(np.int64) if hold else np.zeros(0, np.int64)
+    mask = np.ones(len(y), dtype=bool)
+    mask[holdout] = False
+    return np.flatnonzero(mask).astype(np.int64), holdout
 
 
 def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

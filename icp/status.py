@@ -20,8 +20,10 @@ from typing import NamedTuple, Optional
 
 import pandas as pd
 
-from icp import grid, records
-from icp.config import ConfigError, did_you_mean, existing_dir
+from icp import grid, gridfile, records
+from icp import progress as progress_mod
+from icp.run_config import config_digest
+from icp.schema import ConfigError, did_you_mean, existing_dir
 
 COLUMNS = ("complete", "diverged", "running", "requeued", "lost", "interrupted", "failed", "corrupt", "not started")
 
@@ -75,11 +77,6 @@ def job_alive(job: dict, queue: Optional[set[str]]) -> Optional[bool]:
     return None
 
 
-def foreign_records(g: grid.Grid, base: Path) -> int:
-    """How many run records under ``base`` are not runs of ``g`` (the runs of another grid file)."""
-    return len(foreign_ids(g, base))
-
-
 def foreign_ids(g: grid.Grid, base: Path) -> set[str]:
     """The ids of the run records under ``base`` that are not runs of ``g``."""
     if not base.is_dir():
@@ -88,11 +85,6 @@ def foreign_ids(g: grid.Grid, base: Path) -> set[str]:
     return ids - set(g.runs)
 
 
-def _digest(run: grid.Run) -> str:
-    """The config digest that this grid's run has (a record under its id with another is another grid's run)."""
-    from icp import config
-
-    return config.load(run.recipe, list(run.overrides)).digest()
 
 
 DEFAULT_GRID = "config/paper.yaml"  # what `icp status` reads where no grid under config/ has a record
@@ -113,7 +105,7 @@ class Recorded(NamedTuple):
 def _expanded(path: str, cache: dict) -> grid.Grid:
     if path not in cache:
         # with the tuned cells' final runs whose selection is written, as icp grid counts them
-        cache[path] = grid.expand(grid.load(path), path, check_recipes=False).with_selections()
+        cache[path] = grid.expand(gridfile.load(path), path, check_recipes=False).with_selections()
     return cache[path]
 
 
@@ -152,7 +144,7 @@ def _own_only(candidates: list[Recorded]) -> list[Recorded]:
             if seen[p.resolve()] > 1:
                 if p.resolve() not in digests:
                     digests[p.resolve()] = (records.load(p.parent).record or {}).get("config_digest")
-                if digests[p.resolve()] not in (None, _digest(c.grid.runs[rid])):
+                if digests[p.resolve()] not in (None, config_digest(c.grid.runs[rid])):
                     continue
             keep[rid] = (p, t)
         out.append(c._replace(found=keep))
@@ -162,12 +154,12 @@ def _own_only(candidates: list[Recorded]) -> list[Recorded]:
 def choose_grid(runs_dir: Optional[str] = None, folder: str | Path = "config",
                 cache: Optional[dict] = None) -> tuple[str, list[str]]:
     """The grid file that ``icp status`` reports without ``--grid``, and the lines that say why: among the grid files
-    in ``folder`` (:func:`grid.grid_files`), the one whose runs have records; where several have, one line each with
-    its counts, and the one shown: that of the most recent record (then the most runs with a record, then the largest
-    share of its runs: a subset grid sharing a runs directory with a larger one, as config/reference.yaml shares
-    config/paper.yaml's). None has any: :data:`DEFAULT_GRID` (or the folder's first grid)."""
+    in ``folder`` (:func:`icp.gridfile.grid_files`), the one whose runs have records; where several have, one line
+    each with its counts, and the one shown: that of the most recent record (then the most runs with a record, then
+    the largest share of its runs: a subset grid sharing a runs directory with a larger one, as config/reference.yaml
+    shares config/paper.yaml's). None has any: :data:`DEFAULT_GRID` (or the folder's first grid)."""
     cache = {} if cache is None else cache
-    files = grid.grid_files(folder)
+    files = gridfile.grid_files(folder)
     found = [f for f in _own_only([recorded_runs(p, runs_dir, cache) for p in files]) if f.found]
     if not found:
         default = next((p for p in files if _same_file(p, DEFAULT_GRID)), files[0] if files else DEFAULT_GRID)
@@ -191,14 +183,14 @@ def owners(ids: dict[str, Optional[str]], exclude: str, folder: str | Path = "co
     cache = {} if cache is None else cache
     out: dict[str, int] = {}
     left = dict(ids)
-    for path in grid.grid_files(folder):
+    for path in gridfile.grid_files(folder):
         if not left or _same_file(path, exclude):
             continue
         try:
             g = _expanded(path, cache)
         except ConfigError:  # a grid file that does not load names nothing
             continue
-        mine = {rid for rid, digest in left.items() if rid in g.runs and digest == _digest(g.runs[rid])}
+        mine = {rid for rid, digest in left.items() if rid in g.runs and digest == config_digest(g.runs[rid])}
         if mine:
             out[path] = len(mine)
             left = {rid: d for rid, d in left.items() if rid not in mine}
@@ -222,10 +214,22 @@ def _foreign_note(foreign: dict[str, Optional[str]], base: Path, grid_path: str,
     return f"note: {len(foreign)} records under {base} are runs of {whose} (not counted here); {hint}"
 
 
+class Snapshot(NamedTuple):
+    text: str
+    grid: grid.Grid
+    progress: "progress_mod.Progress"
+
+
 def render(grid_path: Optional[str] = None, runs_dir: Optional[str] = None, study: Optional[str] = None,
            folder: str | Path = "config") -> str:
     """The status of ``grid_path``'s runs (under ``runs_dir``, default the grid's own), headed by what was read.
     Without ``grid_path``, the grid file in ``folder`` whose runs have records (:func:`choose_grid`)."""
+    return snapshot(grid_path, runs_dir, study, folder).text
+
+
+def snapshot(grid_path: Optional[str] = None, runs_dir: Optional[str] = None, study: Optional[str] = None,
+             folder: str | Path = "config") -> Snapshot:
+    """:func:`render`'s text with the grid it read and its progress (:mod:`icp.progress`: runs per hour, ETA)."""
     cache: dict = {}
     chosen: list[str] = []
     if grid_path is None:
@@ -238,7 +242,7 @@ def render(grid_path: Optional[str] = None, runs_dir: Optional[str] = None, stud
     base = existing_dir(runs_dir, "runs directory") if runs_dir is not None else Path(g.runs_dir)
     wanted = {r.run_id for r in g.select(study)}
     found, corrupt = read_records(g, runs_dir)
-    other = {rid for rid, rec in found.items() if rid in wanted and rec.get("config_digest") != _digest(g[rid])}
+    other = {rid for rid, rec in found.items() if rid in wanted and rec.get("config_digest") != config_digest(g[rid])}
     foreign = {rid: (records.load(base / rid).record or {}).get("config_digest") for rid in foreign_ids(g, base)}
     foreign.update({rid: found[rid].get("config_digest") for rid in other})
     found = {rid: rec for rid, rec in found.items() if rid not in other}
@@ -267,4 +271,32 @@ def render(grid_path: Optional[str] = None, runs_dir: Optional[str] = None, stud
             lines.append(f"{rec['status']:9s} {rid}  job {job.get('job_id')}: {rec.get('error')}")
     lines += [f"corrupt   {rid}  {problem} (snakemake again sets it aside and rebuilds the run from last.pt)"
               for rid, problem in corrupt.items() if rid in wanted]
-    return "\n".join(lines)
+    done = progress_mod.progress(g, recs, states, study)
+    lines.append(progress_mod.line(done))
+    return Snapshot("\n".join(lines), g, done)
+
+
+def watch(grid_path: Optional[str], runs_dir: Optional[str], study: Optional[str], every: float,
+          store: bool = True) -> int:
+    """``icp status --watch``: :func:`snapshot` every ``every`` seconds until every run is final, redrawn in place in
+    a terminal and as one block per refresh (under its time) in a log, the grid's MLflow store synced each time
+    (:mod:`icp.tracker_store`). Ctrl-C stops the watching, never the sweep (exit 130)."""
+    import sys
+
+    from icp import tracker_store
+
+    tty = sys.stdout.isatty()
+    try:
+        while True:
+            snap = snapshot(grid_path, runs_dir, study)
+            if store:
+                tracker_store.sync_grid(snap.grid, runs_dir=runs_dir)
+            head = f"{time.strftime('%Y-%m-%d %H:%M:%S')}  (every {every:g} s; Ctrl-C stops watching, not the sweep)"
+            print(("\x1b[H\x1b[2J" if tty else "") + head, snap.text, "" if tty else "\n", sep="\n", flush=True)
+            if snap.progress.final == snap.progress.total:
+                return 0
+            time.sleep(every)
+    except KeyboardInterrupt:
+        print("", file=sys.stderr)
+        return 130
+

@@ -39,7 +39,8 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
-from icp.config import ConfigError
+from icp import run_config
+from icp.schema import ConfigError
 
 MAX_DIM = 12  # the Halton sequence's dimension: the common keys' columns and a space's own keys fit in it
 DEFAULT_SEED = 100  # tuning.seed when the grid gives none: apart from the usual final seeds 0, 1, 2, ...
@@ -116,6 +117,23 @@ def draws(space: dict, trials: int, draw_seed: int, defaults: Optional[dict] = N
     return (first + [{k: value_at(space[k], point[cols[k]]) for k in sorted(space)} for point in points])[:trials]
 
 
+def published_defaults(recipe: Optional[str], overrides: list[str], space: dict, where: str) -> dict[str, Any]:
+    """Each key of a tuning space at its value in the cell's resolved config (``recipe`` with ``overrides``: the
+    grid's settings, the method's option defaults): a tuned method's trial 0, its published default."""
+    if recipe is None:
+        raise ConfigError(f"{where}: no recipe for the cell")
+    cfg = run_config.resolved(recipe, tuple(overrides))
+    out = {}
+    for key in space:
+        node: Any = cfg
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise ConfigError(f"{where}.{key}: not a key of the run's config")
+            node = node[part]
+        out[key] = node
+    return out
+
+
 def check_seeds(tuning: dict, seeds, where: str, study: str) -> None:
     """Trials train at seeds disjoint from the finals': one line when ``tuning.seed`` is one of the block's seeds."""
     seed = int(tuning.get("seed", DEFAULT_SEED))
@@ -156,7 +174,9 @@ def trial_count(tuning: dict) -> int:
 
 
 def _val_top1(record: Optional[dict]) -> Optional[float]:
-    """A trial's last-epoch validation top-1, or None where it lost (no record, failed, diverged, no split)."""
+    """A trial's last-epoch validation top-1, or None where it lost (no record, failed, diverged, no split). The
+    record's ``val``: the validation labels of the setting (noisy under a noise scenario), never ``val_clean`` (the
+    oracle a noisy-label method does not have)."""
     if not record or record.get("status") != "complete":
         return None
     value = ((record.get("last") or {}).get("val") or {}).get("top1")

@@ -138,6 +138,28 @@ def same_state(a, b) -> bool:
     return a == b
 
 
+def installed_plugin(site: Path, module: str, source: str, group: str) -> dict:
+    """A plugin installed in ``site``: the module ``module`` (``source``) and its dist-info, whose entry point of
+    ``group`` (``icp.methods``, ``icp.figures``) names it. Returns the environment that puts ``site`` (and this
+    repository) on PYTHONPATH."""
+    site.mkdir(parents=True, exist_ok=True)
+    (site / f"{module}.py").write_text(source)
+    info = site / f"{module}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[{group}]\n{module} = {module}\n")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
+
+
+def run_python(code: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``code`` (dedented) in a fresh interpreter in the repository: a registry's catalogue is read once a process."""
+    import sys
+    import textwrap
+
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
 @pytest.fixture(scope="session")
 def slurm():
     """A real SLURM cluster for the tests that need one: started once (and stopped after) unless one already answers."""

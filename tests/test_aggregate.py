@@ -1,4 +1,4 @@
-"""Aggregation of known records gives known cells, p-values, tables and run-by-run reports (icp.aggregate)."""
+"""Aggregation of known records gives known cells, p-values, tables and run-by-run reports (icp.results)."""
 import json
 import math
 import os
@@ -7,7 +7,10 @@ import subprocess
 
 import pytest
 
-from icp import aggregate, grid
+from icp import grid
+from icp.results import cells as cells_mod
+from icp.results import frames, summary, tables
+from icp.results.text import delta_text
 
 TOP1 = {"ce": [0.80, 0.82, 0.84], "ls": [0.83, 0.84, 0.88], "pskd": [0.81, 0.80, 0.86]}
 
@@ -74,9 +77,9 @@ def sweep(tmp_path):
 
 
 def test_cells_give_exact_means_stds_and_paired_p_values(sweep):
-    runs = aggregate.runs_frame(sweep)
+    runs = frames.runs_frame(sweep)
     assert len(runs) == 12 and sorted(runs.status.unique()) == ["complete", "diverged", "failed", "missing"]
-    cells = aggregate.cells(runs).set_index("variant")
+    cells = cells_mod.cells(runs).set_index("variant")
     assert cells.loc["ce", "top1_mean"] == pytest.approx(0.82)
     assert cells.loc["ce", "top1_std"] == pytest.approx(0.02)
     assert cells.loc["ls", "top1_std"] == pytest.approx(math.sqrt(7e-4))
@@ -101,8 +104,8 @@ def test_cells_give_exact_means_stds_and_paired_p_values(sweep):
 
 
 def test_study_tables_bold_the_best_and_list_runs_not_averaged(sweep, tmp_path):
-    runs = aggregate.runs_frame(sweep)
-    csv, md, tex, page = aggregate.write_tables("main", aggregate.study_runs(runs, "main"), aggregate.cells(runs),
+    runs = frames.runs_frame(sweep)
+    csv, md, tex, page = tables.write_tables("main", frames.study_runs(runs, "main"), cells_mod.cells(runs),
                                                 tmp_path / "tables")
     text = md.read_text()
     # ls is the best, but its Holm-adjusted p (family: ls and pskd) is 0.070: not significant, so not bold
@@ -131,8 +134,8 @@ def test_latex_tables_compile(sweep, tmp_path):
         if os.environ.get("CI"):
             pytest.fail("pdflatex is missing: .ci/run installs texlive-latex-recommended")
         pytest.skip("pdflatex is not installed (apt-get install texlive-latex-recommended)")
-    runs = aggregate.runs_frame(sweep)
-    _, _, tex, _ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path)
+    runs = frames.runs_frame(sweep)
+    _, _, tex, _ = tables.write_tables("main", runs, cells_mod.cells(runs), tmp_path)
     doc = tmp_path / "doc.tex"
     doc.write_text("\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n\\input{main.tex}\n"
                    "\\end{document}\n")
@@ -169,13 +172,13 @@ def generative_sweep(tmp_path):
 
 def test_generative_study_tables_compare_ssim_with_vae(tmp_path):
     g = generative_sweep(tmp_path)
-    runs = aggregate.runs_frame(g)
-    cells = aggregate.cells(runs).set_index("variant")
+    runs = frames.runs_frame(g)
+    cells = cells_mod.cells(runs).set_index("variant")
     assert cells.loc["icp-adam", "delta"] == pytest.approx(0.03) and cells.loc["icp-adam", "delta_of"] == "ssim"
     t = 3 * math.sqrt(3)
     assert cells.loc["icp-adam", "p_value"] == pytest.approx(1 - t / math.sqrt(2 + t * t), rel=1e-9)
-    _, md, tex, _ = aggregate.write_tables("generative", aggregate.study_runs(runs, "generative"),
-                                           aggregate.cells(runs), tmp_path / "tables")
+    _, md, tex, _ = tables.write_tables("generative", frames.study_runs(runs, "generative"),
+                                           cells_mod.cells(runs), tmp_path / "tables")
     text = md.read_text()
     assert "| icp-adam | **55.00 ± 2.65 (3)** |" in text and "| vae | 52.00 ± 2.00 (3) |" in text
     assert "| icp-adam | 4.50 ± 0.26 (3) |" in text  # FID: no test compared it, so never bold
@@ -189,8 +192,8 @@ def test_generative_study_tables_compare_ssim_with_vae(tmp_path):
         if rec["model"] == "vae":
             rec["fid_features"] = "inception-v3 pool3 2048 (torch-fidelity weights /w.pth)"
             path.write_text(json.dumps(rec))
-    runs = aggregate.runs_frame(g)
-    _, md, *_ = aggregate.write_tables("generative", aggregate.study_runs(runs, "generative"), aggregate.cells(runs),
+    runs = frames.runs_frame(g)
+    _, md, *_ = tables.write_tables("generative", frames.study_runs(runs, "generative"), cells_mod.cells(runs),
                                       tmp_path / "tables")
     assert "features: Inception-v3 (torch-fidelity), as published FIDs" in md.read_text()
     assert "project only" not in md.read_text()
@@ -199,8 +202,8 @@ def test_generative_study_tables_compare_ssim_with_vae(tmp_path):
 def test_figures_from_the_same_records_are_byte_identical(sweep, tmp_path):
     from icp import figures
 
-    runs = aggregate.runs_frame(sweep)
-    epochs = aggregate.epochs_frame(runs)
+    runs = frames.runs_frame(sweep)
+    epochs = frames.epochs_frame(runs)
     first = figures.make("learning_curves", runs, epochs, tmp_path / "a")
     second = figures.make("learning_curves", runs, epochs, tmp_path / "b")
     assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
@@ -226,8 +229,8 @@ def test_bold_only_a_unique_best_as_printed_among_cells_with_every_seed(tmp_path
         return record(run, top1[run.method][run.seed])
 
     write_records(g, make)
-    runs = aggregate.runs_frame(g)
-    _, md, *_ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path / "tables")
+    runs = frames.runs_frame(g)
+    _, md, *_ = tables.write_tables("main", runs, cells_mod.cells(runs), tmp_path / "tables")
     table = _section(md.read_text(), "Test top-1 (%) at the last epoch")
     assert "**" not in table
     assert "| ls | 76.00 ± 9.54 (3) |" in table and "| pskd | 76.00 ± 1.00 (3) |" in table
@@ -240,8 +243,8 @@ def test_bold_only_a_unique_best_as_printed_among_cells_with_every_seed(tmp_path
             rec = json.loads(path.read_text())
             rec["last"]["test"]["top1"] = value
             path.write_text(json.dumps(rec))
-        runs = aggregate.runs_frame(g)
-        _, md, *_ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path / "tables")
+        runs = frames.runs_frame(g)
+        _, md, *_ = tables.write_tables("main", runs, cells_mod.cells(runs), tmp_path / "tables")
         return md.read_text()
 
     # pskd the one best (77.00), but + 5, 4, 6 over ce: t-test p 0.013, Holm over 4 comparisons 0.052: not bold
@@ -258,8 +261,8 @@ def test_left_out_runs_are_counted_per_status_in_the_cell(tmp_path):
     g = expand(tmp_path, ["ce"])
     fates = {0: "complete", 1: "diverged", 2: "failed"}
     write_records(g, lambda run: record(run, 0.94 if run.seed == 0 else None, status=fates[run.seed]))
-    runs = aggregate.runs_frame(g)
-    _, md, *_ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path / "tables")
+    runs = frames.runs_frame(g)
+    _, md, *_ = tables.write_tables("main", runs, cells_mod.cells(runs), tmp_path / "tables")
     assert "| ce | 94.00 (1/3, 1 diverged, 1 failed) |" in md.read_text()
     assert "## Runs not in the tables" in md.read_text()
 
@@ -267,15 +270,15 @@ def test_left_out_runs_are_counted_per_status_in_the_cell(tmp_path):
 def test_delta_text_names_the_test_and_pairs_and_constant_differences():
     row = {"variant": "ls", "baseline": "ce", "delta_of": "top1", "delta": 0.03, "ci_low": 0.02, "ci_high": 0.04,
            "t_stat": 40.0, "p_value": 0.0004, "p_holm": 0.0008, "pairs": 3, "test": "t", "constant": False}
-    assert aggregate._delta_text(row, False) == "+3.00 [+2.00, +4.00] (n=3, t-test p < 0.001, Holm p < 0.001)"
-    assert "$<$" in aggregate._delta_text(row, True)
+    assert delta_text(row, False) == "+3.00 [+2.00, +4.00] (n=3, t-test p < 0.001, Holm p < 0.001)"
+    assert "$<$" in delta_text(row, True)
     constant = {**row, "ci_low": 0.03, "ci_high": 0.03, "t_stat": math.inf, "p_value": 0.25, "p_holm": 0.5,
                 "test": "sign-flip", "constant": True}
-    assert aggregate._delta_text(constant, False) == \
+    assert delta_text(constant, False) == \
         "+3.00, every pair alike (n=3, sign-flip p=0.250, Holm p=0.500)"
     one = {**row, "ci_low": math.nan, "ci_high": math.nan, "t_stat": math.nan, "p_value": math.nan,
            "p_holm": math.nan, "pairs": 1, "test": ""}
-    assert aggregate._delta_text(one, False) == "+3.00 (n=1, no test)"
+    assert delta_text(one, False) == "+3.00 (n=1, no test)"
 
 
 def test_cost_is_images_over_time_and_counts_every_attempt_and_the_teacher(tmp_path):
@@ -295,16 +298,16 @@ def test_cost_is_images_over_time_and_counts_every_attempt_and_the_teacher(tmp_p
         return None  # aikd seed 1: missing
 
     write_records(g, make)
-    runs = aggregate.runs_frame(g)
+    runs = frames.runs_frame(g)
     row = runs.set_index("run_id").loc[ce0.run_id]
     assert (row.train_images, row.train_time_s, row.hours) == (2000, 4.0, pytest.approx(1.0))
     assert runs.set_index("run_id").loc["fashion-mnist/resnet20/clean/aikd/s0", "teacher"] == ce0.run_dir
-    cells = aggregate.cells(runs).set_index("variant")
+    cells = cells_mod.cells(runs).set_index("variant")
     assert cells.loc["ce", "images_per_s"] == pytest.approx(500.0)
     assert cells.loc["ce", "gpu_hours"] == pytest.approx(3.0) and cells.loc["ce", "attempts"] == 3
     assert cells.loc["aikd", "teacher_gpu_hours"] == pytest.approx(1.0)  # ce s0; aikd s1 has no record yet
     assert cells.loc["aikd", "speed_vs_baseline"] == pytest.approx(1.0)
-    _, md, *_ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path / "tables")
+    _, md, *_ = tables.write_tables("main", runs, cells_mod.cells(runs), tmp_path / "tables")
     cost = _section(md.read_text(), "Cost")
     assert "| ce | 500 | 1.00 | 3.00 | 3.00 | – | 3 | 1 | H100 |" in cost
     assert "| aikd | 500 | 1.00 | 0.50 | 0.50 | 1.00 | 1 | 1 | H100 |" in cost
@@ -316,7 +319,7 @@ def test_records_without_images_or_compute_fall_back_to_rates_and_wall_time(tmp_
     del rec["compute_s"]
     for e in rec["epochs"]:
         del e["images"]
-    row = aggregate.run_row(rec, run)
+    row = frames.run_row(rec, run)
     assert row["train_images"] == pytest.approx(2000) and row["hours"] == pytest.approx(0.5)  # 1800 s wall
 
 
@@ -325,15 +328,15 @@ def test_a_run_of_other_settings_in_a_grid_cell_gets_its_own_row(sweep, tmp_path
     rec = json.loads(path.read_text())
     rec["config"]["train"]["epochs"] = 3  # the recipe changed before this seed ran
     path.write_text(json.dumps(rec))
-    runs = aggregate.runs_frame(sweep)
-    cells = aggregate.cells(runs)
+    runs = frames.runs_frame(sweep)
+    cells = cells_mod.cells(runs)
     ls = cells[cells.variant == "ls"].set_index("n")
     assert sorted(ls.index) == [1, 2] and ls.loc[2, "top1_mean"] == pytest.approx(0.835)
-    _, md, *_ = aggregate.write_tables("main", runs, cells, tmp_path / "tables")
+    _, md, *_ = tables.write_tables("main", runs, cells, tmp_path / "tables")
     table = _section(md.read_text(), "Test top-1 (%) at the last epoch")
     assert f"| ls @{ls.loc[2, 'config_key']} | 83.50 ± 0.71 (2) |" in table
     assert f"| ls @{ls.loc[1, 'config_key']} | 88.00 (1) |" in table
-    metric = aggregate.metrics_tree(cells, runs)["main"]["fashion-mnist/resnet20/clean"]  # each config its own leaf
+    metric = summary.metrics_tree(cells, runs)["main"]["fashion-mnist/resnet20/clean"]  # each config its own leaf
     assert metric[f"ls @{ls.loc[2, 'config_key']}"]["top1_mean"] == pytest.approx(0.835) and "ls" not in metric
     assert metric[f"ls @{ls.loc[1, 'config_key']}"] == {"n": 1, "top1_mean": pytest.approx(0.88),
                                                      "top1_delta_vs_ce": pytest.approx(0.04)}  # one pair: no p
@@ -342,8 +345,8 @@ def test_a_run_of_other_settings_in_a_grid_cell_gets_its_own_row(sweep, tmp_path
 def test_dvc_metric_gives_constant_differences_the_sign_flip_p_not_a_p_of_zero(tmp_path):
     g = expand(tmp_path, ["ce", "ls"])
     write_records(g, lambda run: record(run, 0.80 + 0.01 * run.seed + (0.03 if run.method == "ls" else 0.0)))
-    runs = aggregate.runs_frame(g)
-    leaf = aggregate.metrics_tree(aggregate.cells(runs), runs)["main"]["fashion-mnist/resnet20/clean"]["ls"]
+    runs = frames.runs_frame(g)
+    leaf = summary.metrics_tree(cells_mod.cells(runs), runs)["main"]["fashion-mnist/resnet20/clean"]["ls"]
     assert leaf["top1_delta_vs_ce"] == pytest.approx(0.03)
     assert leaf["test"] == "sign-flip" and leaf["p_value"] == pytest.approx(0.25)  # 2 / 2^3
 
@@ -351,8 +354,8 @@ def test_dvc_metric_gives_constant_differences_the_sign_flip_p_not_a_p_of_zero(t
 def test_dvc_metric_holds_the_headline_mean_std_n_and_difference_to_the_baseline(sweep):
     """metrics.json (`dvc metrics show`): per study, condition and variant top-1 mean, std, n, and for the
     variants the mean paired difference to ce with its p-value; nothing else but the run counts."""
-    runs = aggregate.runs_frame(sweep)
-    tree = aggregate.metrics_tree(aggregate.cells(runs), runs)
+    runs = frames.runs_frame(sweep)
+    tree = summary.metrics_tree(cells_mod.cells(runs), runs)
     assert set(tree) == {"runs", "main"}
     assert tree["runs"] == {"complete": 9, "failed": 1, "diverged": 1, "missing": 1}
     cell = tree["main"]["fashion-mnist/resnet20/clean"]
@@ -370,7 +373,7 @@ def test_dvc_metric_holds_the_headline_mean_std_n_and_difference_to_the_baseline
 def test_dvc_headline_is_each_variants_mean_in_the_tables_units(sweep, tmp_path):
     """headline.json (the metric of dvc.yaml): per study, condition and variant the mean of metrics.json alone, in %
     as the tables print it; variants without a complete run left out, the run counts too."""
-    paths = aggregate.summarize(sweep, tmp_path / "out")
+    paths = summary.summarize(sweep, tmp_path / "out")
     tree = json.loads(paths["metrics"].read_text())
     headline = json.loads(paths["headline"].read_text())
     assert paths["headline"] == tmp_path / "out" / "headline.json"
@@ -378,15 +381,15 @@ def test_dvc_headline_is_each_variants_mean_in_the_tables_units(sweep, tmp_path)
     assert cell == {v: round(100 * leaf["top1_mean"], 2) for v, leaf in tree["main"]["fashion-mnist/resnet20/clean"].items()
                     if "top1_mean" in leaf}
     assert cell["ce"] == 82.0 and cell["ls"] == 85.0 and "tfkd" not in cell and set(headline) == {"main"}
-    runs = aggregate.runs_frame(sweep)
-    _, md, *_ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path / "tables")
+    runs = frames.runs_frame(sweep)
+    _, md, *_ = tables.write_tables("main", runs, cells_mod.cells(runs), tmp_path / "tables")
     table = _section(md.read_text(), "Test top-1 (%) at the last epoch")
     assert "| ls | 85.00 ± 2.65 (3) |" in table  # the number the headline shows
 
 
 def test_dvc_metric_and_curves_of_the_vae_are_its_ssim(tmp_path):
     g = generative_sweep(tmp_path)
-    paths = aggregate.summarize(g, tmp_path / "out")
+    paths = summary.summarize(g, tmp_path / "out")
     tree = json.loads(paths["metrics"].read_text())
     assert json.loads(paths["headline"].read_text())["generative"] == {  # SSIM in % as in the tables, top-1 too
         "fashion-mnist/vae/clean": {"vae": 52.0, "icp-adam": 55.0}, "fashion-mnist/resnet20/clean": {"ce": 80.0}}
@@ -404,30 +407,32 @@ def test_dvc_metric_and_curves_of_the_vae_are_its_ssim(tmp_path):
     ssim = pd.read_csv(paths["curves"] / "ssim/fashion-mnist_vae_clean.csv")
     assert list(ssim.columns) == ["epoch", "variant", "ssim_mean", "ssim_std", "n"]
     assert list(zip(ssim.variant, ssim.epoch)) == [("vae", 1), ("vae", 2), ("icp-adam", 1), ("icp-adam", 2)]
-    assert ssim.ssim_mean.tolist() == pytest.approx([0.42, 0.52, 0.45, 0.55])
-    assert ssim.ssim_std.tolist() == pytest.approx([0.02, 0.02, math.sqrt(7e-4), math.sqrt(7e-4)], abs=1e-6)
+    # in the tables' units (x 100), as every other view shows them
+    assert ssim.ssim_mean.tolist() == pytest.approx([42.0, 52.0, 45.0, 55.0])
+    assert ssim.ssim_std.tolist() == pytest.approx([2.0, 2.0, 100 * math.sqrt(7e-4), 100 * math.sqrt(7e-4)], abs=1e-3)
     assert ssim.n.tolist() == [3, 3, 3, 3]
 
 
 def test_curves_are_one_file_per_condition_with_a_line_per_variant(sweep):
     """DVC's plots: one long-format file per condition, each variant's test top-1 per epoch (mean, std and n over
     its complete runs); a variant without a complete run has no line."""
-    curves = aggregate.curves(aggregate.epochs_frame(aggregate.runs_frame(sweep)))
+    curves = summary.curves(frames.epochs_frame(frames.runs_frame(sweep)))
     assert list(curves) == ["top1/fashion-mnist_resnet20_clean"]
     frame = curves["top1/fashion-mnist_resnet20_clean"]
     assert list(frame.columns) == ["epoch", "variant", "top1_mean", "top1_std", "n"]
     assert list(zip(frame.variant, frame.epoch)) == [(v, e) for v in ("ce", "ls", "pskd") for e in (1, 2)]
     ce = frame[frame.variant == "ce"]
-    assert ce.top1_mean.tolist() == pytest.approx([0.72, 0.82]) and ce.top1_std.tolist() == pytest.approx([0.02] * 2)
-    assert frame[frame.variant == "ls"].top1_mean.tolist() == pytest.approx([0.75, 0.85])
+    # top-1 in %, as the tables and the headline show it
+    assert ce.top1_mean.tolist() == pytest.approx([72.0, 82.0]) and ce.top1_std.tolist() == pytest.approx([2.0] * 2)
+    assert frame[frame.variant == "ls"].top1_mean.tolist() == pytest.approx([75.0, 85.0])
     assert frame.n.tolist() == [3] * 6
 
 
 def test_a_lone_cell_is_not_bold(tmp_path):
     g = expand(tmp_path, ["ce"])
     write_records(g, lambda run: record(run, 0.80 + 0.01 * run.seed))
-    runs = aggregate.runs_frame(g)
-    _, md, *_ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path / "tables")
+    runs = frames.runs_frame(g)
+    _, md, *_ = tables.write_tables("main", runs, cells_mod.cells(runs), tmp_path / "tables")
     assert "| ce | 81.00 ± 1.00 (3) |" in md.read_text() and "**" not in md.read_text()
 
 
@@ -444,10 +449,10 @@ def test_tables_of_icp_variants_show_how_far_the_refinement_moved(tmp_path):
         return rec
 
     write_records(g, make)
-    runs = aggregate.runs_frame(g)
-    cells = aggregate.cells(runs).set_index("variant")
+    runs = frames.runs_frame(g)
+    cells = cells_mod.cells(runs).set_index("variant")
     assert cells.loc["icp-adam", "input_shift"] == pytest.approx(9.9e-3) and math.isnan(cells.loc["ce", "input_shift"])
-    _, md, *_ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path / "tables")
+    _, md, *_ = tables.write_tables("main", runs, cells_mod.cells(runs), tmp_path / "tables")
     table = _section(md.read_text(), "How far the refinement moved")
     assert "| icp-adam | 9.9e-03 [1.0e-03, 2.0e-03, 4.0e-03] |" in table
     assert "| icp-sgd (as published: η = 0.002 on the batch-mean loss) | 9.1e-07 [1.0e-03, 2.0e-03, 0.0e+00] |" in table
@@ -469,8 +474,8 @@ def test_holm_family_is_one_study_so_ablation_records_leave_main_unchanged(tmp_p
         shutil.rmtree(tmp_path / "runs", ignore_errors=True)
         write_records(g, lambda r: record(r, values[r.method][r.seed]) if r.method in values else
                       (record(r, 0.9 + 0.001 * r.seed) if with_ablations else None))
-        runs = aggregate.runs_frame(g)
-        _, md, *_ = aggregate.write_tables("main", aggregate.study_runs(runs, "main"), aggregate.cells(runs),
+        runs = frames.runs_frame(g)
+        _, md, *_ = tables.write_tables("main", frames.study_runs(runs, "main"), cells_mod.cells(runs),
                                            tmp_path / f"tables{int(with_ablations)}")
         return _section(md.read_text(), "Top-1 difference to ce")
 
@@ -494,12 +499,12 @@ def test_best_epoch_is_selected_on_validation_and_no_table_shows_a_test_selected
         return rec
 
     write_records(g, make)
-    runs = aggregate.runs_frame(g).set_index("seed")
+    runs = frames.runs_frame(g).set_index("seed")
     assert runs.loc[0, "best_top1"] == pytest.approx(0.80) and runs.loc[0, "best_epoch"] == 2
     assert runs.loc[0, "val_top1"] == pytest.approx(0.81)
     assert math.isnan(runs.loc[2, "best_top1"])
     runs = runs.reset_index()
-    _, md, *_ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path / "tables")
+    _, md, *_ = tables.write_tables("main", runs, cells_mod.cells(runs), tmp_path / "tables")
     text = md.read_text()
     assert "95.00" not in text and "selected by test" not in text
     assert "| ce | 80.00 ± 0.00 (3) |" in _section(text, "Test top-1 (%) at the epoch of best validation top-1")
@@ -521,9 +526,47 @@ def test_a_flop_matched_control_says_its_ratio_and_epochs_and_the_compute_table_
         return rec
 
     write_records(g, make)
-    runs = aggregate.runs_frame(g)
-    _, md, *_ = aggregate.write_tables("main", runs, aggregate.cells(runs), tmp_path / "tables")
+    runs = frames.runs_frame(g)
+    _, md, *_ = tables.write_tables("main", runs, cells_mod.cells(runs), tmp_path / "tables")
     text = md.read_text()
     compute = _section(text, "Training compute per run")
     assert "| icp-adam | 14 (4.67× ce) |" in compute and "| ce | 3 (1.00× ce) |" in compute
     assert "| ce+budget=icp-adam (ce, FLOP-matched to icp-adam: 4.67×, 14 epochs) | 14 (4.67× ce) |" in compute
+
+
+def test_a_noisy_cells_clean_validation_is_an_oracle_row_and_no_choice(tmp_path):
+    """The record's val_clean (a noise scenario's clean validation labels) is shown only in rows labelled as the
+    oracle under the validation table; the validation row, the best epoch and every other table read val. A grid
+    whose records have none shows no such row and has no such column."""
+    g = expand(tmp_path, ["ce", "ls"])
+    oracle = {"ce": 0.95, "ls": 0.97}
+
+    def make(run):
+        rec = record(run, 0.80 if run.method == "ce" else 0.82)
+        clean = {**rec["last"]["val"], "top1": oracle[run.method]}
+        rec["last"] = {**rec["last"], "val_clean": clean}
+        rec["best"] = {**rec["best"], "val_clean": clean}
+        for e in rec["epochs"]:
+            e["val_clean"] = clean
+        return rec
+
+    write_records(g, make)
+    runs = frames.runs_frame(g)
+    assert sorted(runs.val_clean_top1) == [0.95] * 3 + [0.97] * 3 and sorted(runs.val_top1) == [0.81] * 3 + [0.83] * 3
+    cells = cells_mod.cells(runs)
+    assert sorted(cells.val_clean_top1_mean) == pytest.approx([0.95, 0.97])
+    _, md, *_ = tables.write_tables("main", frames.study_runs(runs, "main"), cells, tmp_path / "tables")
+    text = md.read_text()
+    val = _section(text, "Validation top-1 (%) at the last epoch")
+    assert "| ce | 81.00 ± 0.00 (3) |" in val and "| ls | 83.00 ± 0.00 (3) |" in val
+    assert f"| {tables.ORACLE_ROW}: ce | 95.00 ± 0.00 (3) |" in val
+    assert f"| {tables.ORACLE_ROW}: ls | 97.00 ± 0.00 (3) |" in val
+    assert tables.ORACLE_ROW == "oracle: clean validation labels (not available to a noisy-label method)"
+    assert text.count("95.00") == 1 and text.count("97.00") == 1  # in the oracle rows only
+
+    g2 = expand(tmp_path / "clean", ["ce"])
+    write_records(g2, lambda run: record(run, 0.80))
+    runs2 = frames.runs_frame(g2)
+    assert "val_clean_top1" not in runs2 and "val_clean_top1_mean" not in cells_mod.cells(runs2)
+    _, md2, *_ = tables.write_tables("main", runs2, cells_mod.cells(runs2), tmp_path / "tables2")
+    assert "oracle" not in md2.read_text()

@@ -1,9 +1,10 @@
 import pytest
 import torch
 
-from icp import bench, checkpoint, cli, config, methods, models
-from icp.config import ConfigError
+from icp import bench, checkpoint, cli, config, methods
 from icp.methods import Batch, MethodContext
+from icp.model_registry import build_model
+from icp.schema import ConfigError
 from tests.conftest import TINY, assert_resume_is_exact, same_state
 
 
@@ -19,14 +20,14 @@ def teacher_ckpt(tmp_path):
     path = tmp_path / "teacher" / "best.pt"
     path.parent.mkdir()
     cfg = config.resolve({}, ["model.name=resnet20"])
-    checkpoint.atomic_save({"model": models.build_model("resnet20", 10, 1).state_dict(), "config": cfg.to_dict()},
+    checkpoint.atomic_save({"model": build_model("resnet20", 10, 1).state_dict(), "config": cfg.to_dict()},
                            path)
     return path
 
 
 def _aikd(teacher, **options):
     torch.manual_seed(0)
-    return methods.build_method("aikd", models.build_model("resnet20", 10, 1), {"teacher": str(teacher), **options},
+    return methods.build_method("aikd", build_model("resnet20", 10, 1), {"teacher": str(teacher), **options},
                                 _ctx())
 
 
@@ -114,7 +115,7 @@ def test_bad_teacher_is_a_one_line_config_error(tmp_path, teacher, message):
 def test_teacher_of_another_shape_is_a_config_error(tmp_path):
     path = tmp_path / "best.pt"
     cfg = config.resolve({}, ["model.name=resnet20"])
-    checkpoint.atomic_save({"model": models.build_model("resnet20", 100, 3).state_dict(), "config": cfg.to_dict()},
+    checkpoint.atomic_save({"model": build_model("resnet20", 100, 3).state_dict(), "config": cfg.to_dict()},
                            path)
     with pytest.raises(ConfigError, match="its weights do not fit this run's model") as exc:
         _aikd(path)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from icp import methods, models
+from icp import methods, model_registry
 from icp.methods import Batch, MethodContext
 from icp.methods.byot import hint_loss
 
@@ -9,14 +9,14 @@ from icp.methods.byot import hint_loss
 def _byot(name, k=10, in_channels=1):
     torch.manual_seed(0)
     ctx = MethodContext(k, 4, 1, 1, torch.device("cpu"), torch.arange(4) % k)
-    return methods.build_method("byot", models.build_model(name, k, in_channels), {}, ctx)
+    return methods.build_method("byot", model_registry.build_model(name, k, in_channels), {}, ctx)
 
 
 EXPECTED_STRIDES = {"resnet20": [4, 2], "resnet32": [4, 2], "resnet56": [4, 2], "preact_resnet18": [8, 4, 2],
                     "wrn16_4": [4, 2], "resnet50_cifar": [8, 4, 2]}  # its default 3x3 stride-1 stem: maps 32 to 4
 
 
-@pytest.mark.parametrize("name", models.list_models("classifier"))
+@pytest.mark.parametrize("name", model_registry.list_models("classifier"))
 def test_heads_for_every_model_train_and_stay_out_of_evaluation(name):
     m = _byot(name)
     model = m.model

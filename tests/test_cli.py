@@ -1,3 +1,4 @@
+import argparse
 import json
 import re
 import subprocess
@@ -48,8 +49,11 @@ def test_cli_errors_are_one_line_and_write_nothing(tmp_path, args, message, caps
 
 def test_listings(capsys):
     assert cli.main(["methods"]) == 0
-    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    lines = capsys.readouterr().out.splitlines()
+    names = [line.split()[0] for line in lines]
     assert {"ce", "ls"} <= set(names)
+    # each line a whole first sentence: never cut where the docstring's first line wraps
+    assert all(line.rstrip().endswith((".", ")", "``")) for line in lines), lines
     assert cli.main(["models"]) == 0
     assert "resnet20" in capsys.readouterr().out
 
@@ -131,3 +135,10 @@ def test_the_launcher_tells_an_unwritable_runs_directory_in_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith(
         f"icp.launch: error: cannot write {blocker}"), proc.stderr[-2000:]
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    subs = next(a for a in cli.parser()._actions if isinstance(a, argparse._SubParsersAction))
+    bare = [f"icp {name} {'/'.join(a.option_strings) or a.dest}" for name, sub in subs.choices.items()
+            for a in sub._actions if not isinstance(a, argparse._HelpAction) and not a.help]
+    assert not bare, bare

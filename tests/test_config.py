@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 
 from icp import config
-from icp.config import ConfigError
+from icp.schema import ConfigError
 from tests.conftest import REPO
 
 
@@ -87,3 +87,45 @@ TRAINING_CONFIGS = [p for p in sorted((REPO / "config").glob("*.yaml")) if "stud
 def test_every_shipped_config_loads(path):
     cfg = config.load(path)
     assert cfg.method.name.split("-")[0] in path.stem.split("-")  # named <dataset>-<method> or <method>-<dataset>
+
+
+def _icp_imports(path) -> set[str]:
+    """The icp modules a source file imports, at module level or inside functions."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == "icp")
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "icp":
+            found.update(f"icp.{a.name}" if node.module == "icp" else node.module for a in node.names)
+    return found
+
+
+def test_the_generic_schema_is_the_ground_floor():
+    """icp.schema imports nothing from icp, so that every module may import it: the methods read icp.schema, never
+    icp.config (which imports the methods); the model registry (icp/models/__init__.py) imports no model (it reads
+    each model's file by its name) and nothing above icp.schema and icp.declaring, so that the model files may
+    import it."""
+    assert _icp_imports(REPO / "icp/schema.py") == set()
+    for path in sorted((REPO / "icp/methods").glob("*.py")):
+        assert "icp.config" not in _icp_imports(path), path.name
+    assert _icp_imports(REPO / "icp/declaring.py") == {"icp.schema"}
+    assert _icp_imports(REPO / "icp/models/__init__.py") == {"icp.declaring", "icp.schema"}
+    for path in sorted((REPO / "icp/models").glob("*.py")):
+        assert "icp.config" not in _icp_imports(path) and "icp.model_registry" not in _icp_imports(path), path.name
+
+
+def test_every_config_key_is_documented_in_the_schema_and_the_generated_reference():
+    """docs/config.md's table is generated from the schema's own comments (tools/readme.py checks it is current):
+    a key added without a comment is a key the reference cannot explain."""
+    import dataclasses
+
+    from icp.schema import field_docs
+
+    keys = {f"{s.name}.{name}": note for s in dataclasses.fields(config.Config)
+            for name, _, _, note in field_docs(s.default_factory().__class__)}
+    assert {k for k, note in keys.items() if not note} == set()
+    assert "data.split_seed" in keys and "train.loggers" in keys and "train.eval_every" in keys
+    page = (REPO / "docs" / "config.md").read_text()
+    assert all(f"`{k}`" in page for k in keys)

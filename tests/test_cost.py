@@ -1,10 +1,11 @@
-"""``icp grid --cost``: a grid's GPU-hours from a committed bench table (icp/cost.py)."""
+"""``icp grid --cost``: a grid's GPU-hours from a committed bench table (icp/cost.py, icp/throughput.py,
+icp/bench_tables.py)."""
 import re
 
 import pytest
 import yaml
 
-from icp import cli, cost, grid
+from icp import bench_tables, cli, cost, grid, throughput
 from tests.conftest import REPO
 
 HEADER = "gpu,model,method,data,config,batch,img_per_s,estimated,source\n"
@@ -12,7 +13,7 @@ HEADER = "gpu,model,method,data,config,batch,img_per_s,estimated,source\n"
 
 def _table(ref, gpu, rows):
     (ref / gpu).mkdir(parents=True)
-    (ref / gpu / cost.TABLE).write_text(HEADER + "".join(f"{gpu},{r}\n" for r in rows))
+    (ref / gpu / throughput.TABLE).write_text(HEADER + "".join(f"{gpu},{r}\n" for r in rows))
     return ref
 
 
@@ -32,20 +33,20 @@ def _tiny_grid(tmp_path, epochs=3, batch=100, **block):
 
 def test_committed_tables_are_the_bench_outputs():
     """results/reference/<gpu>/throughput.csv is what build_table makes of the committed bench txt files."""
-    for gpu in cost.SOURCES:
-        assert (cost.REFERENCE / gpu / cost.TABLE).read_text() == cost.table_text(cost.build_table(gpu))
-    h100 = {(r["model"], r["method"], r["data"], r["config"]): r for r in cost.read_table("h100")}
+    for gpu in bench_tables.SOURCES:
+        assert (throughput.REFERENCE / gpu / throughput.TABLE).read_text() == bench_tables.table_text(bench_tables.build_table(gpu))
+    h100 = {(r["model"], r["method"], r["data"], r["config"]): r for r in throughput.read_table("h100")}
     assert h100["resnet20", "ce", "fashion-mnist", "eager"]["img_per_s"] == 13251.6  # bench_all_methods_fp32.txt
     pre = h100["preact_resnet18", "ce", "synthetic-3x32x32", "eager"]  # compiled x resnet20's eager/compiled
     assert pre["estimated"] and pre["img_per_s"] == pytest.approx(26689.2 * 15751.9 / 40215.2, abs=0.1)
-    assert set(cost.available()) >= {"h100", "cpu"}
+    assert set(throughput.available()) >= {"h100", "cpu"}
 
 
 def test_parse_bench_reads_sections_and_headerless_tables():
     text = ("# comment\nresnet20 ce fashion-mnist cuda 128 9.66 13251.6 1.00\n== compile=x\n"
             "   model method data device  batch  step_ms  img_per_s  ratio_to_ce\n"
             "resnet20 icp-sgd:steps=1 synthetic-3x32x32 cuda 128 3.1 40000.0 1.0\n")
-    (t0, r0), (t1, r1) = cost.parse_bench(text)
+    (t0, r0), (t1, r1) = bench_tables.parse_bench(text)
     assert t0 is None and r0[0]["img_per_s"] == "13251.6" and r0[0]["method"] == "ce"
     assert t1 == "compile=x" and r1[0]["method"] == "icp-sgd:steps=1" and r1[0]["ratio"] == "1.0"
 
@@ -144,7 +145,7 @@ def _tuned_cost_grid(tmp_path, epochs=3, batch=100):
 def _rows(text):
     """The rendered table's rows, sub-rows (``  trials``, ``  finals``) included: name -> (runs, GPU-hours)."""
     return {m[1].strip(): (int(m[2]), float(m[3])) for m in
-            re.finditer(r"^(\s*\w+)\s+(\d+)\s+(?:<=)?[\d.]+G\s+(?:<=)?([\d.]+)", text, re.M)}
+            re.finditer(r"^(\s*\w+)\s+(\d+)\s+(?:<=)?[\d.]+[KMG]?\s+(?:<=)?([\d.]+)", text, re.M)}
 
 
 def test_a_tuned_grid_counts_its_trials_and_its_finals_as_an_upper_bound(tmp_path):
@@ -186,7 +187,7 @@ def test_a_tuned_grid_counts_its_trials_and_its_finals_as_an_upper_bound(tmp_pat
     assert rows["tuned"][0] == 2 * 2 + 6 + 4 and rows["main"][0] == 2
     assert rows["total"] == (10 + 4, pytest.approx(sum(r.gpu_hours for r in est.runs) + bound, abs=0.05))
     text = cost.render(est, "tuned")
-    assert re.search(r"^  finals\s+4\s+<=[\d.]+G\s+<=[\d.]+ .*upper bound, the priciest trial", text, re.M)
+    assert re.search(r"^  finals\s+4\s+<=[\d.]+[KMG]\s+<=[\d.]+ .*upper bound, the priciest trial", text, re.M)
     # another study's estimate holds no tuned cell
     assert cost.estimate(g, "testgpu", runs_per_gpu=1, study="main", reference=ref).tuned == []
 
@@ -219,13 +220,13 @@ def test_measured_packing_is_read_and_a_cold_single_run_is_not_a_rate(tmp_path):
            "  k=1: 4000.0 img/s\n  k=2: 18000.0 img/s\n  k=4: 24000.0 img/s\n"
            "packing: icp-adam steps of fashion-mnist/resnet20/clean/icp-adam/s0 (r.yaml) , 4 s per k, 16 CPU\n"
            "  k=1: 7000.0 img/s\n  k=2: 8400.0 img/s\n  k=4: 7700.0 img/s\n")
-    rows = cost.parse_packing(log, "testgpu", "t.log")
+    rows = bench_tables.parse_packing(log, "testgpu", "t.log")
     assert [(r["method"], r["k"], r["cold"]) for r in rows][:2] == [("ce", 1, 1), ("ce", 2, 0)]
     assert all(r["config"] == "eager" and r["model"] == "resnet20" for r in rows)
     ref = _table(tmp_path / "ref", "testgpu", ["resnet20,ce,fashion-mnist,eager,100,1000.0,0,t.txt",
                                                "resnet20,icp-adam,fashion-mnist,eager,100,500.0,0,t.txt",
                                                "resnet20,ce,fashion-mnist,compile=reduce-overhead,100,3000.0,0,t.txt"])
-    (ref / "testgpu" / cost.PACKING_TABLE).write_text(cost.table_text(rows, cost.PACKING_COLUMNS))
+    (ref / "testgpu" / throughput.PACKING_TABLE).write_text(bench_tables.table_text(rows, bench_tables.PACKING_COLUMNS))
     g = grid.load_expand(_tiny_grid(tmp_path, methods=["icp-adam", "icp-sgd"]))
     one = {r.run_id: r for r in cost.estimate(g, "testgpu", runs_per_gpu=1, reference=ref).runs}
     four = {r.run_id: r for r in cost.estimate(g, "testgpu", runs_per_gpu=4, reference=ref).runs}
@@ -238,6 +239,37 @@ def test_measured_packing_is_read_and_a_cold_single_run_is_not_a_rate(tmp_path):
 
 
 def test_committed_packing_table_is_the_lease_logs():
-    for gpu in cost.PACKING_SOURCES:
-        assert (cost.REFERENCE / gpu / cost.PACKING_TABLE).read_text() == cost.table_text(
-            cost.build_packing(gpu), cost.PACKING_COLUMNS)
+    for gpu in bench_tables.PACKING_SOURCES:
+        assert (throughput.REFERENCE / gpu / throughput.PACKING_TABLE).read_text() == bench_tables.table_text(
+            bench_tables.build_packing(gpu), bench_tables.PACKING_COLUMNS)
+
+
+def test_a_method_without_rows_costs_its_flops_never_as_ce(tmp_path):
+    """Rule 3: a method the bench table does not measure costs the baseline's step times its FLOP ratio (counted in
+    results/reference/flops.csv where the count differs from the declaration by more than 1 %, else declared)."""
+    from icp.methods.options import step_flops
+
+    ref = _table(tmp_path / "ref", "testgpu", ["resnet20,ce,fashion-mnist,eager,100,1000.0,0,t.txt"])
+    g = grid.load_expand(_tiny_grid(tmp_path, methods=["ce", "dlb", "mixskd", "icp-adam"]))
+    est = cost.estimate(g, "testgpu", runs_per_gpu=1, reference=ref)
+    by = {r.run_id.split("/")[3]: r for r in est.runs if "/10shot/" in r.run_id and r.run_id.endswith("/s0")}
+    ce = by["ce"].gpu_hours
+    assert by["dlb"].gpu_hours == pytest.approx(ce) and "FLOPs" in by["dlb"].speed.basis  # DLB as its paper: 1
+    assert by["mixskd"].gpu_hours == pytest.approx(4 * ce)  # resnet20 counts 3.97: within 1 % of the declared 4
+    warm = int(0.25 * 20)  # ICP-Adam: its warm-up epochs at ce's speed, then 14/3
+    assert by["icp-adam"].gpu_hours == pytest.approx(ce * (warm + (20 - warm) * 14 / 3) / 20)
+    # on PreAct ResNet-18 MixSKD counts 4.97 (4 stages) against its declared 4: the count
+    ratio, basis = step_flops("mixskd", {}, 10, "preact_resnet18")
+    assert ratio == pytest.approx(4.965, abs=0.01) and basis.startswith("counted")
+    ratio, basis = step_flops("mixskd", {}, 10, "resnet20")  # ResNet-20 counts 3.97: the declared 4 stands
+    assert ratio == 4.0 and re.fullmatch(r"declared \(count 3\.9[67]\d within 1%\)", basis), basis
+
+
+def test_a_small_grid_on_the_cpu_table_shows_its_hours_not_zero():
+    from icp import cost
+
+    assert (cost.hours_text(0.0123), cost.hours_text(1.25), cost.hours_text(0)) == ("0.012", "1.2", "0.0")
+    assert (cost.images_text(4.5e5), cost.images_text(2.53e9)) == ("0.45M", "2.53G")
+    text = cost.report(str(REPO / "config" / "laptop.yaml"), "cpu", 1)
+    total = next(line for line in text.splitlines() if line.startswith("total"))
+    assert float(total.split()[3]) > 0, total

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from icp import config, data, loaders
+from icp import config, data, loaders, schema
 from icp.data import DataError
 
 
@@ -68,7 +68,8 @@ def test_splits_val_holdout_and_scenario_on_train_only(fmnist_root):
                               "scenario.kind=noisy", "scenario.noise_rate=0.4", "train.seed=3"])
     s = data.build_splits(cfg)
     assert len(s.train) == 1600 and len(s.val) == 400 and len(s.test) == 10000
-    assert np.bincount(s.val.labels).tolist() == [40] * 10  # stratified, clean
+    assert np.bincount(s.val_clean_labels).tolist() == [40] * 10  # stratified on the clean labels
+    assert (s.val.labels != s.val_clean_labels).sum() == round(0.4 * 400)  # labelled like the training set
     assert (s.train.labels != s.train_clean_labels).sum() == round(0.4 * 1600)
     assert s.summary["noise_rate_measured"] == pytest.approx(0.4)
     again = data.build_splits(cfg)
@@ -91,6 +92,123 @@ def test_a_split_seed_gives_every_seed_the_same_pool_validation_and_test_images(
     assert np.array_equal(a.test.images, b.test.images) and np.array_equal(a.test.labels, b.test.labels)
     assert np.array_equal(np.sort(a.train_clean_labels), np.sort(b.train_clean_labels))
     assert not np.array_equal(a.train.labels, b.train.labels)  # the noise differs by seed
+
+
+def _fingerprint(*arrays) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+# sha256 (first 16 hex) of (train images, train labels, train clean labels), (val images, val labels) and (test
+# images, test labels), computed with the code before validation matched the setting (commit 669d59c)
+BEFORE = [
+    (["data.val_fraction=0.1", "data.split_seed=0", "train.seed=3"], 54000, 6000,
+     "d930328d27ac4ff5", "d023a6a185858c18", "9a494dc49efeb996"),
+    (["data.train_subset=2000", "data.val_fraction=0.1", "data.split_seed=0", "data.test_subset=500", "train.seed=1"],
+     1800, 200, "94f2b1953019e803", "7ca16a7bcf0bcee6", "7309c2531a4feb06"),
+]
+
+
+@pytest.mark.parametrize("overrides,n_train,n_val,train,val,test", BEFORE)
+def test_a_clean_cell_splits_byte_for_byte_as_before(fmnist_root, overrides, n_train, n_val, train, val, test):
+    s = data.build_splits(config.resolve({}, [f"data.root={fmnist_root}", *overrides]))
+    assert (len(s.train), len(s.val)) == (n_train, n_val) and s.val_clean_labels is None
+    assert _fingerprint(s.train.images, s.train.labels, s.train_clean_labels) == train
+    assert _fingerprint(s.val.images, s.val.labels) == val
+    assert _fingerprint(s.test.images, s.test.labels) == test
+    assert not {"val_shots", "val_noise_rate_measured"} & set(s.summary)  # the record's scenario as before
+
+
+def _noisy(fmnist_root, kind="symmetric", rate=0.4, seed=2, method="ce"):
+    return data.build_splits(config.resolve({}, [
+        f"data.root={fmnist_root}", "data.val_fraction=0.1", "data.split_seed=0", "scenario.kind=noisy",
+        f"scenario.noise_type={kind}", f"scenario.noise_rate={rate}", f"train.seed={seed}", f"method.name={method}"]))
+
+
+def test_noisy_validation_is_labelled_by_the_training_process_on_the_clean_cells_images(fmnist_root):
+    """Fashion-MNIST sym0.4: the validation images are the clean cell's, their labels wrong at the noise rate (within
+    a binomial tolerance), never the own class and spread over the other nine as the training noise is; the training
+    split is the one of before, and the validation draw is the same for every method and seed of the cell."""
+    s = _noisy(fmnist_root)
+    assert _fingerprint(s.train.images, s.train.labels, s.train_clean_labels) == "e9a65f3b1947b18c"  # as before
+    clean_val = BEFORE[0][4]
+    assert _fingerprint(s.val.images, s.val_clean_labels) == clean_val  # the clean cell's images and labels
+    wrong = s.val.labels != s.val_clean_labels
+    n = len(wrong)
+    assert n == 6000 and abs(wrong.mean() - 0.4) <= 3 * np.sqrt(0.4 * 0.6 / n)
+    assert s.summary["val_noise_rate_measured"] == pytest.approx(wrong.mean())
+    assert s.summary["val_noisy_count"] == int(wrong.sum())
+    # the transition of the training labels: (noisy - clean) mod 10 uniform over 1..9, in both splits
+    for labels, clean in ((s.val.labels, s.val_clean_labels), (s.train.labels, s.train_clean_labels)):
+        flipped = labels != clean
+        shift = np.bincount((labels[flipped] - clean[flipped]) % 10, minlength=10)
+        assert shift[0] == 0
+        expected = flipped.sum() / 9
+        assert np.all(np.abs(shift[1:] - expected) <= 4 * np.sqrt(expected))
+    # its own draw: not the training draw's pattern, and the same for every method and training seed
+    other = _noisy(fmnist_root, seed=5, method="ls")
+    assert np.array_equal(other.val.images, s.val.images) and np.array_equal(other.val.labels, s.val.labels)
+    assert not np.array_equal(other.train.labels, s.train.labels)  # the training noise is each seed's own
+
+
+def test_asymmetric_noisy_validation_follows_the_class_map(fmnist_root):
+    from icp.scenarios import ASYMMETRIC_MAPS
+
+    s = _noisy(fmnist_root, kind="asymmetric", rate=0.2)
+    mapping = ASYMMETRIC_MAPS["fashion-mnist"]
+    wrong = np.flatnonzero(s.val.labels != s.val_clean_labels)
+    assert abs(len(wrong) / len(s.val) - 0.2) <= 3 * np.sqrt(0.2 * 0.8 / len(s.val))
+    assert all(s.val.labels[i] == mapping[int(s.val_clean_labels[i])] for i in wrong)
+    per_class = np.bincount(s.val_clean_labels[wrong], minlength=10) / np.bincount(s.val_clean_labels, minlength=10)
+    assert np.all(np.abs(per_class - 0.2) <= 0.01)  # every mapped class loses its share, as in training
+
+
+def _fewshot(fmnist_root, shots=5, seed=0, method="ce", *extra):
+    return data.build_splits(config.resolve({}, [
+        f"data.root={fmnist_root}", "data.val_fraction=0.1", "data.split_seed=0", "scenario.kind=fewshot",
+        f"scenario.shots={shots}", f"train.seed={seed}", f"method.name={method}", *extra]))
+
+
+def _image_keys(arrays) -> set:
+    return {img.tobytes() for img in arrays.images}  # Fashion-MNIST's 60,000 training images are all distinct
+
+
+@pytest.mark.parametrize("shots", [5, 25])
+def test_a_k_shot_cell_validates_on_k_images_per_class_apart_from_its_shots(fmnist_root, shots):
+    """As many validation images per class as training shots, clean, none of them a training shot, and the same
+    images for every method and seed of the cell (data.split_seed), while each seed draws its own shots."""
+    a = _fewshot(fmnist_root, shots)
+    assert np.bincount(a.train.labels, minlength=10).tolist() == [shots] * 10
+    assert np.bincount(a.val.labels, minlength=10).tolist() == [shots] * 10
+    assert a.val_clean_labels is None and a.summary["val_size"] == 10 * shots and a.summary["val_shots"] == shots
+    seeds = [a, _fewshot(fmnist_root, shots, 1, "ls"), _fewshot(fmnist_root, shots, 2, "icp-adam")]
+    for s in seeds:
+        assert not _image_keys(s.val) & _image_keys(s.train)
+        assert np.array_equal(s.val.images, a.val.images) and np.array_equal(s.val.labels, a.val.labels)
+    assert not np.array_equal(seeds[1].train.images, a.train.images)  # each seed its own shots
+    # the same method and seed twice: the same split
+    again = _fewshot(fmnist_root, shots)
+    assert np.array_equal(again.train.images, a.train.images) and np.array_equal(again.val.images, a.val.images)
+
+
+def test_without_a_split_seed_the_few_shot_validation_is_the_same_for_every_method_of_a_seed(fmnist_root):
+    def split(seed, method):
+        return data.build_splits(config.resolve({}, [
+            f"data.root={fmnist_root}", "data.val_fraction=0.1", "scenario.kind=fewshot", "scenario.shots=5",
+            f"train.seed={seed}", f"method.name={method}"]))
+
+    a, b = split(0, "ce"), split(0, "ls")
+    assert np.array_equal(a.val.images, b.val.images) and np.array_equal(a.train.images, b.train.images)
+    assert not _image_keys(a.val) & _image_keys(a.train)
+
+
+def test_a_few_shot_validation_that_leaves_no_shot_is_one_line(fmnist_root):
+    with pytest.raises(DataError, match="few-shot validation of scenario.shots=150"):
+        _fewshot(fmnist_root, 150, 0, "ce", "data.train_subset=2000")
 
 
 def test_fewshot_split(fmnist_root):
@@ -211,7 +329,7 @@ def test_the_cub_recipes_train_the_generative_study_at_64x64(tmp_path):
     assert cli.main(["data", "prepare", "--dataset", "cub", "--root", str(tmp_path)]) == 0
     common = ["data.dataset=cub", f"data.root={tmp_path}", "train.epochs=1", "train.batch_size=4",
               "train.device=cpu", "train.progress=false"]
-    read = lambda name: config.read_yaml(f"config/recipes/{name}.yaml")  # noqa: E731
+    read = lambda name: schema.read_yaml(f"config/recipes/{name}.yaml")  # noqa: E731
     ce = engine.Trainer(config.resolve(read("cub-resnet20"), [*common, "method.name=ce"]), tmp_path / "ce").run()
     assert ce["status"] == "complete"
     for method in ("vae", "icp-adam"):
@@ -221,3 +339,11 @@ def test_the_cub_recipes_train_the_generative_study_at_64x64(tmp_path):
         assert rec["status"] == "complete" and rec["config"]["data"]["image_size"] == 64, rec.get("error")
         test = rec["last"]["test"]
         assert 0 < test["ssim"] < 1 and test["fid_recon"] > 0 and test["fid_prior"] > 0
+
+
+def test_a_missing_cifar_is_one_line_naming_the_file_and_our_command_not_torchvisions(tmp_path):
+    with pytest.raises(data.DataError) as exc:
+        data.load_split("cifar100", tmp_path, train=True)
+    line = str(exc.value)
+    assert line == data.missing("cifar100", tmp_path) and "\n" not in line
+    assert "icp data prepare --dataset cifar100" in line and "download=True" not in line

@@ -6,7 +6,8 @@ import sys
 import pandas as pd
 import pytest
 
-from icp import aggregate, drift
+from icp import drift
+from icp.results import frames
 from tests.conftest import REPO
 
 SUMMARY = "results/laptop/summary.csv"
@@ -20,7 +21,7 @@ def _repo(tmp_path):
     committed.to_csv(path, index=False)
     for cmd in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
         subprocess.run(["git", *cmd], cwd=tmp_path, check=True, capture_output=True, timeout=60)
-    return path, aggregate.read_summary(path)
+    return path, frames.read_summary(path)
 
 
 def _row(frame, variant, seed, condition="fashion-mnist/resnet20/clean"):

@@ -53,8 +53,50 @@ def test_record_schema(tiny_cfg, tmp_path):
     assert e["epoch"] == 1 and e["images_per_s"] > 0 and set(e["train"]) >= {"loss", "ce", "acc"}
     assert set(e["test"]) == set(CLASSIFICATION) and set(e["val"]) == set(CLASSIFICATION)
     assert on_disk["best"]["epoch"] == 1 and on_disk["best"]["metric"] == "val.top1"
+    assert "val_clean" not in e and "val_clean" not in on_disk["last"]  # a clean cell's record as before
     assert (tmp_path / "run" / "best.pt").exists() and (tmp_path / "run" / "config.yaml").exists()
     assert config.load(tmp_path / "run" / "config.yaml").digest() == cfg.digest()
+
+
+NOISY = ("data.val_fraction=0.2", "scenario.kind=noisy", "scenario.noise_rate=0.4")
+
+
+def test_a_noisy_run_records_its_noisy_validation_and_the_clean_oracle_beside_it(tiny_cfg, tmp_path):
+    """Every evaluated epoch carries val (the noisy validation labels) and val_clean (the same images' clean labels),
+    both scored on the model's own predictions; last and best carry both."""
+    trainer = engine.Trainer(tiny_cfg("train.epochs=2", *NOISY), tmp_path / "run")
+    rec = trainer.run()
+    assert rec == json.loads(json.dumps(records.read(tmp_path / "run" / "record.json")))
+    for e in rec["epochs"]:
+        assert set(e["val"]) == set(CLASSIFICATION) and set(e["val_clean"]) == set(CLASSIFICATION)
+    assert set(rec["last"]) >= {"val", "val_clean"} and set(rec["best"]) >= {"val", "val_clean"}
+    assert rec["scenario"]["val_noisy_count"] == round(0.4 * 120)
+    splits = trainer.splits
+    model = trainer.method.eval_model().eval()
+    with torch.no_grad():
+        pred = torch.cat([model(x).argmax(1) for x, _ in trainer.val_loader]).numpy()
+    noisy, clean = (pred == splits.val.labels).mean(), (pred == splits.val_clean_labels).mean()
+    assert rec["last"]["val"]["top1"] == pytest.approx(noisy, abs=1e-6)
+    assert rec["last"]["val_clean"]["top1"] == pytest.approx(clean, abs=1e-6)
+    assert noisy != clean
+
+
+def test_the_best_epoch_is_chosen_on_the_noisy_validation_never_on_the_oracle(tiny_cfg, tmp_path, monkeypatch):
+    """Noisy validation top-1 peaks at epoch 2, the clean oracle's at epoch 1: best (and best.pt) is epoch 2."""
+    real = engine.Trainer.evaluate_val
+    script = iter([(0.30, 0.90), (0.50, 0.20), (0.40, 0.10)])
+
+    def scripted(self):
+        val, oracle = real(self)
+        v, c = next(script)
+        return {**val, "top1": v}, {**oracle, "top1": c}
+
+    monkeypatch.setattr(engine.Trainer, "evaluate_val", scripted)
+    rec = engine.Trainer(tiny_cfg("train.epochs=3", *NOISY), tmp_path / "run").run()
+    assert [e["val_clean"]["top1"] for e in rec["epochs"]] == [0.90, 0.20, 0.10]
+    assert rec["best"]["epoch"] == 2 and rec["best"]["metric"] == "val.top1"
+    assert rec["best"]["val"]["top1"] == 0.50 and rec["best"]["val_clean"]["top1"] == 0.20
+    assert checkpoint.load(tmp_path / "run" / "best.pt")["epoch"] == 2
 
 
 def test_throughput_is_total_images_over_total_time_and_env_names_the_machine(tiny_cfg, tmp_path):
@@ -169,12 +211,13 @@ def test_a_full_disk_names_the_path_and_the_record_never_runs_ahead_of_its_check
     real_fsync, calls = os.fsync, []
 
     def full_at_second_checkpoint(fd):  # a write that the disk refuses, as a full disk does: errno, no file name
-        calls.append(fd)
-        if len(calls) == 2:
-            raise OSError(28, "No space left on device")
+        if ".last.pt.tmp" in os.readlink(f"/proc/self/fd/{fd}"):  # every atomic write syncs: count the checkpoint's
+            calls.append(fd)
+            if len(calls) == 2:
+                raise OSError(28, "No space left on device")
         real_fsync(fd)
 
-    monkeypatch.setattr(checkpoint.os, "fsync", full_at_second_checkpoint)
+    monkeypatch.setattr(os, "fsync", full_at_second_checkpoint)
     with pytest.raises(OSError, match="No space left on device"):
         engine.Trainer(cfg, tmp_path / "run").run()
     monkeypatch.undo()

@@ -184,9 +184,9 @@ def test_a_job_that_ended_before_its_training_wrote_a_record_leaves_one_that_say
     assert stub["status"] == "failed" and stub["error"] == cause and stub["jobs"][0]["job_id"] == "57"
     text = status.render(str(path))
     assert f"failed    {run.run_id}  job 57: {cause}" in text and "another grid" not in text, text
-    from icp import aggregate
+    from icp.results import frames
 
-    row = aggregate.runs_frame(grid.load_expand(path)).iloc[0]
+    row = frames.runs_frame(grid.load_expand(path)).iloc[0]
     assert row.status == "failed" and row.error == cause
 
 

@@ -3,11 +3,13 @@ that panel's own n; the ICP schedule is drawn per condition and model; the pertu
 training batch size. Synthetic frames: the shapes of the figures, not their numbers."""
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from icp import figure_data, figures
+from tests.conftest import REPO, installed_plugin, run_python
 
 # two conditions that differ in every factor: 3 seeds of a 3-tap ResNet-20 trained 4 epochs, 2 seeds of a 4-tap
 # PreAct ResNet-18 trained 6 epochs
@@ -75,6 +77,18 @@ def _epoch_rows(runs, taps):
     return pd.DataFrame(rows)
 
 
+def _draw(name, runs, epochs, ctx=None):
+    """Figure ``name`` drawn from the frames, as the registry draws it (its empty canvas where its study has no
+    complete run)."""
+    return figures.FIGURES[name][1](runs, epochs, ctx)
+
+
+def _close(fig):
+    from icp.figures.plot import libs
+
+    libs()[0].close(fig)
+
+
 @pytest.fixture(scope="module")
 def drawn():
     """name -> the figure drawn from frames() (the checkpoint figures are left out)."""
@@ -84,9 +98,8 @@ def drawn():
         if name not in ("perturbation", "reconstructions", "samples"):
             out[name] = fn(runs, epochs, None)
     yield out
-    plt, _ = figures._libs()
     for fig in out.values():
-        plt.close(fig)
+        _close(fig)
 
 
 def _data_axes(fig):
@@ -190,7 +203,7 @@ def test_one_condition_with_runs_of_two_lengths_gets_two_panels():
     longer = longer.assign(run_id=longer.run_id + "-long")
     longer_epochs = longer_epochs.assign(run_id=longer_epochs.run_id + "-long")
     runs, epochs = pd.concat([runs, longer]), pd.concat([epochs, longer_epochs])
-    fig = figures.schedule(runs, epochs, None)
+    fig = _draw("schedule", runs, epochs, None)
     alpha = [ax for ax in _data_axes(fig) if "layer weights" not in ax.get_title()]
     assert sorted(ax.get_title() for ax in alpha) == ["fashion-mnist / resnet20 / clean, 4 epochs",
                                                       "fashion-mnist / resnet20 / clean, 8 epochs"]
@@ -198,7 +211,7 @@ def test_one_condition_with_runs_of_two_lengths_gets_two_panels():
         (line,) = [ln for ln in ax.lines if len(ln.get_xdata()) > 1]
         assert max(line.get_xdata()) == (4 if "4 epochs" in ax.get_title() else 8)
         assert min(line.get_ydata()) > 0 and line.get_ydata()[0] == 1.0  # α_e of one schedule, no saw-tooth
-    figures._libs()[0].close(fig)
+    _close(fig)
 
 
 def test_steps_shows_accuracy_and_cost_per_condition(drawn):
@@ -220,7 +233,7 @@ def test_figures_written_with_integer_epoch_ticks_and_empty_canvas(tmp_path, mon
     from matplotlib.ticker import MaxNLocator
 
     runs, epochs = frames()
-    fig = figures.input_shift(runs, epochs, None)
+    fig = _draw("input_shift", runs, epochs, None)
     monkeypatch.setitem(figures.FIGURES, "input_shift", ("main", lambda *_: fig))
     png, pdf = figures.make("input_shift", runs, epochs, tmp_path)
     assert png.stat().st_size > 5_000 and pdf.exists()
@@ -231,7 +244,7 @@ def test_figures_written_with_integer_epoch_ticks_and_empty_canvas(tmp_path, mon
     for name in ("learning_curves", "compute"):
         empty = figures.FIGURES[name][1](runs.assign(status="running"), epochs, None)
         assert any(t.get_text().startswith("no complete") for t in empty.axes[0].texts)
-        figures._libs()[0].close(empty)
+        _close(empty)
 
 
 def _tiny():
@@ -289,7 +302,7 @@ def test_steps_puts_the_shared_alpha_only_run_at_k_zero_of_every_line():
     drawn = [line for line in acc.lines if len(line.get_xdata()) > 1]
     assert len(drawn) == 2 and all(min(line.get_xdata()) == 0 for line in drawn)  # icp-adam and icp-sgd from K = 0
     assert not any("icp+steps=0" in label for label in _legend(acc))  # no line of its own
-    figures._libs()[0].close(fig)
+    _close(fig)
 
 
 def test_the_perturbation_figure_never_draws_the_alpha_only_control():
@@ -310,7 +323,10 @@ def test_every_figure_has_a_caption_that_is_valid_restructured_text():
             publish_doctree(caption, settings_overrides={"halt_level": 2, "report_level": 5})
         except SystemMessage as exc:
             pytest.fail(f"caption of {name}: {exc}")
-        assert f"``{name}``" in figures.__doc__ and caption in figures.__doc__
+    # docs/results.md lists every figure with its caption (a block that tools/readme.py generates from the registry)
+    docs = (REPO / "docs/results.md").read_text()
+    for name, (study, _) in figures.FIGURES.items():
+        assert f"* `{name}` (study `{study}`): {figures.CAPTIONS[name].replace('``', '`')}\n" in docs, name
 
 
 # few-shot under a fixed budget of optimizer steps: each shot count trains its own number of epochs
@@ -340,7 +356,7 @@ def test_fewshot_draws_a_line_over_the_shot_counts_in_one_panel_per_dataset_and_
         assert [t.get_text() for t in ax.get_xticklabels()] == [f"{s}\n{e} ep" for s, e in SHOT_EPOCHS.items()]
         assert sorted(t for t in _legend(ax) if "(n=" in t) == [f"ce (n={seeds[dataset]})",
                                                                 f"icp-adam (n={seeds[dataset]})"]
-    figures._libs()[0].close(fig)
+    _close(fig)
 
 
 def _with_controls(study="main", scenario="clean"):
@@ -393,14 +409,14 @@ def test_controls_share_the_panel_of_the_icp_run_they_judge(name):
         assert f"ce+budget=icp-adam (ce, FLOP-matched to icp-adam), {matched} epochs" in names
         assert any(t.startswith("icp+steps=0 (α-only control") for t in names)
         assert len(_lines_by_label(ax)) == len(names) == 4  # ce, icp-adam and both controls, each drawn
-    figures._libs()[0].close(fig)
+    _close(fig)
 
 
 def test_compute_puts_each_epoch_at_the_runs_training_compute_so_far():
     """Epochs are 1-based: epoch e of a run sits at the sum of its first e epoch costs; the compute-matched ce
     ends where the icp-adam run it matches ends, the α-only control where plain ce of its length does."""
     runs, epochs = _with_controls()
-    fig = figures.compute(runs, epochs, None)
+    fig = _draw("compute", runs, epochs, None)
     for ax in _data_axes(fig):
         (dataset,) = _which(ax)
         n_epochs = _n_epochs(dataset)
@@ -411,7 +427,7 @@ def test_compute_puts_each_epoch_at_the_runs_training_compute_so_far():
         control = lines["ce+budget=icp-adam"].get_xdata()
         assert max(control) == pytest.approx(max(lines["icp-adam"].get_xdata()), abs=0.5)
         assert ax.get_xlabel() == "training compute (ce epochs)"
-    figures._libs()[0].close(fig)
+    _close(fig)
 
 
 def test_noise_draws_a_control_in_the_panel_of_what_it_controls():
@@ -420,7 +436,7 @@ def test_noise_draws_a_control_in_the_panel_of_what_it_controls():
     extra = noisy[noisy.variant.isin(["ce+budget=icp-adam", "icp+steps=0"])]
     runs = pd.concat([runs, extra], ignore_index=True)
     epochs = _epoch_rows(runs, {})
-    fig = figures.noise(runs, epochs, None)
+    fig = _draw("noise", runs, epochs, None)
     axes = _data_axes(fig)
     assert sorted(ax.get_title() for ax in axes) == ["cifar100 / preact_resnet18", "fashion-mnist / resnet20"]
     for ax in axes:
@@ -429,7 +445,7 @@ def test_noise_draws_a_control_in_the_panel_of_what_it_controls():
         assert any(t.startswith(f"ce+budget=icp-adam (ce, FLOP-matched to icp-adam), {matched} epochs (n=")
                    for t in _legend(ax)), _legend(ax)
         assert any(t.startswith(f"icp-adam, {_n_epochs(dataset)} epochs (n=") for t in _legend(ax))
-    figures._libs()[0].close(fig)
+    _close(fig)
 
 
 def test_a_variant_trained_for_two_lengths_draws_two_lines_never_their_mean():
@@ -443,7 +459,7 @@ def test_a_variant_trained_for_two_lengths_draws_two_lines_never_their_mean():
         (ax,) = _data_axes(fig)
         names = {t.rsplit(" (n=", 1)[0] for t in _legend(ax) if "(n=" in t}
         assert {"ce, 4 epochs", "ce, 8 epochs", "icp-adam, 4 epochs", "icp-adam, 8 epochs"} == names, name
-        figures._libs()[0].close(fig)
+        _close(fig)
 
 
 @pytest.mark.parametrize("name", CURVES)
@@ -470,7 +486,8 @@ def test_legends_cover_neither_data_nor_the_y_label(drawn, name):
 def test_every_figure_function_says_what_it_draws():
     for name, (_, fn) in figures.FIGURES.items():
         assert fn.__doc__ and len(fn.__doc__.strip()) > 40, name  # its caption, where it has no docstring
-    assert "training compute" in figures.compute.__doc__ and "FLOP-matched" in figures.compute.__doc__
+    doc = figures.FIGURES["compute"][1].__doc__
+    assert "training compute" in doc and "FLOP-matched" in doc
 
 
 def test_fewshot_ticks_give_the_range_of_epochs_where_a_control_trains_longer():
@@ -478,12 +495,12 @@ def test_fewshot_ticks_give_the_range_of_epochs_where_a_control_trains_longer():
     control = [_row("fewshot", "fashion-mnist", "resnet20", f"{shots}shot", "ce", seed, 4 * n_epochs,
                     factors="+budget=icp-adam") for seed in range(3) for shots, n_epochs in SHOT_EPOCHS.items()]
     runs = pd.concat([runs, pd.DataFrame(control)], ignore_index=True)
-    fig = figures.fewshot(runs, _epoch_rows(runs, {}), None)
+    fig = _draw("fewshot", runs, _epoch_rows(runs, {}), None)
     (ax,) = [ax for ax in _data_axes(fig) if _which(ax) == {"fashion-mnist"}]
     assert [t.get_text() for t in ax.get_xticklabels()] == [f"{s}\n{e}–{4 * e} ep" for s, e in SHOT_EPOCHS.items()]
     assert len([line for line in ax.lines if len(line.get_xdata()) == len(SHOT_EPOCHS)]) == 3  # with the control's
     assert any(t.startswith("ce+budget=icp-adam (ce, FLOP-matched") for t in _legend(ax))
-    figures._libs()[0].close(fig)
+    _close(fig)
 
 
 def test_a_run_writes_its_figures_arrays_so_the_login_side_draws_them_without_torch(tiny_cfg, tmp_path):
@@ -496,7 +513,6 @@ def test_a_run_writes_its_figures_arrays_so_the_login_side_draws_them_without_to
     import numpy as np
 
     from icp import engine
-    from tests.conftest import REPO
 
     cfg = tiny_cfg("train.epochs=1", "method.name=icp-adam", "method.options.steps=2", "model.name=resnet20")
     run_dir = tmp_path / "runs" / "icp"
@@ -533,25 +549,202 @@ def test_lines_that_coincide_stay_visible_by_their_own_markers_and_dashes():
     runs = pd.concat([runs, control])
     epochs = pd.concat([epochs, epochs[epochs.variant == "icp-adam"].assign(
         variant="icp+steps=0", method="icp", run_id=lambda f: f.run_id + "-a")])
-    fig = figures.schedule(runs, epochs, None)
+    fig = _draw("schedule", runs, epochs, None)
     (ax,) = [ax for ax in _data_axes(fig) if "layer weights" not in ax.get_title()]
     lines = [ln for ln in ax.lines if len(ln.get_xdata()) > 1]
     assert len(lines) == 2 and list(lines[0].get_ydata()) == pytest.approx(list(lines[1].get_ydata()))
     assert lines[0].get_marker() != lines[1].get_marker()
     assert lines[0].get_linestyle() != lines[1].get_linestyle()  # one solid, one dashed
-    figures._libs()[0].close(fig)
+    _close(fig)
 
 
 def test_input_shift_uses_a_log_axis_only_for_a_wide_range_and_names_only_the_studies_drawn():
     runs, epochs = frames({("fashion-mnist", "resnet20"): (2, 4, 3)})
     main_runs, main_epochs = runs[runs.studies == "main"], epochs[epochs.studies == "main"]
-    narrow = figures.input_shift(main_runs, main_epochs.assign(**{"diag.input_shift": 0.009}), None)
+    narrow = _draw("input_shift", main_runs, main_epochs.assign(**{"diag.input_shift": 0.009}), None)
     ax = _data_axes(narrow)[0]
     assert ax.get_yscale() == "linear" and "study main)" in narrow._suptitle.get_text()
     assert "ablations" not in narrow._suptitle.get_text() and "steps" not in narrow._suptitle.get_text()
-    wide = figures.input_shift(runs, epochs, None)  # K = 1 .. 5 over epochs 1 .. 4: 0.01 .. 0.2, a factor 20
+    wide = _draw("input_shift", runs, epochs, None)  # K = 1 .. 5 over epochs 1 .. 4: 0.01 .. 0.2, a factor 20
     shift = epochs["diag.input_shift"].dropna()
     assert shift[shift > 0].max() / shift[shift > 0].min() > 10
     assert all(ax.get_yscale() == "log" for ax in _data_axes(wide))
     for fig in (narrow, wide):
-        figures._libs()[0].close(fig)
+        _close(fig)
+
+
+def test_compute_puts_every_other_method_at_its_whole_training_compute_beside_ces_curve():
+    """A method that is neither ICP nor ce is one labelled point: its last-epoch top-1 (mean over seeds) at its
+    whole training compute, e.g. CS-KD at 4/3 ce epochs per epoch; a method that costs ce's sits at ce's end."""
+    from icp.methods.options import training_cost
+
+    runs, _ = frames()
+    extra = [_row("main", dataset, model, "clean", method, seed, n_epochs)
+             for (dataset, model), (seeds, n_epochs, _) in CONDITIONS.items() for seed in range(seeds)
+             for method in ("cskd", "ls")]
+    runs = pd.concat([runs, pd.DataFrame(extra)], ignore_index=True)
+    epochs = _epoch_rows(runs, {m: t for (_, m), (_, _, t) in CONDITIONS.items()})
+    fig = _draw("compute", runs, epochs, None)
+    for ax in _data_axes(fig):
+        (dataset,) = _which(ax)
+        n_epochs = _n_epochs(dataset)
+        model = next(m for (d, m) in CONDITIONS if d == dataset)
+        labels = {t.get_text(): t.xy for t in ax.texts}
+        last = runs[(runs.dataset == dataset) & (runs.method == "cskd")].top1.mean() * 100 * (1 - 0.5 ** n_epochs)
+        assert labels["cskd"][0] == pytest.approx(training_cost("cskd", {}, n_epochs, model), rel=1e-6)
+        assert labels["cskd"][1] == pytest.approx(last, rel=1e-6)
+        assert labels["ls"][0] == pytest.approx(n_epochs)  # ls costs ce's: at the end of ce's curve
+    _close(fig)
+
+
+# ------------------------------------------------------------------------------------------ a figure is a file
+# (icp.figures): a module beside the others, or in another installed package under the `icp.figures` entry point
+# group, is found, drawn by `icp figures` and by the Snakefile with no other edit; the registry draws its empty
+# canvas; a change of its file redraws it alone. The catalogue is read once per process: each case runs in a fresh
+# interpreter, the plugin files under tmp_path.
+FIGURE = '''
+"""A test figure: each variant's last-epoch test top-1, as bars."""
+NAME = "{name}"
+STUDY = "main"
+CAPTION = "Each variant's last-epoch test top-1 (%) as a bar: a figure from outside ``icp/figures/``."
+TITLE = "Study main: last-epoch test top-1 per variant"
+
+
+def draw(runs, epochs, ctx):
+    from icp.figures import common, plot
+
+    done = common.complete(runs, STUDY)
+    assert len(done), "the registry draws the empty canvas"
+    plt, _ = plot.libs()
+    fig, ax = plt.subplots(figsize=(4, 3))
+    top1 = done.groupby("variant").top1.mean() * 100
+    ax.bar(list(top1.index), list(top1.values))
+    ax.set(xlabel="variant", ylabel="test top-1 (%)")
+    fig.suptitle(TITLE)
+    return fig
+'''
+
+
+def test_a_figure_module_beside_the_others_is_found_without_matplotlib_and_drawn(tmp_path):
+    """The example of docs/adding-a-figure.md, dropped beside the figures, is in the catalogue (read without
+    matplotlib), drawn by `icp figures` from the laptop's records, and gets the registry's empty canvas."""
+    import re
+
+    page = (REPO / "docs/adding-a-figure.md").read_text()
+    example = re.search(r"## 1\. The file: `icp/figures/<name>\.py`\n\n```python\n(.*?)```", page, re.S)[1]
+    folder = tmp_path / "figures"
+    folder.mkdir()
+    (folder / "bars.py").write_text(example)
+    out = tmp_path / "out"
+    proc = run_python(f"""
+        import sys
+        import icp.figures as figures
+        figures.__path__.append({str(folder)!r})  # as if the file were in icp/figures/
+        assert "bars" in figures.available(["main"]) and "bars" not in figures.available(["noisy"])
+        bars = figures.module_of("bars")
+        assert figures.CAPTIONS["bars"] == " ".join(bars.CAPTION.split())
+        assert figures.checkpoint_runs("bars", None) == []
+        assert not {{"matplotlib", "seaborn", "torch"}} & set(sys.modules)  # the catalogue is read cheaply
+        from icp.cli import main
+        main(["figures", "--grid", "config/laptop.yaml", "--results", "results/laptop", "--only", "bars",
+              "--out", {str(out)!r}])
+        from tests.test_figures import frames
+        runs, epochs = frames()
+        fig = figures.FIGURES["bars"][1](runs.assign(status="running"), epochs, None)  # not its draw
+        assert [t.get_text() for t in fig.axes[0].texts] == ["no complete run of study main yet"]
+        assert fig.axes[0].get_title() == bars.TITLE
+    """)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert (out / "bars.png").stat().st_size > 5_000 and (out / "bars.pdf").exists()
+
+
+def test_the_registry_draws_the_empty_canvas_of_a_figure_whose_study_has_no_complete_run(monkeypatch):
+    """Where its study has no complete run, a figure's draw is not called: the registry says so, under the figure's
+    title; a figure that reads more than its study (EMPTY = None) says itself why it has nothing to draw."""
+    runs, epochs = frames()
+    runs = runs.assign(status="running")
+    for name in figures.FIGURES:
+        module = figures.module_of(name)
+        if getattr(module, "EMPTY", "") is None:
+            continue
+        monkeypatch.setattr(module, "draw", lambda *_: pytest.fail(f"{name}: draw called"))
+        fig = figures.FIGURES[name][1](runs, epochs, None)
+        (ax,) = fig.axes
+        assert [t.get_text() for t in ax.texts] == [getattr(module, "EMPTY", f"no complete run of study "
+                                                                               f"{module.STUDY} yet")], name
+        assert ax.get_title() == module.TITLE, name
+        _close(fig)
+    assert {n for n in figures.FIGURES if getattr(figures.module_of(n), "EMPTY", "") is None} == {
+        "input_shift", "critical_difference", "tuning"}
+
+
+def test_a_figure_of_another_installed_package_is_drawn_by_icp_and_the_snakefile_and_redrawn_alone(tmp_path):
+    """The entry point's figure is in `icp figures` and in `snakemake all` (here two of its figures); a change of the
+    plugin's file plans that figure's job alone (its code digest is a parameter of the Snakefile's figure rule)."""
+    import re
+    import subprocess
+
+    from tests.test_pipeline import SNAKEMAKE, tiny_grid, write_records
+
+    env = installed_plugin(tmp_path / "site", "barsplug", FIGURE.replace("{name}", "barsplug"), "icp.figures")
+    path = tiny_grid(tmp_path, tmp_path / "data", ["ce", "ls"])
+    from icp import grid
+
+    write_records(grid.load_expand(path), {"ce": 0.61, "ls": 0.64})
+    targets = [str(tmp_path / "figures" / f"{name}.png") for name in ("barsplug", "learning_curves")]
+
+    def snakemake(*args):
+        return subprocess.run(["timeout", "-s", "KILL", "300", SNAKEMAKE, *args, "--cores", "2", "--config",
+                               f"grid={path}"], cwd=REPO, capture_output=True, text=True, env=env)
+
+    first = snakemake(*targets)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert all((tmp_path / "figures" / f"{n}.{e}").exists() for n in ("barsplug", "learning_curves")
+               for e in ("png", "pdf"))
+    nothing = snakemake("-n", *targets)
+    assert "Nothing to be done" in nothing.stdout + nothing.stderr, nothing.stdout[-2000:] + nothing.stderr[-2000:]
+    plug = tmp_path / "site" / "barsplug.py"
+    plug.write_text(plug.read_text().replace("figsize=(4, 3)", "figsize=(5, 3)"))
+    again = snakemake("-n", *targets)
+    out = again.stdout + again.stderr
+    assert again.returncode == 0, out[-3000:]
+    assert re.findall(r"wildcards: figure=(\w+)", out) == ["barsplug"], out[-3000:]
+    assert re.search(r"^figure\s+1$", out, re.M) and not re.search(r"^summary\s", out, re.M), out[-3000:]
+    listed = subprocess.run([SNAKEMAKE, "-n", "all", "--config", f"grid={path}"], cwd=REPO, capture_output=True,
+                            text=True, env=env, timeout=300)
+    assert "figure=barsplug" in listed.stdout + listed.stderr
+
+
+def test_a_figure_module_the_registry_cannot_use_is_one_line_everywhere(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.test_pipeline import SNAKEMAKE
+
+    cases = {"nocaption": (FIGURE.replace("{name}", "nocaption").replace("CAPTION =", "NOTE ="),
+                           "nocaption.py: not a figure module: CAPTION must be a non-empty string"),
+             "misnamed": (FIGURE.replace("{name}", "other"),
+                          "misnamed.py: not a figure module: NAME 'other' is not its module's name 'misnamed'"),
+             "compute": (FIGURE.replace("{name}", "compute"),
+                         "figure 'compute' is declared twice: in icp.figures.compute and in compute"),
+             "unread": ("def oops(:\n", "unread.py: the figure cannot be read (SyntaxError")}
+    for module, (source, want) in cases.items():
+        env = installed_plugin(tmp_path / module, module, source, "icp.figures")
+        for cmd in ([sys.executable, "-m", "icp", "figures", "--grid", "config/laptop.yaml", "--out", str(tmp_path)],
+                    ["timeout", "-s", "KILL", "300", SNAKEMAKE, "-n", "--config", "grid=config/laptop.yaml"]):
+            if module != "nocaption" and cmd[0] != sys.executable:
+                continue  # the Snakefile's one line: once
+            proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=320, env=env)
+            errors = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "icp: error:" in ln]
+            assert proc.returncode != 0 and len(errors) == 1 and want in errors[0], (cmd, proc.stdout[-1500:],
+                                                                                     proc.stderr[-1500:])
+
+
+def test_a_figures_code_digest_is_its_own_file_the_helpers_and_the_registry():
+    import hashlib
+
+    here = REPO / "icp" / "figures"
+    for name in figures.FIGURES:
+        files = [Path(figures.module_of(name).__file__), here / "common.py", here / "plot.py", here / "__init__.py"]
+        assert figures.source_digest(name) == hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
+    assert len({figures.source_digest(name) for name in figures.FIGURES}) == len(figures.FIGURES)

@@ -133,7 +133,8 @@ def test_a_launcher_stopped_by_sigterm_sets_the_record_aside_after_its_job_has_e
     job's last write (``interrupted``) and sets the record aside, so no record.json is left to pass for the run's
     output and running the workflow again resumes the run."""
     out = tmp_path / "run"
-    sets = [f"data.root={fmnist_root}", *TINY, "train.epochs=50"]
+    # a run that cannot end before the stop reaches it, however loaded the machine (50 epochs once completed first)
+    sets = [f"data.root={fmnist_root}", *TINY, "train.epochs=100000"]
     cmd = [sys.executable, "-m", "icp.launch", "--executor", "local", "--timeout-min", "10", "--poll-s", "0.5", "--",
            "--config", str(REPO / "config/recipes/fmnist-resnet20.yaml"), *sum((["--set", s] for s in sets), []),
            "--out", str(out), "--run-id", "tiny/ce+trial=0"]

@@ -1,41 +1,130 @@
-"""Tests for icp.models: shapes, feature taps, parameter counts, registry errors."""
+"""Tests for icp.models: the registry finds every model file without torch; shapes, feature taps, parameter
+counts, registry errors. The models under test are the registry's: a new model file is in every generic test."""
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 import torch.nn as nn
 
-from icp.models import MODELS, ClassifierNet, build_model, list_models
-from tests.conftest import assert_close_at_scale
+from icp.models import MODELS, SOURCES, build_model, list_models
+from icp.models.base import ClassifierNet
+from tests.conftest import REPO, assert_close_at_scale
 
-EXPECTED_MODELS = ["preact_resnet18", "resnet20", "resnet32", "resnet56", "wrn16_4"]  # small ones, every test
-ALL_CLASSIFIERS = sorted(EXPECTED_MODELS + ["resnet50_cifar"])
+CLASSIFIERS = list_models("classifier")
 
-# Spatial size of each stage tap for a given input size (stem keeps resolution, then /2 per stage).
-EXPECTED_SPATIAL = {
-    "resnet": {32: (32, 16, 8), 28: (28, 14, 7)},
-    "wrn": {32: (32, 16, 8), 28: (28, 14, 7)},
-    "preact": {32: (32, 16, 8, 4), 28: (28, 14, 7, 4)},
-}
+# Facts of particular models: the channels of each stage tap, and the spatial size of each tap for a given input
+# size (the stem keeps the resolution, then /2 per stage)
 EXPECTED_CHANNELS = {
     "resnet20": (16, 32, 64), "resnet32": (16, 32, 64), "resnet56": (16, 32, 64),
-    "preact_resnet18": (64, 128, 256, 512), "wrn16_4": (64, 128, 256),
+    "preact_resnet18": (64, 128, 256, 512), "wrn16_4": (64, 128, 256), "resnet50_cifar": (256, 512, 1024, 2048),
+}
+EXPECTED_SPATIAL = {
+    "resnet": {32: (32, 16, 8), 28: (28, 14, 7), 8: (8, 4, 2)},
+    "wrn": {32: (32, 16, 8), 28: (28, 14, 7), 8: (8, 4, 2)},
+    "preact": {32: (32, 16, 8, 4), 28: (28, 14, 7, 4), 8: (8, 4, 2, 1)},
+    "resnet50": {32: (32, 16, 8, 4), 28: (28, 14, 7, 4), 8: (8, 4, 2, 1)},
 }
 
 
 def _family(name):
-    return "preact" if name.startswith("preact") else "wrn" if name.startswith("wrn") else "resnet"
+    return next(f for f in ("preact", "wrn", "resnet50", "resnet") if name.startswith(f))
 
 
 def _n_params(model):
     return sum(p.numel() for p in model.parameters())
 
 
-def test_registry_lists_all_models():
-    assert list_models("classifier") == ALL_CLASSIFIERS
-    assert list_models("generative") == ["vae"]
-    assert sorted(MODELS) == sorted(ALL_CLASSIFIERS + ["vae"])
+def _python(code: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
 
 
-@pytest.mark.parametrize("name", EXPECTED_MODELS)
+def test_the_registry_reads_every_model_file_without_torch():
+    """Every module of icp/models but base declares a model; listing them and checking their options imports no
+    torch (the grid's expansion and the Snakefile do both)."""
+    files = sorted(p.stem for p in (REPO / "icp" / "models").glob("*.py") if p.stem not in ("__init__", "base"))
+    proc = _python("""
+        import sys
+        from icp.models import MODELS, SOURCES, check_options
+        for name in MODELS:
+            check_options(name, {})
+        assert "torch" not in sys.modules, "the registry imported torch"
+        print(" ".join(sorted({SOURCES[n].rsplit(".", 1)[1] for n in MODELS})))
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == files
+    assert list_models("generative") == ["vae"] and sorted(CLASSIFIERS + ["vae"]) == sorted(MODELS)
+    assert set(SOURCES) >= set(MODELS)
+
+
+MODEL = '''
+"""A test model: a one-stage classifier."""
+from __future__ import annotations
+
+from icp.models import declare, register
+
+
+def options(width: int = 8) -> None:
+    if width < 1:
+        raise ValueError(f"width must be >= 1, got {width}")
+
+
+declare({"zz-tiny": options})
+
+import torch.nn as nn  # noqa: E402
+
+from icp.models.base import ClassifierNet, conv3x3  # noqa: E402
+
+
+@register("zz-tiny")
+def tiny(num_classes: int, in_channels: int = 3, width: int = 8) -> ClassifierNet:
+    options(width)
+    stage = nn.Sequential(conv3x3(width, width), nn.ReLU())
+    return ClassifierNet(conv3x3(in_channels, width), [stage], [width], num_classes)
+'''
+
+
+def test_a_model_file_beside_the_others_is_found_read_without_torch_and_built(tmp_path):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "zz_tiny.py").write_text(MODEL)
+    proc = _python(f"""
+        import sys
+        import icp.models as m
+        m.__path__.append({str(folder)!r})  # as if the file were in icp/models/
+        assert "zz-tiny" in m.list_models("classifier"), m.list_models()
+        assert m.check_options("zz-tiny", {{}}) == {{"width": 8}}
+        try:
+            m.check_options("zz-tiny", {{"width": 0}})
+            raise AssertionError("width 0 passed")
+        except ValueError as exc:
+            assert "width must be >= 1" in str(exc)
+        assert "torch" not in sys.modules  # read without running the model's torch half
+        net = m.build_model("zz-tiny", 10, 1, width=4)
+        print(type(net).__name__, net.feature_channels)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["ClassifierNet", "{'stage1':", "4}"]
+
+
+def test_a_constructor_whose_options_differ_from_its_declaration_is_one_line(tmp_path):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "zz_tiny.py").write_text(MODEL.replace("in_channels: int = 3, width: int = 8)",
+                                                     "in_channels: int = 3, width: int = 16)"))
+    proc = _python(f"""
+        import icp.models as m
+        m.__path__.append({str(folder)!r})
+        m.build_model("zz-tiny", 10)
+    """)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1].endswith(
+        "model 'zz-tiny': tiny takes the options [('width', 16)], its declaration [('width', 8)]")
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
 @pytest.mark.parametrize("in_channels,size", [(1, 28), (3, 32)])
 @pytest.mark.parametrize("num_classes", [10, 100])
 def test_forward_shapes_and_features(name, in_channels, size, num_classes):
@@ -44,7 +133,9 @@ def test_forward_shapes_and_features(name, in_channels, size, num_classes):
     assert isinstance(model, ClassifierNet)
     assert model.num_classes == num_classes
     assert isinstance(model.classifier, nn.Linear)
-    assert model.feature_channels == dict(zip(model.feature_names, EXPECTED_CHANNELS[name]))
+    assert list(model.feature_channels) == list(model.feature_names)
+    if name in EXPECTED_CHANNELS:
+        assert tuple(model.feature_channels.values()) == EXPECTED_CHANNELS[name]
     x = torch.randn(2, in_channels, size, size)
     with torch.no_grad():
         plain = model(x)
@@ -52,11 +143,12 @@ def test_forward_shapes_and_features(name, in_channels, size, num_classes):
     assert plain.shape == (2, num_classes)
     assert logits.shape == (2, num_classes)
     assert tuple(feats) == model.feature_names + ("pool",)
-    sizes = EXPECTED_SPATIAL[_family(name)][size]
-    assert len(model.feature_names) == len(sizes)
+    sizes = [feats[fname].shape[-1] for fname in model.feature_names]
     for fname, s in zip(model.feature_names, sizes):
-        f = feats[fname]
-        assert f.shape == (2, model.feature_channels[fname], s, s), fname
+        assert feats[fname].shape == (2, model.feature_channels[fname], s, s), fname
+    assert all(b in (a, (a + 1) // 2) for a, b in zip([size, *sizes], sizes))  # each stage keeps or halves
+    if name in EXPECTED_CHANNELS:
+        assert tuple(sizes) == EXPECTED_SPATIAL[_family(name)][size]
     assert feats["pool"].shape == (2, model.classifier.in_features)
     # pool is the global average of the last tap (post final activation where there is one)
     last = feats[model.feature_names[-1]]
@@ -130,7 +222,7 @@ def test_invalid_option_values():
         build_model("wrn16_4", 10, dropout=1.5)
 
 
-@pytest.mark.parametrize("name", EXPECTED_MODELS)
+@pytest.mark.parametrize("name", CLASSIFIERS)
 def test_gradient_reaches_stem_and_eval_is_deterministic(name):
     torch.manual_seed(0)
     model = build_model(name, 10, in_channels=1).train()
@@ -145,13 +237,15 @@ def test_gradient_reaches_stem_and_eval_is_deterministic(name):
     assert torch.equal(y1, y2)
 
 
-@pytest.mark.parametrize("name", EXPECTED_MODELS)
+@pytest.mark.parametrize("name", CLASSIFIERS)
 def test_smallest_supported_input(name):
     model = build_model(name, 10, in_channels=3).eval()
     with torch.no_grad():
         logits, feats = model(torch.randn(2, 3, 8, 8), features=True)
     assert logits.shape == (2, 10)
-    assert feats[model.feature_names[-1]].shape[-1] == (1 if name.startswith("preact") else 2)
+    assert feats[model.feature_names[-1]].shape[-1] >= 1
+    if name in EXPECTED_CHANNELS:
+        assert feats[model.feature_names[-1]].shape[-1] == EXPECTED_SPATIAL[_family(name)][8][-1]
 
 
 # ---------------------------------------------------------------- the ICP authors' ResNet-50 (resnet50_cifar)

@@ -134,3 +134,19 @@ def test_a_grid_file_given_to_configfile_is_refused_with_the_right_command():
                           text=True, timeout=120)
     assert proc.returncode == 1
     assert "is a grid file, not a Snakemake config: give it as `--config grid=" in proc.stderr.splitlines()[-1]
+
+
+def test_a_target_written_after_config_is_one_line_and_the_right_order_parses():
+    assert preflight.swallowed_target(["-n", "--config", "check_inputs=false", "runs"]) == "runs"
+    assert preflight.swallowed_target(["runs", "--config", "check_inputs=false", "-n"]) is None
+    assert preflight.swallowed_target(["--config", "a=1", "--", "runs"]) is None
+    assert preflight.swallowed_target(["-C", "a=-1", "-3"]) == "-3"  # a negative number is a value, as in argparse
+    proc = subprocess.run(["timeout", "-s", "KILL", "120", SNAKEMAKE, "-n", "--config", "check_inputs=false", "runs"],
+                          cwd=REPO, capture_output=True, text=True, timeout=150)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert [ln for ln in proc.stderr.splitlines() if ln.strip()] == [
+        "icp: error: --config took 'runs' as a config entry (it reads every word after it as name=value): put "
+        "targets before --config, or end its entries with --"]
+    fixed = subprocess.run(["timeout", "-s", "KILL", "120", SNAKEMAKE, "-n", "--config", "check_inputs=false", "--",
+                            "runs"], cwd=REPO, capture_output=True, text=True, timeout=150)
+    assert fixed.returncode == 0 and "icp: error" not in fixed.stderr, fixed.stderr[-2000:]

@@ -55,17 +55,20 @@ def test_every_reference_run_is_a_paper_run_with_the_same_id_and_config(referenc
 
 def test_reference_grid_is_fashion_mnist_at_the_full_recipe_with_controls(reference):
     sizes = {study: len(ids) for study, ids in reference.studies.items()}
-    # each study: its methods, the moving icp-sgd and two controls at 3 seeds; the K sweep's 21 runs share 6 with main
-    # (icp-adam at K = 5 and the alpha-only control at K = 0, 3 seeds each)
-    main, noisy = (len(METHODS) + 3) * 3, (len(HEADLINE) + 3) * 3
+    # each study: its methods, the moving icp-sgd and two controls at 3 seeds, and in main (as the paper's) a FLOP-matched
+    # ce for each other method that costs more than ce by over 10 % (aikd, cskd, mixskd); the K sweep's 21 runs share 6 with main (icp-adam at K = 5 and the
+    # alpha-only control at K = 0, 3 seeds each)
+    main, noisy = (len(METHODS) + 3 + 3) * 3, (len(HEADLINE) + 3) * 3
     assert sizes == {"main": main, "noisy": noisy, "steps": 21} and len(reference.runs) == main + noisy + 21 - 6
     runs = list(reference.runs.values())
     assert {(r.dataset, r.model) for r in runs} == {("fashion-mnist", "resnet20")}
     assert {r.seed for r in runs} == {0, 1, 2}
     moving_sgd = "icp-sgd+reduction=sum+step_size=0.2"
     headline = HEADLINE
-    assert HEADLINE == METHODS - {"icp-sgd", "icp-ademamix"}  # the published icp-sgd and icp-ademamix: main only
-    for study, scenario, methods in (("main", "clean", METHODS), ("noisy", "sym0.4", headline)):
+    # the published icp-sgd and icp-ademamix, and mixup (MixSKD's control): main only
+    assert HEADLINE == METHODS - {"icp-sgd", "icp-ademamix", "mixup"}
+    matched = {"ce+budget=aikd", "ce+budget=cskd", "ce+budget=mixskd"}
+    for study, scenario, methods in (("main", "clean", METHODS | matched), ("noisy", "sym0.4", headline)):
         selected = reference.select(study)
         assert {r.scenario for r in selected} == {scenario}
         variants = collections.Counter(r.variant for r in selected)
@@ -77,6 +80,8 @@ def test_reference_grid_is_fashion_mnist_at_the_full_recipe_with_controls(refere
     epochs = {r.variant: config.load(r.recipe, r.overrides).train.epochs for r in runs}
     # the recipe's 30 epochs; the control icp-adam's FLOPs: 7 warm-up epochs + 23 x (2K + 4)/3 = 114.3 ce epochs
     assert epochs["ce"] == 30 and epochs["ce+budget=icp-adam"] == 114
+    # AI-KD: 4/3 ce steps a step plus its ce teacher's 30 epochs; CS-KD 4/3; MixSKD ~3.97
+    assert epochs["ce+budget=aikd"] == 70 and epochs["ce+budget=cskd"] == 40 and 110 <= epochs["ce+budget=mixskd"] <= 125
 
 
 def test_packing_takes_a_larger_k_only_for_more_than_ten_percent():

@@ -5,12 +5,11 @@ interpreter (the catalogue is read once per process), the plugin files under tmp
 import json
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import yaml
 
-from tests.conftest import REPO, TINY
+from tests.conftest import REPO, TINY, installed_plugin, run_python
 from tests.test_pipeline import SNAKEMAKE
 
 METHOD = '''
@@ -19,8 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from icp.config import ConfigError
 from icp.methods.options import Cost, declare
+from icp.schema import ConfigError
 
 
 @dataclass
@@ -51,25 +50,6 @@ class Smooth(Method):
 '''
 
 
-def _python(code: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env=env)
-
-
-def _plugin(tmp_path: Path, module: str, source: str) -> dict:
-    """An installed package (a module + its dist-info with an icp.methods entry point) on PYTHONPATH."""
-    site = tmp_path / "site"
-    site.mkdir(parents=True, exist_ok=True)
-    (site / f"{module}.py").write_text(source)
-    info = site / f"{module}-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(f"[icp.methods]\n{module} = {module}\n")
-    import os
-
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
-
-
 def test_a_new_module_beside_the_methods_is_found_read_without_torch_and_trained(tmp_path, fmnist_root):
     folder = tmp_path / "methods"
     folder.mkdir()
@@ -77,7 +57,7 @@ def test_a_new_module_beside_the_methods_is_found_read_without_torch_and_trained
     out = tmp_path / "run"
     args = ["train", "--set", f"data.root={fmnist_root}", *[a for item in TINY for a in ("--set", item)],
             "--set", "train.epochs=1", "--set", "method.name=zz-smooth", "--out", str(out)]
-    proc = _python(f"""
+    proc = run_python(f"""
         import sys
         import icp.methods as m
         m.__path__.append({str(folder)!r})  # as if the file were in icp/methods/
@@ -95,7 +75,7 @@ def test_a_new_module_beside_the_methods_is_found_read_without_torch_and_trained
 
 
 def test_a_method_of_another_installed_package_is_found_by_its_entry_point(tmp_path, fmnist_root):
-    env = _plugin(tmp_path, "smoothplug", METHOD.replace("{name}", "plug-smooth"))
+    env = installed_plugin(tmp_path / "site", "smoothplug", METHOD.replace("{name}", "plug-smooth"), "icp.methods")
     listed = subprocess.run([sys.executable, "-m", "icp", "methods"], cwd=REPO, capture_output=True, text=True,
                             timeout=300, env=env)
     assert listed.returncode == 0 and "plug-smooth" in listed.stdout, listed.stdout + listed.stderr
@@ -138,7 +118,7 @@ def test_a_module_dropped_into_a_copy_of_icp_methods_is_known_everywhere(tmp_pat
 
 def test_a_module_that_registers_no_method_or_cannot_be_read_is_one_line_everywhere(tmp_path):
     broken = METHOD.replace("{name}", "half-made").split("import torch.nn.functional")[0]  # no @register
-    env = _plugin(tmp_path, "halfplug", broken)
+    env = installed_plugin(tmp_path / "site", "halfplug", broken, "icp.methods")
     grid = tmp_path / "grid.yaml"
     grid.write_text(yaml.safe_dump({
         "runs_dir": str(tmp_path / "runs"), "seeds": [0],
@@ -152,14 +132,14 @@ def test_a_module_that_registers_no_method_or_cannot_be_read_is_one_line_everywh
         assert proc.returncode != 0 and len(errors) == 1, (cmd, proc.stdout[-1500:], proc.stderr[-1500:])
         assert "halfplug.py: declares method 'half-made' but registers no Method class" in errors[0], errors
     # a file that does not even parse: named, one line
-    env = _plugin(tmp_path / "b", "badplug", "def oops(:\n")
+    env = installed_plugin(tmp_path / "b" / "site", "badplug", "def oops(:\n", "icp.methods")
     proc = subprocess.run([sys.executable, "-m", "icp", "grid", "--grid", str(grid)], cwd=REPO,
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "badplug.py" in proc.stderr, proc.stderr
 
 
 def test_a_name_declared_twice_is_refused_with_both_places(tmp_path):
-    env = _plugin(tmp_path, "twiceplug", METHOD.replace("{name}", "ls"))
+    env = installed_plugin(tmp_path / "site", "twiceplug", METHOD.replace("{name}", "ls"), "icp.methods")
     proc = subprocess.run([sys.executable, "-m", "icp", "methods"], cwd=REPO, capture_output=True, text=True,
                           timeout=300, env=env)
     assert proc.returncode == 2 and "method 'ls' is declared twice: in icp.methods.ls and in twiceplug" in \

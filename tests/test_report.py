@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from icp import cli, config, engine, report
+from icp import cli, config, engine
+from icp.results import report
 
 
 def test_summary_averages_seeds_of_one_condition_only(tiny_cfg, tmp_path, capsys):
@@ -94,3 +95,16 @@ def test_a_report_of_classifiers_and_a_vae_is_a_valid_markdown_table(tmp_path):
     assert "top1" in head and "ssim" in head and rows
     assert set(_cells(rule)) == {"---"}
     assert {len(_cells(line)) for line in lines} == {len(_cells(head))}, lines
+
+
+def test_a_flop_matched_control_is_compared_with_the_baseline_at_its_own_length(tmp_path):
+    """As the study tables do: ce+budget=icp-adam (ce trained 3x longer) against ce at ce's length, its row showing
+    the epochs it trained."""
+    cell = "fashion-mnist/resnet20/clean"
+    for seed, base, long in ((0, 0.50, 0.70), (1, 0.54, 0.71), (2, 0.52, 0.75)):
+        write_record(tmp_path, f"{cell}/ce/s{seed}", "ce", seed, base)
+        write_record(tmp_path, f"{cell}/ce+budget=icp-adam/s{seed}", "ce", seed, long, "train.epochs=3")
+    table = report.summary([tmp_path]).set_index("variant")
+    control = table.loc["ce+budget=icp-adam"]
+    assert control.epochs == 3 and table.loc["ce", "epochs"] == 1
+    assert control.pairs == 3 and control.delta == pytest.approx(0.20)

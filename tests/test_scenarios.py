@@ -358,3 +358,45 @@ def test_apply_scenario_validation():
         apply_scenario(y, 10, "fewshot", seed=0)  # shots missing
     with pytest.raises(ValueError):
         apply_scenario(y, 10, "clean", seed=0, noise_rate=0.2)
+
+
+# --------------------------------------------------------------------------- validation that matches the setting
+def test_per_class_holdout_holds_exactly_k_of_every_class_and_keeps_the_rest():
+    y = unbalanced(10)
+    keep, hold = sc.per_class_holdout(y, 9, seed=3)
+    assert hold.dtype == keep.dtype == np.int64 and np.all(np.diff(hold) > 0) and np.all(np.diff(keep) > 0)
+    np.testing.assert_array_equal(np.bincount(y[hold], minlength=10), np.full(10, 9))
+    assert not np.intersect1d(keep, hold).size and len(keep) + len(hold) == len(y)
+    np.testing.assert_array_equal(hold, sc.per_class_holdout(y, 9, seed=3)[1])
+    assert not np.array_equal(hold, sc.per_class_holdout(y, 9, seed=4)[1])
+    # its own stream: not the draw few_shot makes with the same seed
+    assert not np.array_equal(hold, few_shot(y, 9, seed=3))
+    # the training shots drawn from what it keeps are disjoint from it, k per class again
+    shots = keep[few_shot(y[keep], 9, seed=3)]
+    assert not np.intersect1d(shots, hold).size
+    np.testing.assert_array_equal(np.bincount(y[shots], minlength=10), np.full(10, 9))
+
+
+def test_per_class_holdout_needs_a_class_larger_than_k():
+    y = np.array([0] * 10 + [1] * 5 + [2] * 10)
+    with pytest.raises(ValueError, match=r"class 1 has only 5 samples"):
+        sc.per_class_holdout(y, 5, seed=0)
+    with pytest.raises(ValueError):
+        sc.per_class_holdout(y, 0, seed=0)
+
+
+@pytest.mark.parametrize("kind,dataset", [("symmetric", None), ("asymmetric", "fashion-mnist")])
+def test_a_named_stream_is_the_same_process_in_a_draw_of_its_own(kind, dataset):
+    """corrupt_labels(stream="validation"): the same count and transition as the training draw, other samples; the
+    unnamed stream is the historical draw (tests/test_data.py pins the training labels to the digests of before)."""
+    y = balanced(10, 600)
+    train = corrupt_labels(y, 10, kind, 0.4, 5, dataset=dataset)
+    val = corrupt_labels(y, 10, kind, 0.4, 5, dataset=dataset, stream="validation")
+    np.testing.assert_array_equal(train, corrupt_labels(y, 10, kind, 0.4, 5, dataset=dataset, stream=""))
+    np.testing.assert_array_equal(val, corrupt_labels(y, 10, kind, 0.4, 5, dataset=dataset, stream="validation"))
+    assert (val != y).sum() == (train != y).sum() == round(0.4 * len(y))
+    assert not np.array_equal(np.flatnonzero(val != y), np.flatnonzero(train != y))
+    if kind == "asymmetric":
+        mapping = ASYMMETRIC_MAPS["fashion-mnist"]
+        flipped = np.flatnonzero(val != y)
+        assert all(val[i] == mapping[int(y[i])] for i in flipped)

@@ -8,7 +8,8 @@ import sys
 
 import yaml
 
-from icp import grid, status
+from icp import grid, gridfile, status
+from icp.run_config import config_digest
 from tests.conftest import REPO
 
 
@@ -26,7 +27,7 @@ def write_grid(tmp_path, methods):
 def put(run, status_, job, epochs=0, error=None):
     rec = {"status": status_, "jobs": [job], "epochs": [{}] * epochs, "error": error,
            "last": {"test": {"top1": 0.5}} if epochs else None, "config": {"train": {"epochs": 30}},
-           "config_digest": status._digest(run)}
+           "config_digest": config_digest(run)}
     os.makedirs(run.run_dir, exist_ok=True)
     with open(run.record, "w") as fh:
         json.dump(rec, fh)
@@ -38,7 +39,7 @@ def local_job(pid):
 
 def test_counts_in_flight_failed_and_lost_runs(tmp_path):
     path = write_grid(tmp_path, ["ce", "ls", "tfkd", "cskd"])
-    g = grid.expand(grid.load(path), str(path), check_recipes=False)
+    g = grid.expand(gridfile.load(path), str(path), check_recipes=False)
     runs = {r.method + ("-noisy" if r.scenario != "clean" else ""): r for r in g.runs.values()}
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -59,7 +60,8 @@ def test_counts_in_flight_failed_and_lost_runs(tmp_path):
     assert any(ln.startswith("lost") and runs["tfkd"].run_id in ln and "job gone" in ln for ln in lines)
     assert any(ln.startswith("failed") and "DataError: no such dataset" in ln for ln in lines)
     only = status.render(str(path), study="noisy")
-    assert runs["ls"].run_id not in only and len(only.splitlines()) == 4
+    assert runs["ls"].run_id not in only and len(only.splitlines()) == 5
+    assert only.splitlines()[-1].startswith("progress: 0 of 1 runs final, 0 in flight")  # its failed run is not final
 
 
 def icp(*args, cwd=None):
@@ -74,7 +76,7 @@ def test_status_says_what_it_read_refuses_a_missing_directory_and_notes_another_
     (tmp_path / "runs").mkdir()
     typo = icp("status", str(tmp_path / "rnus"), "--grid", str(path))
     assert typo.stderr.strip().endswith(f"did you mean {tmp_path / 'runs'}?")
-    g = grid.expand(grid.load(path), str(path), check_recipes=False)
+    g = grid.expand(gridfile.load(path), str(path), check_recipes=False)
     ce = next(r for r in g.runs.values() if r.method == "ce" and r.scenario == "clean")
     put(ce, "complete", local_job(1), epochs=30)
     rec = json.loads(open(ce.record).read())
@@ -113,14 +115,14 @@ def grid_folder(tmp_path):
              "studies": {"main": [{"datasets": ["fashion-mnist"], "models": ["resnet20"], "methods": methods}]}}
         (folder / f"{name}.yaml").write_text(yaml.safe_dump(g))
     (folder / "train.yaml").write_text(yaml.safe_dump({"method": {"name": "ce"}, "train": {"epochs": 2}}))
-    load = lambda name: grid.expand(grid.load(folder / f"{name}.yaml"), str(folder / f"{name}.yaml"),  # noqa: E731
+    load = lambda name: grid.expand(gridfile.load(folder / f"{name}.yaml"), str(folder / f"{name}.yaml"),  # noqa: E731
                                     check_recipes=False)
     return folder, load("a"), load("b")
 
 
 def test_status_without_grid_reports_the_grid_whose_runs_exist(tmp_path):
     folder, a, b = grid_folder(tmp_path)
-    assert grid.grid_files(folder) == [str(folder / "a.yaml"), str(folder / "b.yaml")]  # not train.yaml
+    assert gridfile.grid_files(folder) == [str(folder / "a.yaml"), str(folder / "b.yaml")]  # not train.yaml
     first = status.render(folder=folder)  # no records anywhere: the first grid, as before
     assert first.splitlines()[0].startswith(f"grid {folder / 'a.yaml'}: 1 runs")
     ls = next(r for r in b.runs.values() if r.method == "ls")
@@ -180,3 +182,23 @@ def test_status_counts_the_runs_icp_grid_counts_with_the_tuned_finals(tmp_path):
     assert proc.returncode in (0, 1), proc.stderr[-2000:]
     assert f"{n} runs" in proc.stdout.splitlines()[0] + proc.stderr, proc.stdout[:500] + proc.stderr[-500:]
     assert any("+tuned=" in r for r in grid.load_expand(path).runs)  # the selections are committed
+
+
+def test_watch_writes_a_block_per_refresh_to_a_log_and_ends_once_every_run_is_final(tmp_path, capsys, monkeypatch):
+    path = write_grid(tmp_path, ["ce"])
+    g = grid.load_expand(path, check_recipes=False)
+    (main, noisy) = g.runs.values()
+    put(main, "complete", local_job(1), epochs=30)
+    put(noisy, "running", local_job(os.getpid()), epochs=3)
+    calls = []
+
+    def finish_the_noisy_run(seconds):  # the sleep between refreshes: the sweep moves on meanwhile
+        calls.append(seconds)
+        put(noisy, "complete", local_job(1), epochs=30)
+
+    monkeypatch.setattr(status.time, "sleep", finish_the_noisy_run)
+    assert status.watch(str(path), None, None, every=7, store=False) == 0
+    out = capsys.readouterr().out
+    assert calls == [7] and out.count("(every 7 s; Ctrl-C stops watching, not the sweep)") == 2
+    assert "\x1b[" not in out  # not a terminal: blocks, no cursor codes
+    assert "progress: 1 of 2 runs final, 1 in flight" in out and "progress: 2 of 2 runs final" in out

@@ -54,8 +54,9 @@ def test_the_workflow_imports_and_expands_the_paper_grid_without_torch(tmp_path)
     modules = workflow_imports()
     assert {"icp.grid", "icp.figures"} <= set(modules), modules  # the probe found the Snakefile's imports
     code = "\n".join(f"import {m}" for m in modules) + """
-from icp import figures, grid
-g = grid.expand(grid.with_params(grid.load("config/paper.yaml", check=False, apply_params=False)), "config/paper.yaml")
+from icp import figures, grid, gridfile
+g = grid.expand(gridfile.with_params(gridfile.load("config/paper.yaml", check=False, apply_params=False)),
+                "config/paper.yaml")
 figs = figures.available(g.studies)
 need = [r.record for f in figs for r in figures.checkpoint_runs(f, g)]
 args = [r.train_args() for r in g.runs.values()]

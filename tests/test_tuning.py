@@ -64,7 +64,7 @@ def test_unequal_trials_and_a_tuned_method_without_a_space_are_refused():
 
 
 def _tuned_grid(tmp_path, trials=3):
-    from icp import grid
+    from icp import grid, gridfile
 
     spec = {
         "runs_dir": str(tmp_path / "runs"), "results_dir": str(tmp_path / "res"), "seeds": [0, 1],
@@ -76,7 +76,7 @@ def _tuned_grid(tmp_path, trials=3):
         "studies": {"tuned": [{"datasets": ["fashion-mnist"], "models": ["resnet20"], "methods": ["ce", "icp-adam"],
                                "tune": True}]},
     }
-    grid.validate_schema(spec, "g.yaml")
+    gridfile.validate_schema(spec, "g.yaml")
     return grid.expand(spec, "g.yaml")
 
 
@@ -403,3 +403,14 @@ def test_the_submitit_executor_reports_a_lost_trial_as_a_success(tmp_path):
     calls.clear()
     stopped = finish(TRIAL_ID, "FileNotFoundError: gone")
     assert [c[0] for c in calls] == ["error"] and (stopped / records.STOPPED).exists()
+
+
+def test_the_selection_reads_the_settings_validation_never_the_clean_oracle():
+    """A noisy cell's record carries last.val (noisy labels) and last.val_clean (the oracle): trial 1 is best on the
+    noisy validation, trial 0 on the clean labels a noisy-label method does not have; the selection takes trial 1."""
+    trials = [(f"c/ce+trial={i}/s0", {"optim.lr": lr}) for i, lr in enumerate([0.1, 0.2])]
+    records = [{"status": "complete", "last": {"val": {"top1": 0.40}, "val_clean": {"top1": 0.90}, "test": {"top1": 0.9}}},
+               {"status": "complete", "last": {"val": {"top1": 0.45}, "val_clean": {"top1": 0.60}, "test": {"top1": 0.6}}}]
+    sel = tuning.select(trials, records)
+    assert sel["chosen"] == 1 and sel["metric"] == "last.val.top1"
+    assert [t["val_top1"] for t in sel["trials"]] == [0.40, 0.45]

@@ -5,9 +5,11 @@ import math
 import pytest
 import torch
 
-from icp import bench, config, data, engine, models
-from icp.config import ConfigError
+from icp import bench, config, data, engine
 from icp.methods.icp import ICPOptions, refine
+from icp.models import build_model
+from icp.models.vae import ConvVAE, VAEOutput
+from icp.schema import ConfigError
 from icp import metrics
 from icp.metrics import ClassifierFeatures, GenerativeMetrics, InceptionFeatures
 
@@ -18,7 +20,7 @@ VAE_RUN = ["model.name=vae", "method.name=vae", "optim.name=adamw", "optim.lr=0.
 
 @pytest.mark.parametrize("channels, size", [(1, 28), (3, 64)])
 def test_vae_shapes_and_taps(channels, size):
-    model = models.build_model("vae", 10, channels, size)
+    model = build_model("vae", 10, channels, size)
     out, feats = model(torch.randn(3, channels, size, size), features=True)
     assert out.recon.shape == (3, channels, size, size) and out.mu.shape == out.logvar.shape == (3, 32)
     assert tuple(feats) == model.feature_names + ("pool",)
@@ -28,7 +30,7 @@ def test_vae_shapes_and_taps(channels, size):
 
 def test_vae_objective_matches_a_hand_computation():
     torch.manual_seed(0)
-    model = models.build_model("vae", 10, 1, 28, beta=0.5)
+    model = build_model("vae", 10, 1, 28, beta=0.5)
     x = torch.randn(4, 1, 28, 28)
     out = model.eval()(x)
     recon = 0.5 * ((out.recon - x) ** 2).sum(dim=(1, 2, 3))
@@ -42,7 +44,7 @@ def test_icp_refinement_lowers_the_vae_loss_and_changes_no_weight_or_bn_statisti
     images, info = test_images
     x = (images - info.mean[0]) / info.std[0]
     torch.manual_seed(0)
-    model = models.build_model("vae", 10, 1, 28)
+    model = build_model("vae", 10, 1, 28)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     for i in range(40):  # a briefly trained VAE: at initialisation the decoder ignores its input
         batch = x[(i % 4) * 50:(i % 4 + 1) * 50]
@@ -105,19 +107,19 @@ def test_ssim_and_fid_of_a_set_with_itself_and_with_noise(test_images, network, 
     if network == "inception":  # 299×299 forward passes on the CPU: fewer images
         x, features = x[:16], InceptionFeatures(request.getfixturevalue("inception_file"))
     else:
-        features = ClassifierFeatures(models.build_model("resnet20", 10, 1), info.mean, info.std, "random resnet20")
+        features = ClassifierFeatures(build_model("resnet20", 10, 1), info.mean, info.std, "random resnet20")
     norm = lambda img: (img - info.mean[0]) / info.std[0]  # noqa: E731
 
     class Echo(torch.nn.Module):  # a "VAE" that reconstructs its input plus fixed noise
         def __init__(self, sigma):
             super().__init__()
-            self.sigma, self.vae = sigma, models.build_model("vae", 10, 1, 28)
+            self.sigma, self.vae = sigma, build_model("vae", 10, 1, 28)
 
         def forward(self, inp):
             noise = torch.randn(inp.shape, generator=torch.Generator().manual_seed(0)) * self.sigma / info.std[0]
-            return models.VAEOutput(inp + noise, torch.zeros(len(inp), 32), torch.zeros(len(inp), 32))
+            return VAEOutput(inp + noise, torch.zeros(len(inp), 32), torch.zeros(len(inp), 32))
 
-        terms, sample = staticmethod(models.ConvVAE.terms), lambda self, n, g=None: self.vae.sample(n, g)
+        terms, sample = staticmethod(ConvVAE.terms), lambda self, n, g=None: self.vae.sample(n, g)
 
     scores = {}
     for sigma in (0.0, 0.1, 0.3):

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The converged Fashion-MNIST reference on one GPU (config/reference.yaml: 87 runs of the paper grid, ResNet-20,
+# The converged Fashion-MNIST reference on one GPU (config/reference.yaml: runs of the paper grid, ResNet-20,
 # 30 epochs, seeds 0-2), in one command from the repository's environment (`pip install -e .`: torch, snakemake,
 # submitit):
 #
@@ -78,8 +78,8 @@ cat "$RESULTS/machine.txt" >&2
 $PYTHON - "$GRID" <<'EOF' || fail "Fashion-MNIST is missing and could not be downloaded"
 import sys
 from pathlib import Path
-from icp import data, grid
-root = grid.load(sys.argv[1]).get("data_root", "data")
+from icp import data, gridfile
+root = gridfile.load(sys.argv[1]).get("data_root", "data")
 if data._find_fashion_mnist(Path(root)) is None:
     print(data.prepare("fashion-mnist", root, download=True))
 EOF

@@ -12,17 +12,23 @@ those files:
 * ``laptop-run``: what the laptop pipeline trains (``config/laptop.yaml`` with ``params.yaml``, expanded by
   ``icp.grid``: studies, cells, variants, seeds, settings) and how long its last retraining took (from its
   summary, which git holds: the runs' wall times summed, and the CPU they name);
-* ``laptop-main``: the headline (last-epoch test top-1) and difference tables of the laptop pipeline's
-  ``results/laptop/tables/main.md``, as ``dvc repro`` wrote them;
+* ``laptop-main``: the headline (last-epoch test top-1) and primary-comparison tables of the laptop pipeline's
+  ``results/laptop/tables/main.md`` with the line under them (family, seeds, detectable difference), as ``dvc
+  repro`` wrote them;
 * ``laptop-tuned``: the Equal tuning section of ``results/laptop/tables/tuned.md`` (default beside tuned, the
-  chosen trials);
-* ``verdict``: the verdict across the laptop's settings, ``results/laptop/tables/verdict.md`` (:mod:`icp.verdict`:
-  IQM difference to ce with its stratified bootstrap interval, probabilities of improvement, average ranks and the
-  critical difference), as ``icp tables`` wrote it;
+  chosen trials, their tuning luck and the tuning compute in ce runs);
+* ``verdict``: study main's section of the laptop's verdict per study, ``results/laptop/tables/verdict.md``
+  (:mod:`icp.results.verdict`: IQM difference to ce, normalised and in pp, with its stratified bootstrap interval where the
+  seeds allow, probabilities of improvement, average ranks and, with 5 units or more, the critical difference), as
+  ``icp tables`` wrote it;
 * ``paper-methods``: the paper grid's method lists (``x-methods``, ``x-headline``) with their counts;
 * ``reference-runs``: the reference grid's runs per study and their estimated H100 GPU-hours;
 * ``gpu-reference``: the first GPU results, the complete cells of ``results/reference/h200/fmnist-5ep/tables/main.md``
   with the machine, torch, epochs, seeds, wall time and what was left out, as ``tools/gpu_lease.sh`` wrote them;
+* ``figures``: every figure of ``icp/figures/`` (the registry, :mod:`icp.figures`) with the study it draws and its
+  caption, in docs/results.md;
+* ``config-reference``: every key of the training config with what it accepts, its default and its comment in the
+  schema (``icp/config.py``, read by :func:`icp.schema.field_docs`), in docs/config.md;
 * ``detectable``: the true difference (in sds of the per-seed differences) that a paired t-test detects with 80 %
   power at 2, 3, 5, 10, 20 seeds (:func:`icp.stats.detectable_difference`).
 
@@ -36,6 +42,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # this checkout's icp, not another one an editable install points at
 README = REPO / "README.md"
 DOCS = REPO / "docs"
 
@@ -86,13 +93,17 @@ def paper_tuning() -> str:
 
 
 def laptop_main() -> str:
+    """The headline table and the primary comparisons of the laptop's main.md, then once the line that every table
+    there ends with (its family, seeds and detectable difference)."""
     text = (REPO / "results" / "laptop" / "tables" / "main.md").read_text()
-    keep = []
+    keep, note = [], ""
     for section in text.split("\n## ")[1:]:
         title, _, body = section.partition("\n")
-        if title.startswith(("Test top-1 (%) at the last epoch", "Top-1 difference to ce")):
-            keep.append(f"*{title}*\n\n{body.strip()}")
-    return "\n\n".join(keep)
+        table, _, note = body.strip().partition("\n\n*Primary family")
+        if title.startswith(("Test top-1 (%) at the last epoch", "Primary comparisons")):
+            keep.append((not title.startswith("Test top-1"), f"*{title}*\n\n{table.strip()}"))
+    return "\n\n".join([text for _, text in sorted(keep, key=lambda k: k[0])]
+                         + ([f"*Primary family{note.rstrip()}"] if note else []))
 
 
 GPU_REFERENCE = REPO / "results" / "reference" / "h200" / "fmnist-5ep"
@@ -174,18 +185,20 @@ def reference_runs() -> str:
 
 
 def verdict() -> str:
+    """Study main's section of the laptop's verdict, without its heading (the README's section names it) and the
+    file's explanation (docs/results.md gives it); the other studies' sections stay in the file."""
     text = (REPO / "results" / "laptop" / "tables" / "verdict.md").read_text()
-    return text.partition("\n\n")[2].strip()  # without its title: the README's section names it
+    return text.partition("\n## main\n")[2].partition("\n## ")[0].strip()
 
 
 def laptop_run() -> str:
     import os
 
-    from icp import grid as gridlib
+    from icp import grid as gridlib, gridfile
 
     os.chdir(REPO)
     g = gridlib.load_expand("config/laptop.yaml")
-    spec = gridlib.load("config/laptop.yaml")
+    spec = gridfile.load("config/laptop.yaml")
     parts = []
     for study, ids in g.studies.items():
         cells: dict[str, list[str]] = {}
@@ -221,18 +234,47 @@ def laptop_run() -> str:
 
 
 def detectable() -> str:
+    from icp.results.render import markdown_table
     from icp.stats import detectable_difference
 
     seeds = (2, 3, 5, 10, 20)
-    return ("| seeds (pairs) | " + " | ".join(map(str, seeds)) + " |\n|---|" + "---|" * len(seeds) + "\n"
-            "| detectable difference (× sd of differences) | "
-            + " | ".join(f"{detectable_difference(n, 1.0):.2f}" for n in seeds) + " |")
+    return markdown_table(["seeds (pairs)", *seeds], [["detectable difference (× sd of differences)",
+                                                      *(f"{detectable_difference(n, 1.0):.2f}" for n in seeds)]])
+
+
+def figures() -> str:
+    """One line per figure module of ``icp/figures/`` (an installed plugin's figures are not this repository's): its
+    name, study and caption (reStructuredText's ``literal`` as Markdown's `literal`)."""
+    from icp import figures as registry
+
+    return "\n".join(f"* `{name}` (study `{study}`): {registry.CAPTIONS[name].replace('``', '`')}"
+                     for name, (study, _) in registry.FIGURES.items()
+                     if registry.module_of(name).__name__.startswith("icp.figures."))
+
+
+def config_reference() -> str:
+    """Every key of the training config (:mod:`icp.config`), one row each: what it accepts (its range check where it
+    has one, else its type), its default and the comment beside it in the schema's source."""
+    import dataclasses
+    import json
+
+    from icp import config
+    from icp.schema import field_docs, type_name
+
+    rows = ["| key | accepts | default | what |", "|---|---|---|---|"]
+    for section in dataclasses.fields(config.Config):
+        for name, annotation, default, note in field_docs(section.default_factory().__class__):
+            key = f"{section.name}.{name}"
+            accepts = config.RANGES[key][1] if key in config.RANGES else type_name(annotation)
+            shown = json.dumps(default).replace("|", "\\|")
+            rows.append(f"| `{key}` | {accepts} | `{shown}` | {note.replace('|', '/')} |")
+    return "\n".join(rows)
 
 
 BLOCKS = {"paper-cost": paper_cost, "paper-tuning": paper_tuning, "laptop-run": laptop_run,
           "laptop-main": laptop_main, "laptop-tuned": laptop_tuned, "paper-methods": paper_methods,
           "reference-runs": reference_runs, "verdict": verdict, "detectable": detectable,
-          "gpu-reference": gpu_reference}
+          "gpu-reference": gpu_reference, "figures": figures, "config-reference": config_reference}
 
 
 def _pattern(name: str) -> re.Pattern:

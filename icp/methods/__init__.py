@@ -11,9 +11,12 @@ This module imports no torch: the grid's expansion and config validation (:func:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
+from typing import Any
 
 from icp.methods.options import OPTIONS, SOURCES, NoOptions
+from icp.schema import ConfigError, dataclass_from_options, did_you_mean
 
 METHODS: dict[str, type[Method]] = {}
 
@@ -43,10 +46,20 @@ def register(cls: type[Method]) -> type[Method]:
 def options_of(name: str) -> type:
     """A method's ``Options`` dataclass, without importing the method (nor torch)."""
     if name not in OPTIONS:
-        from icp.config import ConfigError, did_you_mean
-
         raise ConfigError(f"method.name: unknown method '{name}'{did_you_mean(name, OPTIONS)}")
     return OPTIONS[name]
+
+
+@functools.lru_cache(maxsize=None)
+def option_defaults(name: str) -> dict[str, Any]:
+    """A method's options at their defaults (its ``Options`` fields that have one), without importing the method."""
+    out = {}
+    for f in dataclasses.fields(options_of(name)):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
 
 
 def get(name: str) -> type[Method]:
@@ -55,8 +68,6 @@ def get(name: str) -> type[Method]:
     if name not in METHODS:
         importlib.import_module(SOURCES[name])
     if name not in METHODS:
-        from icp.config import ConfigError
-
         raise ConfigError(f"method.name: {SOURCES[name]} declares '{name}' but registers no Method class with "
                           f"that name (@register, name = '{name}')")
     return METHODS[name]
@@ -68,15 +79,11 @@ def list_methods() -> list[str]:
 
 def validate_options(name: str, options: dict) -> dict:
     """Validate ``method.options`` against the method's Options dataclass; return it with defaults filled in."""
-    from icp.config import dataclass_from_options
-
     return dataclasses.asdict(dataclass_from_options(options_of(name), options, "method.options."))
 
 
 def build_method(name: str, model, options: dict, ctx: MethodContext) -> Method:
     cls = get(name)
-    from icp.config import ConfigError, dataclass_from_options
-
     kind = "generative" if getattr(model, "generative", False) else "classifier"
     if kind not in cls.supports:
         fits = [m for m in list_methods() if kind in get(m).supports]
@@ -86,4 +93,4 @@ def build_method(name: str, model, options: dict, ctx: MethodContext) -> Method:
 
 
 __all__ = ["Batch", "Method", "MethodContext", "NoOptions", "TrainOutput", "METHODS", "OPTIONS",
-           "register", "get", "options_of", "list_methods", "validate_options", "build_method"]
+           "register", "get", "options_of", "option_defaults", "list_methods", "validate_options", "build_method"]

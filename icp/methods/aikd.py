@@ -46,7 +46,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from icp.config import ConfigError
+from icp.schema import ConfigError
 from icp.methods.options import TEACHER_KEY, ProgressiveOptions, declare
 
 
@@ -76,10 +76,11 @@ class AIKDOptions(ProgressiveOptions):
                 raise ConfigError(f"method.options.{key}: expected {expected}, got {getattr(self, key)!r}")
 
     cost_basis = "ce's step + the pre-trained teacher's forward (the discriminator's MLP on K probabilities not counted)"
+    teacher_method = "ce"  # the pre-trained model: the cell's ce run; its training counts to AI-KD's cost
 
     def step_cost(self, epoch: int, epochs: int) -> float:
         """The student's ce step and the frozen teacher's forward of the same batch: 4/3 (the teacher's own training
-        is a run of its own, counted there)."""
+        is a run of its own, added by :func:`icp.methods.options.training_cost`)."""
         return 4 / 3
 
 

@@ -1,5 +1,5 @@
-"""Confusion Distillation (``confdist``): Kang & Kim, "What Do Students Learn? A Feature-Level Analysis of Dark
-Knowledge", ICPR 2026 (arXiv 2606.03052), Sec. 4.2, Eq. 3 and 6-9. Official code:
+"""Confusion Distillation (``confdist``, with **train-split confusion**): Kang & Kim, "What Do Students Learn?
+A Feature-Level Analysis of Dark Knowledge", ICPR 2026 (arXiv 2606.03052), Sec. 4.2, Eq. 3 and 6-9. Official code:
 https://github.com/KangWooya/What_Do_Students_Learn, ``training/train_cd.py`` (``_init_smoothing_matrix``,
 ``_confkd_mode``, ``_compute_confusion_prob``, ``train`` and the main loop), recipe in its ``README.md``.
 
@@ -25,6 +25,11 @@ official absolute schedules are reproduced exactly for their epoch counts (3:3:3
 every epoch from the end of the first phase on (official ``epoch >= transition_epoch[0]``), hard phases included, and
 a soft epoch reads the Q̃ of the epochs before it.
 
+**Train-split confusion: our numbers are not comparable with the paper's.** Q(t) here counts the confusion of the
+*training* split; the paper's official code counts it on the *test* split (a leak, below), so the paper's CIFAR-100
+numbers (Table 2: 77.13 ± 0.01 % for ResNet-18 at 300 epochs, the official README's "Main Results") are not
+comparable with ours, and not a target this implementation can or should reproduce.
+
 **Departure from the official code (a test-set leak).** The official ``_compute_confusion_prob`` builds Q(t) from an
 eval-mode pass over ``cifar100_test_loader``, the *test* split, whose labels then become the training targets: the
 reported accuracy is measured on the data that shaped the targets. The paper does not say which data Q(t) uses for
@@ -49,7 +54,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from icp.config import ConfigError
+from icp.schema import ConfigError
 from icp.methods.options import Cost, declare
 
 

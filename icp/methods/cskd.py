@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from icp.config import ConfigError
+from icp.schema import ConfigError
 from icp.methods.options import Cost, declare
 
 

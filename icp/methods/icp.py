@@ -46,7 +46,7 @@ Per training batch (x, y) at 0-based epoch e of E (:meth:`ICP.forward_train`):
      configs set it).
 
 *Generative models* (the paper's VAE experiment; ``model.name: vae``). The same code with the VAE objective as
-the task loss (:meth:`icp.models.ConvVAE.objective`, recon + β·KL) and the clean input as the target: L_task is
+the task loss (:meth:`icp.models.vae.ConvVAE.objective`, recon + β·KL) and the clean input as the target: L_task is
 the objective of the clean pass (train mode, sampled z), and the refinement lowers the objective of reconstructing
 the *clean* x from x_k, with the model in eval mode, where z = μ (no sampling inside the refinement; the KL term of
 μ(x_k), σ(x_k) is part of the refined loss). The distilled taps are the encoder stages. These choices are
@@ -112,7 +112,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from icp.config import ConfigError
+from icp.schema import ConfigError
 from icp.methods.options import ICP_PRESETS, Cost, declare
 
 
@@ -161,6 +161,20 @@ class ICPOptions(Cost):
         if not all(isinstance(name, str) for name in self.layers):
             raise bad("layers", "a list of feature tap names", self.layers)
 
+    # with K = 0 a variant refines nothing and distils nothing (the α-only control): only these options still act
+    alpha_only_options = ("steps", "warmup", "label_smoothing", "authors_eval_ce")  # and the eval-mode CE term
+
+    @classmethod
+    def canonical(cls, options: dict):
+        """ICP with ``steps: 0`` (the α-only control) is one run whatever its input optimizer and refinement options:
+        ``icp`` with the options that still act (:attr:`alpha_only_options`)."""
+        if options.get("steps") == 0:
+            return "icp", {k: v for k, v in options.items() if k in cls.alpha_only_options}
+        return None
+
+    # icp grid --cost (Cost): the options that change a step's time, the one counting its passes, the methods alike
+    cost_options = ("steps", "reuse_clean_grad", "cuda_graph", "warm_start", "authors_eval_ce")
+    pass_count, family = ("steps", "K"), "icp"
     cost_basis = ("ce's forward + backward, then after warm-up K refinement steps (forward + input gradient), a target "
                   "forward and with authors_eval_ce an eval-mode forward + backward")
 
@@ -319,8 +333,6 @@ class ICP(Method):
 
     def __init__(self, model, options: ICPOptions, ctx: MethodContext):
         super().__init__(model, options, ctx)
-        from icp.config import ConfigError
-
         taps = tuple(getattr(model, "feature_names", ()))
         self.layers = list(options.layers) or list(taps)
         unknown = [name for name in self.layers if name not in taps and name != "pool"]

@@ -31,30 +31,43 @@ z̃_k, F̃_k. The self-teacher gives t̂ on the F̂ and t̃ on the F̃. The loss
 
 (paper Sec. 3: feature-map distillation with a discriminator, logit distillation between the mixture of the pair's
 predictions and the mixup image's, and the self-teacher's soft labels for the backbone). All terms have weight 1
-and are minimised jointly by one optimizer over network, heads and discriminators (no adversarial sign), as in the
-official code. T = 3 and a = 0.4 are the CIFAR script's defaults (``--kd_T``, ``--mixup-alpha``; 0.2 on ImageNet).
+and are minimised by one optimizer, as in the official code. T = 3 and a = 0.4 are the CIFAR script's defaults
+(``--kd_T``, ``--mixup-alpha``; 0.2 on ImageNet).
+
+**The discriminators (``discriminators``).** ``frozen`` (the default) is the official code as it runs:
+``methods/adversarial.py``'s ``discriminatorLoss`` keeps its ``Discriminator``s in a plain Python list
+(``self.classifier = []``), so they are not submodules: not in ``trainable_list.parameters()`` (which
+``main_mixskd_cifar.py`` hands to its one SGD), never updated, and the network minimises the BCE of S fixed random
+MLPs (``loss = loss_cls + loss_div + loss_fea + loss_gan``). We keep them frozen at their random initialisation
+(as submodules with ``requires_grad`` off, so they are checkpointed and a resume is exact). ``adversarial`` is a
+true min-max over the same BCE: the discriminators minimise it (they learn to tell the pair's interpolated maps
+from the mixup images' maps) while the network maximises it (its maps learn to be told apart less), through a
+gradient-reversal layer on the discriminators' input (Ganin & Lempitsky, ICML 2015), in the same single step and
+optimizer: the GAN-style game that the word "adversarial" (the official file's name) and a discriminator suggest.
+We could not read the paper's equation for this term here; neither option is checked against it. The earlier
+``train_discriminators: true`` (one optimizer minimising the same BCE over the network *and* the discriminators)
+is gone: it is neither the official code nor a min-max game.
 
 What we keep, and where we depart from the official code:
 
 * Everything above is kept; the auxiliary branches, the self-teacher and the discriminators are submodules of this
-  method, trained by the engine's optimizer (with weight decay, as the official SGD over ``trainable_list``) and
-  saved in every checkpoint; ``eval_model`` is the bare classifier, so evaluation and the shipped network never
-  run them. The official ``test`` reports the best top-1 of the S classifiers (``max(acc1)``); we report the
-  backbone's, the network one would deploy.
-* **Official bug 1, the discriminators are never trained:** ``discriminatorLoss`` keeps them in a plain Python list
-  (``self.classifier = []``), so they are not submodules: not in ``trainable_list.parameters()``, never updated
-  (nor saved), and the network minimises the BCE of fixed random MLPs. The code's intent (the loss module is
-  appended to ``trainable_list``) is to train them: we do (``train_discriminators: true``); ``false`` reproduces
-  the official behaviour (frozen at their random initialisation; still checkpointed, so a resume is exact).
-* **Official bug 2, the mixup cross-entropy is not back-propagated on CIFAR:** ``main_mixskd_cifar.py`` computes
+  method, saved in every checkpoint; the branches and the self-teacher (and the discriminators, ``adversarial``
+  only) are trained by the engine's optimizer (with weight decay, as the official SGD over ``trainable_list``);
+  ``eval_model`` is the bare classifier, so evaluation and the shipped network never run them. The official
+  ``test`` reports the best top-1 of the S classifiers (``max(acc1)``); we report the backbone's, the network one
+  would deploy.
+* **The discriminators are never trained in the official code** (above): its intent is unclear (the loss module is
+  appended to ``trainable_list``, but holds no parameters there); we follow what it does by default
+  (``discriminators: frozen``); ``adversarial`` is the min-max alternative.
+* **An official bug, the mixup cross-entropy is not back-propagated on CIFAR:** ``main_mixskd_cifar.py`` computes
   ``loss_mixcls`` but leaves it out of ``loss``; ``main_mixskd_imagenet.py`` adds the same terms to its loss, and
   MixSKD's task loss on mixup images is the point of the method. Without it nothing trains the self-teacher (its
   logits enter the loss only as detached KD targets), so the CIFAR script distils from a random self-teacher. We
   back-propagate it (``mixup_ce: true``); ``false`` is the CIFAR script as it runs.
 * The branches' convolutions and BatchNorms are initialised as our models' stages (Kaiming normal, fan-out); the
   self-teacher's and heads' layers keep PyTorch's default initialisation, as all official layers do. The official
-  models are its own CIFAR ResNets; ours are this project's models (:class:`icp.models.ClassifierNet`: any model
-  with ``stages`` and ``final``).
+  models are its own CIFAR ResNets; ours are this project's models (:class:`icp.models.base.ClassifierNet`: any
+  model with ``stages`` and ``final``).
 * λ and π are drawn from torch's CPU generator (seeded per epoch by the engine, so a resume is exact), not
   ``np.random``; ``mixup_alpha`` must be > 0 (the official code falls back to λ = 0.5 at 0).
 
@@ -66,8 +79,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from icp.config import ConfigError
+from icp.schema import ConfigError
 from icp.methods.options import Cost, declare
+
+
+DISCRIMINATORS = ("frozen", "adversarial")
 
 
 @dataclass
@@ -77,13 +93,13 @@ class MixSKDOptions(Cost):
     mixup_alpha: float = 0.4  # a of λ ~ Beta(a, a), one λ per step (official CIFAR default 0.4; ImageNet 0.2)
     temperature: float = 3.0  # T of every KL term (official --kd_T 3)
     mixup_ce: bool = True  # back-propagate the mixup CE terms (official ImageNet script; the CIFAR one omits them)
-    train_discriminators: bool = True  # train the feature discriminators (official code: a bug leaves them random)
+    discriminators: str = "frozen"  # frozen: official code (never trained); adversarial: min-max via gradient reversal
 
     def __post_init__(self):
         checks = {"mixup_alpha": (self.mixup_alpha > 0, "a number > 0"),
                   "temperature": (self.temperature > 0, "a number > 0"),
                   "mixup_ce": (isinstance(self.mixup_ce, bool), "true or false"),
-                  "train_discriminators": (isinstance(self.train_discriminators, bool), "true or false")}
+                  "discriminators": (self.discriminators in DISCRIMINATORS, f"one of {', '.join(DISCRIMINATORS)}")}
         for key, (ok, expected) in checks.items():
             if not ok:
                 raise ConfigError(f"method.options.{key}: expected {expected}, got {getattr(self, key)!r}")
@@ -163,12 +179,28 @@ def discriminator(channels: int, hidden: int = 128) -> nn.Module:
     return nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 2))
 
 
+class GradReverse(torch.autograd.Function):
+    """Identity forward, negated gradient backward (Ganin & Lempitsky 2015): what is upstream maximises the loss
+    that what is downstream minimises."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -grad
+
+
 def mixskd_losses(logits: Sequence[torch.Tensor], maps: Sequence[torch.Tensor], teacher_mix: torch.Tensor,
                   teacher_mixed: torch.Tensor, y: torch.Tensor, lam: float, perm: torch.Tensor, t: float,
-                  discriminators: Sequence[nn.Module], mixup_ce: bool = True) -> dict[str, torch.Tensor]:
+                  discriminators: Sequence[nn.Module], mixup_ce: bool = True,
+                  adversarial: bool = False) -> dict[str, torch.Tensor]:
     """The MixSKD loss terms (module docstring). ``logits[k]`` (2B, K) and ``maps[k]`` (2B, C, H, W) are classifier
     k's outputs on [x; x̃] (the backbone last); ``teacher_mix`` / ``teacher_mixed`` the self-teacher's logits on the
-    pair's mixed maps / on the mixup images' maps; ``perm`` the mixup permutation of the batch."""
+    pair's mixed maps / on the mixup images' maps; ``perm`` the mixup permutation of the batch. ``adversarial``:
+    the discriminators' input goes through :class:`GradReverse` (the same ``disc`` value; the network's gradient
+    of it negated)."""
     b = len(y)
     y_perm = y[perm]
     logits = [z.float() for z in logits]
@@ -194,9 +226,12 @@ def mixskd_losses(logits: Sequence[torch.Tensor], maps: Sequence[torch.Tensor], 
     losses["feat"] = sum(F.mse_loss(a, m) for a, m in zip(map_mixes, maps_mixed))
     target = torch.cat([y.new_tensor([1.0, 0.0], dtype=torch.float).expand(b, 2),
                         y.new_tensor([0.0, 1.0], dtype=torch.float).expand(b, 2)])
-    losses["disc"] = sum(
-        F.binary_cross_entropy_with_logits(d(torch.flatten(F.adaptive_avg_pool2d(torch.cat([a, m]), 1), 1)), target)
-        for d, a, m in zip(discriminators, map_mixes, maps_mixed))
+    def disc_input(a, m):
+        pooled = torch.flatten(F.adaptive_avg_pool2d(torch.cat([a, m]), 1), 1)
+        return GradReverse.apply(pooled) if adversarial else pooled
+
+    losses["disc"] = sum(F.binary_cross_entropy_with_logits(d(disc_input(a, m)), target)
+                         for d, a, m in zip(discriminators, map_mixes, maps_mixed))
     return losses
 
 
@@ -212,15 +247,15 @@ class MixSKD(Method):
         super().__init__(model, options, ctx)
         stages, final = getattr(model, "stages", None), getattr(model, "final", None)
         if stages is None or final is None or len(stages) < 2:
-            raise ValueError("mixskd needs a classifier with at least two stages (icp.models.ClassifierNet), got "
-                             f"{type(model).__name__}")
+            raise ValueError("mixskd needs a classifier with at least two stages (icp.models.base.ClassifierNet), "
+                             f"got {type(model).__name__}")
         names = model.feature_names
         channels, k = model.feature_channels[names[-1]], ctx.num_classes
         self.taps = names[:-1]
         self.branches = nn.ModuleList(Branch(stages[i + 1:], final, channels, k) for i in range(len(self.taps)))
         self.teacher = SelfTeacher(len(names), channels, k)
         self.discriminators = nn.ModuleList(discriminator(channels) for _ in names)
-        self.discriminators.requires_grad_(options.train_discriminators)
+        self.discriminators.requires_grad_(options.discriminators == "adversarial")  # frozen: the official code
 
     def forward_train(self, batch: Batch, epoch: int) -> TrainOutput:
         o, x, b = self.options, batch.x, len(batch.y)
@@ -238,5 +273,5 @@ class MixSKD(Method):
         teacher_mix = self.teacher([lam * f[:b] + (1 - lam) * f[:b][perm] for f in maps])
         teacher_mixed = self.teacher([f[b:] for f in maps])
         losses = mixskd_losses(all_logits, maps, teacher_mix, teacher_mixed, batch.y, lam, perm, o.temperature,
-                               self.discriminators, o.mixup_ce)
+                               self.discriminators, o.mixup_ce, o.discriminators == "adversarial")
         return TrainOutput(logits[:b], losses)

@@ -32,32 +32,68 @@ control (``ce+budget=METHOD``) trains as many ``ce`` epochs as the run it matche
 (:func:`icp.grid.expand`), and the compute figure's x-axis is the same sum. Costs are FLOPs, the same on every
 machine, never a step-time ratio of one GPU (where launch overheads, CUDA graphs or compilation differ by method).
 What a cost leaves out is said where it is declared (small heads, the discriminator).
+
+**Counted costs.** ``python -m icp.flops`` counts each method's step with torch's FLOP counter on each model the
+paper grid trains and writes :data:`FLOPS_TABLE` (method, model, counted and declared ratio). Given the run's
+model, :func:`epoch_costs` (so :func:`training_cost`, the compute-matched control's epochs, ``icp grid --cost``)
+costs a step by the count where the table has the method on that model and the step is the one counted (its
+declared cost equals the counted row's declared one: ICP's warm-up epochs and another K keep their declared
+cost), and the count differs from the declaration by more than :data:`CONFIRMED`; else by the declaration (a
+count within 1 % confirms it: ICP-Adam's 4.68 counted against 14/3 keeps the matched control's epochs). The
+table is read here, torch-free.
 """
 from __future__ import annotations
 
 import ast
 import importlib
-import importlib.metadata
 import importlib.util
 import math
-import pkgutil
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
-from icp.config import ConfigError
+from icp.plugins import plugin_modules
+from icp.schema import ConfigError, dataclass_from_options
 
 
 class Cost:
-    """The training cost a method declares (see the module docstring): one ``ce`` step unless overridden."""
+    """The training cost a method declares (see the module docstring): one ``ce`` step unless overridden.
+    ``teacher_method``: the method of the run whose trained model this method starts from (its option ``teacher``,
+    AI-KD's pre-trained ce model): the grid trains that run in the same cell, at the same recipe and step budget,
+    and its FLOPs count to this method's training cost (:func:`training_cost`).
+
+    ``icp grid --cost`` (:mod:`icp.throughput`) times a step by the bench rows of the method, and reads here what a
+    step's time depends on: ``cost_options``, the options that change it (a row stands for a run where they agree;
+    others, e.g. ICP's step size, change no step's time); ``pass_count``, the one of them that counts a step's
+    passes, and its symbol (ICP's K: a row at another count stands for the run with its extra time over the
+    baseline scaled by FLOPs, and a step at count 0 costs its FLOPs); ``family``, a name that methods whose steps run
+    alike share (ICP's presets: a packing measured of one stands for the others); :meth:`baseline_epochs`."""
 
     cost_basis = "forward + backward of the model, as ce"
+    teacher_method: Optional[str] = None
+    cost_options: tuple[str, ...] = ()
+    pass_count: Optional[tuple[str, str]] = None  # (option, symbol)
+    family: Optional[str] = None
 
     def step_cost(self, epoch: int, epochs: int) -> float:
         """FLOPs of one training step at ``epoch`` (0-based) of ``epochs``, in ``ce`` steps of the same batch."""
         return 1.0
+
+    def baseline_epochs(self, epochs: int) -> int:
+        """The leading epochs of ``epochs`` whose steps are the baseline's (ICP's warm-up of plain CE), which ``icp
+        grid --cost`` times at the baseline's speed: those before the first whose step costs other than one ce step,
+        for a method whose pass count is above 0; else none (a step is timed as the method's)."""
+        if not self.pass_count or not getattr(self, self.pass_count[0]):
+            return 0
+        return next((e for e in range(epochs) if self.step_cost(e, epochs) != 1.0), epochs)
+
+    @classmethod
+    def canonical(cls, options: dict) -> Optional[tuple[str, dict]]:
+        """The (method, options) of the run that a run of this method with ``options`` is in disguise, so that every
+        study shares one run of it (ICP with K = 0 is the α-only control ``icp``); None: itself."""
+        return None
 
 
 @dataclass
@@ -84,23 +120,92 @@ class ProgressiveOptions(Cost):
             raise ConfigError(f"method.options.alpha_T: expected a number in [0, 1], got {self.alpha_T!r}")
 
 
-def epoch_costs(method: str, options: dict, epochs: int) -> list[float]:
+# ------------------------------------------------------------------------------------------ counted costs
+FLOPS_TABLE = Path(__file__).resolve().parents[2] / "results" / "reference" / "flops.csv"  # python -m icp.flops
+FLOPS_COLUMNS = ("method", "model", "counted", "declared", "data", "batch", "torch")
+CONFIRMED = 0.01  # a count within this fraction of the declaration confirms it: the declared cost stands
+_COUNTED: dict = {}  # table path -> {(method name, model): [(declared, counted, spec), ...]}
+
+
+def counted_table(path: Optional[Path] = None) -> dict:
+    """The committed FLOP counts (:data:`FLOPS_TABLE`, or ``path``): {(method name, model): [(declared, counted,
+    method spec), ...]} ({} without a table)."""
+    path = path or FLOPS_TABLE
+    key = str(path)
+    if key not in _COUNTED:
+        import csv
+
+        out: dict = {}
+        try:
+            with open(path, newline="") as f:
+                for r in csv.DictReader(f):
+                    out.setdefault((r["method"].partition(":")[0], r["model"]), []).append(
+                        (float(r["declared"]), float(r["counted"]), r["method"]))
+        except OSError:
+            pass
+        _COUNTED[key] = out
+    return _COUNTED[key]
+
+
+def counted_cost(method: str, model: Optional[str], declared: float, path: Optional[Path] = None) -> tuple[float, str]:
+    """A step's cost in ce steps and its basis: the count of ``method`` on ``model`` where :data:`FLOPS_TABLE`
+    counts the step (a row of the method on the model whose declared cost is ``declared``, to 1e-3: the options and
+    epoch it counted cost the same) and differs from the declaration by more than :data:`CONFIRMED`; else
+    ``declared``. Bases: ``counted``, ``declared (count within 1 %)``, ``declared``."""
+    for decl, count, spec in counted_table(path).get((method, model), []) if model else []:
+        if abs(decl - declared) <= 1e-3:
+            if abs(count - declared) > CONFIRMED * declared:
+                return count, f"counted ({spec} on {model})"
+            return declared, f"declared (count {count:.3f} within {CONFIRMED:.0%})"
+    return declared, "declared"
+
+
+def epoch_costs(method: str, options: dict, epochs: int, model: Optional[str] = None) -> list[float]:
     """Each epoch's step cost of a run of ``method`` (its ``Options`` built from ``options``, defaults filled in),
-    in ce steps: :meth:`Cost.step_cost` for e = 0 .. epochs - 1."""
-    from icp.config import dataclass_from_options
+    in ce steps: :meth:`Cost.step_cost` for e = 0 .. epochs - 1; given the run's ``model``, counted where
+    :data:`FLOPS_TABLE` counts it (:func:`counted_cost`)."""
+    opts = declared_options(method, options)
+    declared = [float(opts.step_cost(e, epochs)) for e in range(epochs)]
+    if not model:
+        return declared
+    cache: dict = {}
+    return [cache.setdefault(d, counted_cost(method, model, d)[0]) for d in declared]
 
+
+def declared_options(method: str, options: dict) -> Cost:
+    """The ``Options`` of ``method`` built from ``options`` (defaults filled in; a placeholder for a teacher run not
+    named): what it declares of its cost."""
     given = dict(options or {})
-    if method == "aikd" and not given.get("teacher"):  # the teacher names a run; it does not change the cost
+    if teacher_of(method) and not given.get("teacher"):  # the teacher names a run; it does not change the cost
         given["teacher"] = "<teacher run>"
-    opts = dataclass_from_options(OPTIONS[method], given, "method.options.")
-    return [float(opts.step_cost(e, epochs)) for e in range(epochs)]
+    return dataclass_from_options(OPTIONS[method], given, "method.options.")
 
 
-def training_cost(method: str, options: dict, epochs: int) -> float:
-    """A run's training FLOPs in ce epochs of the same data and batch (the sum of :func:`epoch_costs`): the
-    compute-matched control trains this many ce epochs; ICP-Adam (K = 5, warm-up 0.25) of 164 epochs costs
-    41 + 123·14/3 = 615."""
-    return sum(epoch_costs(method, options, epochs))
+def teacher_of(method: str) -> Optional[str]:
+    """The method of the run whose trained model ``method`` starts from (:attr:`Cost.teacher_method`), or None."""
+    return getattr(OPTIONS.get(method), "teacher_method", None)
+
+
+def teacher_cost(method: str, epochs: int, model: Optional[str] = None) -> float:
+    """The training FLOPs of the teacher run ``method`` needs, in ce epochs (0 without one): the teacher trains the
+    cell's recipe for as many epochs as the run it serves (:func:`icp.grid.expand`)."""
+    teacher = teacher_of(method)
+    return training_cost(teacher, {}, epochs, model) if teacher else 0.0
+
+
+def training_cost(method: str, options: dict, epochs: int, model: Optional[str] = None) -> float:
+    """A run's training FLOPs in ce epochs of the same data and batch (the sum of :func:`epoch_costs`; counted on
+    ``model`` where :data:`FLOPS_TABLE` says so), its teacher run's included (:func:`teacher_cost`: what it takes
+    to produce the model, the figure an equal-compute comparison needs): the compute-matched control trains this
+    many ce epochs. ICP-Adam (K = 5, warm-up 0.25) of 164 epochs costs 41 + 123·14/3 = 615; AI-KD of 3 epochs
+    3·4/3 + the teacher's 3 = 7."""
+    return sum(epoch_costs(method, options, epochs, model)) + teacher_cost(method, epochs, model)
+
+
+def step_flops(method: str, options: dict, epochs: int, model: Optional[str] = None) -> tuple[float, str]:
+    """The cost of a run's last-epoch step (past any warm-up) in ce steps, and its basis (:func:`counted_cost`)."""
+    declared = epoch_costs(method, options, epochs)[-1]
+    return counted_cost(method, model, declared)
 
 
 # ------------------------------------------------------------------------------------------ the catalogue
@@ -179,13 +284,8 @@ def _registers(path: Path) -> bool:
 def _scan() -> dict[str, type]:
     """Every method: this package's modules, then the modules of the ``icp.methods`` entry points."""
     if not _SCANNED:
-        import icp.methods as package
-
-        for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-            if not info.name.startswith("_") and info.name not in NOT_METHODS:
-                _read(f"{package.__name__}.{info.name}")
-        for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINTS), key=lambda e: e.name):
-            _read(ep.module)
+        for module in plugin_modules("icp.methods", ENTRY_POINTS, NOT_METHODS):
+            _read(module)
         _SCANNED.append(True)
     return _FOUND
 

@@ -1,6 +1,6 @@
 """Plain VAE training (``vae``): the generative study's baseline (Kingma & Welling, ICLR 2014).
 
-L = mean over the batch of recon + β·KL, the model's own objective (:meth:`icp.models.ConvVAE.objective`: a
+L = mean over the batch of recon + β·KL, the model's own objective (:meth:`icp.models.vae.ConvVAE.objective`: a
 unit-variance Gaussian decoder on the normalised input, so recon = ½‖x̂ − x‖²; β is the model option ``beta``).
 The reparameterised sample z = μ + σ·ε is drawn in the model's forward (train mode). ICP on the same model
 (``icp``, ``icp-sgd``, ``icp-adam``, ``icp-ademamix``) uses this objective as its task loss.

@@ -1,4 +1,4 @@
-# Aggregation and figures: local rules that read run records only (icp.aggregate, icp.verdict, icp.figures). With
+# Aggregation and figures: local rules that read run records only (icp.results, icp.figures). With
 # `--config partial=true` they read the records that exist, so a half-finished sweep still gives tables whose
 # cells say n and a summary that lists every missing run by id.
 # `snakemake --report report.html` (or .zip) shows each study's tables (tables/<study>.html) and every figure with
@@ -39,7 +39,7 @@ rule summary:
 rule tables:
     input:
         f"{GRID.results_dir}/summary.csv",
-        # a tuned study's Equal tuning section reads its cells' selection records (icp.tuning_table)
+        # a tuned study's Equal tuning section reads its cells' selection records (icp.results.tuning)
         lambda wc: [GRID.selection(c) for c in GRID.tuned if c.study == wc.study],
     output:
         csv=f"{GRID.results_dir}/tables/{{study}}.csv",
@@ -47,8 +47,8 @@ rule tables:
         tex=f"{GRID.results_dir}/tables/{{study}}.tex",
         html=report(
             f"{GRID.results_dir}/tables/{{study}}.html",
-            category="Tables",
-            subcategory="{study}",
+            category="{study}",
+            subcategory="tables",
             caption="../report/table.rst",
         ),
     log:
@@ -95,7 +95,9 @@ rule figure:
     output:
         png=report(
             f"{GRID.figures_dir}/{{figure}}.png",
-            category="Figures",
+            # grouped by the study the figure draws, beside that study's tables
+            category=lambda wc: icp_figures.FIGURES[wc.figure][0],
+            subcategory="figures",
             caption="../report/figure.rst",
         ),
         pdf=f"{GRID.figures_dir}/{{figure}}.pdf",
@@ -114,6 +116,8 @@ rule figure:
         out=lambda wc, output: os.path.dirname(output.png),
         # what the figure shows, for its caption in the report (../report/figure.rst)
         caption=lambda wc: icp_figures.CAPTIONS[wc.figure],
+        # the figure's own code (its module, the shared helpers, the registry): a change redraws this figure alone
+        code=lambda wc: icp_figures.source_digest(wc.figure),
     shell:
         "$ICP_WORKFLOW_PYTHON -m icp figures --grid {params.grid} --results {params.results} --only {wildcards.figure}"
         " --out {params.out} > {log} 2>&1"
