@@ -370,29 +370,48 @@ def test_dvc_metric_holds_the_headline_mean_std_n_and_difference_to_the_baseline
     assert cell["tfkd"] == {"n": 0}  # failed, diverged and missing: nothing to average
 
 
-def test_dvc_headline_is_each_variants_mean_in_the_tables_units(sweep, tmp_path):
-    """headline.json (the metric of dvc.yaml): per study, condition and variant the mean of metrics.json alone, in %
-    as the tables print it; variants without a complete run left out, the run counts too."""
+def test_dvc_headline_is_a_file_per_variant_with_its_mean_per_study_in_the_tables_units(sweep, tmp_path):
+    """dvc/<variant>.json (dvc.yaml's metrics): a row per variant and a column per study in `dvc metrics show`,
+    the mean of metrics.json in % as the tables print it; variants without a complete run left out; a file of a
+    variant the grid no longer has is removed."""
+    (tmp_path / "out" / "dvc").mkdir(parents=True)
+    (tmp_path / "out" / "dvc" / "gone.json").write_text("{}")
     paths = summary.summarize(sweep, tmp_path / "out")
     tree = json.loads(paths["metrics"].read_text())
-    headline = json.loads(paths["headline"].read_text())
-    assert paths["headline"] == tmp_path / "out" / "headline.json"
-    cell = headline["main"]["fashion-mnist/resnet20/clean"]
-    assert cell == {v: round(100 * leaf["top1_mean"], 2) for v, leaf in tree["main"]["fashion-mnist/resnet20/clean"].items()
-                    if "top1_mean" in leaf}
-    assert cell["ce"] == 82.0 and cell["ls"] == 85.0 and "tfkd" not in cell and set(headline) == {"main"}
+    assert paths["headline"] == tmp_path / "out" / "dvc"
+    rows = {p.stem: json.loads(p.read_text()) for p in paths["headline"].glob("*.json")}
+    cell = tree["main"]["fashion-mnist/resnet20/clean"]
+    assert rows == {v: {"main": round(100 * leaf["top1_mean"], 2)} for v, leaf in cell.items() if "top1_mean" in leaf}
+    assert rows["ce"] == {"main": 82.0} and rows["ls"] == {"main": 85.0} and "tfkd" not in rows
     runs = frames.runs_frame(sweep)
     _, md, *_ = tables.write_tables("main", runs, cells_mod.cells(runs), tmp_path / "tables")
     table = _section(md.read_text(), "Test top-1 (%) at the last epoch")
     assert "| ls | 85.00 ± 2.65 (3) |" in table  # the number the headline shows
 
 
+def test_dvc_headline_names_columns_by_study_and_the_conditions_that_differ():
+    """Several conditions of one study: a column each, named by the parts that differ; a tuned final keeps one
+    name whichever trial won; a condition with its baseline alone beside compared ones (the VAE study's FID run)
+    is left out."""
+    leaf = lambda m, v: {f"{m}_mean": v, "n": 2}  # noqa: E731
+    tree = {"runs": {"complete": 9},
+            "noisy": {"c10/r20/sym0.2": {"ce": leaf("top1", 0.5), "ls": leaf("top1", 0.6)},
+                      "c100/r20/sym0.4": {"ce": leaf("top1", 0.3), "icp": leaf("top1", 0.35)}},
+            "tuned": {"c10/r20/clean": {"ce": leaf("top1", 0.9), "ce+tuned=3": leaf("top1", 0.91)}},
+            "generative": {"f/vae/clean": {"vae": leaf("ssim", 0.05), "icp-adam": leaf("ssim", 0.07)},
+                           "f/r20/clean": {"ce": leaf("top1", 0.8)}}}
+    assert summary.headline_files(tree) == {
+        "ce": {"noisy c10/sym0.2": 50.0, "noisy c100/sym0.4": 30.0, "tuned": 90.0}, "ls": {"noisy c10/sym0.2": 60.0},
+        "icp": {"noisy c100/sym0.4": 35.0}, "ce+tuned": {"tuned": 91.0},
+        "vae": {"generative": 5.0}, "icp-adam": {"generative": 7.0}}
+
+
 def test_dvc_metric_and_curves_of_the_vae_are_its_ssim(tmp_path):
     g = generative_sweep(tmp_path)
     paths = summary.summarize(g, tmp_path / "out")
     tree = json.loads(paths["metrics"].read_text())
-    assert json.loads(paths["headline"].read_text())["generative"] == {  # SSIM in % as in the tables, top-1 too
-        "fashion-mnist/vae/clean": {"vae": 52.0, "icp-adam": 55.0}, "fashion-mnist/resnet20/clean": {"ce": 80.0}}
+    rows = {p.stem: json.loads(p.read_text()) for p in paths["headline"].glob("*.json")}
+    assert rows == {"vae": {"generative": 52.0}, "icp-adam": {"generative": 55.0}}  # SSIM in % as in the tables
     vae = tree["generative"]["fashion-mnist/vae/clean"]
     assert vae["vae"] == {"n": 3, "ssim_mean": pytest.approx(0.52), "ssim_std": pytest.approx(0.02)}
     t = 3 * math.sqrt(3)  # icp-adam - vae: 0.03, 0.02, 0.04

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
+from icp.results import summary
 
 BIN = str(Path(sys.executable).parent)
 TINY_PARAMS = {"laptop": {"seeds": [0], "set": ["train.epochs=1", "data.train_subset=200", "data.test_subset=200",
@@ -66,17 +67,17 @@ def test_laptop_dvc_repro_metrics_plots_params_and_push_pull(repo, tmp_path):
     assert "Running stage 'train'" in first.stdout
     # no Snakemake warning heads the run (the profiles' constant disk_mb: snakemake#4280's async input size)
     assert "never awaited" not in first.stdout + first.stderr, first.stderr[-2000:]
-    # DVC's metric is the short headline (each variant's mean in %); the full tree is metrics.json beside it
+    # DVC's metric: a file per variant, a column per study (each variant's mean in %), read in 80 columns; the
+    # full tree is metrics.json beside it
     shown = sh(["dvc", "metrics", "show"], repo).stdout
-    assert max(map(len, shown.splitlines())) < 1000 and "results/laptop/metrics.json" not in shown
+    assert max(map(len, shown.splitlines())) <= 80 and "results/laptop/metrics.json" not in shown, shown
     metrics = json.loads(sh(["dvc", "metrics", "show", "--json"], repo).stdout)
     (files,) = [m["data"] for m in metrics.values()]  # the workspace
-    assert set(files) == {"results/laptop/headline.json"}
-    headline = files["results/laptop/headline.json"]["data"]
     tree = json.loads((repo / "results/laptop/metrics.json").read_text())
-    assert headline["main"]["fashion-mnist/resnet20/clean"] == {
-        v: round(100 * leaf["top1_mean"], 2) for v, leaf in tree["main"]["fashion-mnist/resnet20/clean"].items()}
-    assert set(headline) == set(tree) - {"runs"}
+    assert {f: v["data"] for f, v in files.items()} == {
+        str(summary.headline_path("results/laptop", v)): row for v, row in summary.headline_files(tree).items()}
+    assert files["results/laptop/dvc/icp-adam.json"]["data"]["main"] == round(
+        100 * tree["main"]["fashion-mnist/resnet20/clean"]["icp-adam"]["top1_mean"], 2)
     main = tree["main"]["fashion-mnist/resnet20/clean"]
     assert set(main) == {"ce", "ls", "mixskd", "icp-adam", "icp+steps=0", "ce+budget=icp-adam", "ce+budget=mixskd"}  # with the controls
     assert all(v["n"] == 1 for v in main.values())
@@ -257,8 +258,10 @@ def test_every_plot_is_a_curve_file_of_the_laptop_grid_drawn_one_line_per_varian
     assert {k: v["y"] for k, v in plots.items()} == expected
     assert all(v["x"] == "epoch" and v["template"] == "variants" for v in plots.values())
     assert "results/laptop/curves" in [next(iter(o)) for o in spec["stages"]["summarize"]["outs"]]
-    # dvc metrics show: the short headline; the full tree a plain output beside it
-    assert spec["stages"]["summarize"]["metrics"] == [{"results/laptop/headline.json": {"cache": False}}]
+    # dvc metrics show: a file per variant of the committed laptop results, the full tree a plain output beside it
+    tree = json.loads((REPO / "results/laptop/metrics.json").read_text())
+    assert spec["stages"]["summarize"]["metrics"] == [
+        {str(summary.headline_path("results/laptop", v)): {"cache": False}} for v in sorted(summary.headline_files(tree))]
     assert {"results/laptop/metrics.json": {"cache": False}} in spec["stages"]["summarize"]["outs"]
     template = json.loads((REPO / ".dvc/plots/variants.json").read_text())
     assert template["encoding"]["color"]["field"] == "variant" and "<DVC_METRIC_DATA>" in json.dumps(template)

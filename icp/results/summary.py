@@ -2,13 +2,14 @@
 
 :func:`summarize` writes ``summary.csv`` (one row per grid run, :func:`icp.results.frames.runs_frame`),
 ``epochs.csv``, ``metrics.json`` (per study, condition and variant the headline's mean, std, n, difference to the
-baseline and p: :func:`metrics_tree`), ``headline.json`` (DVC's metric: the means alone, in the tables' units,
-:func:`headline_tree`) and ``curves/<metric>/<condition>.csv`` (DVC's plots, :func:`curves`, named by
+baseline and p: :func:`metrics_tree`), ``dvc/<variant>.json`` (DVC's metric: the means alone, in the tables'
+units, :func:`headline_files`) and ``curves/<metric>/<condition>.csv`` (DVC's plots, :func:`curves`, named by
 :func:`curve_name`).
 """
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Optional
@@ -55,23 +56,41 @@ def metrics_tree(all_cells: pd.DataFrame, runs: pd.DataFrame) -> dict:
     return tree
 
 
-def headline_tree(tree: dict) -> dict:
-    """DVC's metric (``dvc metrics show``, ``headline.json``): the headline of :func:`metrics_tree` alone, ``{study:
-    {"dataset/model/scenario": {variant: mean}}}``, each variant's last-epoch mean of the condition's headline metric
-    (test top-1 for a classifier, SSIM for the VAE) in the tables' units and digits (fractions in %: 72.7 for
-    0.727). A variant without a complete run is left out. Std, n, differences and p-values stay in
-    ``metrics.json``."""
-    out: dict = {}
-    for study, conditions in tree.items():
+def headline_key(variant: str) -> str:
+    """A variant's name in DVC's metric: a tuned final ``ce+tuned=2`` is ``ce+tuned`` (which trial won is the
+    tables' business; the file a row of ``dvc metrics show`` stays one across selections)."""
+    return re.sub(r"\+tuned=\d+$", "+tuned", variant)
+
+
+def headline_files(tree: dict) -> dict[str, dict[str, float]]:
+    """DVC's metric (``dvc metrics show``: a row per variant, a column per study, narrow enough for 80 columns):
+    ``{variant: {column: mean}}`` from :func:`metrics_tree`, each the variant's last-epoch mean of the condition's
+    headline metric (test top-1 for a classifier, SSIM for the VAE) in the tables' units and digits (72.7 for
+    0.727). The column is the study, or, where the study has several conditions, ``study dataset/model/scenario``
+    with the parts that differ among them. A condition holding one variant alone where the study compares
+    variants in others (the VAE study's FID feature run, a ``ce`` top-1 among SSIMs) is left out, as is a variant
+    without a complete run. Std, n, differences and p-values stay in ``metrics.json``."""
+    files: dict = {}
+    for study, conditions in sorted(tree.items()):
         if study == "runs":
             continue
-        for condition, variants in conditions.items():
+        kept = {tuple(c.split("/")): v for c, v in conditions.items() if len(v) > 1} or {
+            tuple(c.split("/")): v for c, v in conditions.items()}
+        differs = [i for i in range(3) if len({c[i] for c in kept}) > 1]
+        for condition, variants in kept.items():
+            column = " ".join([study, "/".join(condition[i] for i in differs)]) if differs else study
             for variant, leaf in variants.items():
                 means = [k for k in leaf if k.endswith("_mean")]
                 if means:
                     metric = means[0].removesuffix("_mean")
-                    out.setdefault(study, {}).setdefault(condition, {})[variant] = shown(leaf[means[0]], metric)
-    return out
+                    files.setdefault(headline_key(variant), {})[column] = shown(leaf[means[0]], metric)
+    return files
+
+
+def headline_path(out_dir: str | Path, variant: str) -> Path:
+    """The metric file of a variant (:func:`headline_files`): ``<out_dir>/dvc/<variant>.json`` (a short folder:
+    ``dvc metrics show``'s widest line, the path and the four laptop studies, stays within 80 columns)."""
+    return Path(out_dir) / "dvc" / (re.sub(r"[^\w.+=@-]", "_", variant) + ".json")
 
 
 def curves(epochs: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -115,18 +134,23 @@ def curve_name(dataset: str, model: str, scenario: str) -> str:
 
 def summarize(grid, out_dir: str | Path, runs_dir: Optional[str] = None) -> dict[str, Path]:
     """``summary.csv`` (one row per grid run), ``epochs.csv``, ``metrics.json`` (per study, condition and variant
-    the headline's mean, std, n, difference to the baseline and p: :func:`metrics_tree`), ``headline.json`` (DVC's
-    metric: the means alone, in the tables' units, :func:`headline_tree`) and ``curves/<metric>/<condition>.csv``
+    the headline's mean, std, n, difference to the baseline and p: :func:`metrics_tree`), ``dvc/<variant>.json``
+    (DVC's metric: the means alone, in the tables' units, :func:`headline_files`) and ``curves/<metric>/<condition>.csv``
     (DVC's plots, :func:`curves`) under ``out_dir``."""
     out_dir = Path(out_dir)
     runs = runs_frame(grid, runs_dir=runs_dir)
     paths = {"summary": write_summary(runs, out_dir / "summary.csv"), "epochs": out_dir / "epochs.csv",
-             "metrics": out_dir / "metrics.json", "headline": out_dir / "headline.json", "curves": out_dir / "curves"}
+             "metrics": out_dir / "metrics.json", "headline": out_dir / "dvc", "curves": out_dir / "curves"}
     epochs = epochs_frame(runs)
     atomic.write(epochs.to_csv(index=False), paths["epochs"], mkdir=True)
     tree = metrics_tree(cells(runs), runs)
     atomic.write(json.dumps(tree, indent=1, sort_keys=True), paths["metrics"], mkdir=True)
-    atomic.write(json.dumps(headline_tree(tree), indent=1, sort_keys=True), paths["headline"], mkdir=True)
+    files = {headline_path(out_dir, v): row for v, row in headline_files(tree).items()}
+    for stale in set(paths["headline"].glob("*.json")) - set(files):  # a variant the grid no longer has
+        stale.unlink()
+    for path, row in files.items():
+        atomic.write(json.dumps(row, indent=1, sort_keys=True), path, mkdir=True)
+    paths["headline"].mkdir(parents=True, exist_ok=True)
     shutil.rmtree(paths["curves"], ignore_errors=True)
     for name, frame in curves(epochs).items():
         atomic.write(frame.to_csv(index=False), paths["curves"] / f"{name}.csv", mkdir=True)
