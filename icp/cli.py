@@ -360,7 +360,7 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--no-store", action="store_true", help="with --watch: leave the MLflow store alone")
     st.set_defaults(func=_status)
     su = sub.add_parser("summarize", parents=[on_grid], help="summary.csv (one row per grid run), epochs.csv, "
-                        "metrics.json, headline.json (DVC's metric) and the learning curves")
+                        "metrics.json, dvc/<variant>.json (DVC's metric) and the learning curves")
     su.add_argument("--runs-dir", default=None, help="where the records are (default: the grid's runs_dir)")
     su.add_argument("--out", default=None, help="output directory (default: the grid's results_dir)")
     su.add_argument("--show", type=int, default=20, help="list this many runs that are not complete")

@@ -8,8 +8,7 @@ NAME = "feature_distance"
 STUDY = "main"
 CAPTION = ("Per-layer MSE between the features of the clean and of the refined input, per epoch; one panel per "
            "condition and variant, its model's taps as lines.")
-TITLE = ("Per-layer feature distance between clean and ICP-refined inputs, study main (mean ± sd over seeds); "
-         "one panel per condition and variant")
+TITLE = "Study main: feature distance per layer, clean vs ICP-refined input (mean ± sd over seeds)"
 EMPTY = "no complete ICP run with refinement yet"
 
 

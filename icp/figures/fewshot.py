@@ -9,8 +9,7 @@ CAPTION = ("Last-epoch test top-1 vs training images per class (log axis), a lin
            "counts (mean ± sd over seeds); one panel per dataset and model. Under the fixed budget of optimizer "
            "steps each shot count trains its own number of epochs, given under its tick (a range where a control "
            "trains longer).")
-TITLE = ("Study fewshot: last-epoch test top-1 vs training images per class (mean ± sd over seeds; "
-         "n = seeds per point; the epochs of each shot count's step budget under its tick)")
+TITLE = "Study fewshot: last-epoch test top-1 vs training images per class (mean ± sd over seeds)"
 
 
 def draw(runs, epochs, ctx):

@@ -5,8 +5,8 @@ from icp.figures import common, plot
 
 NAME = "generative_curves"
 STUDY = "generative"
-CAPTION = "Test SSIM, ELBO and FID of reconstructions vs epoch per variant; a row of panels per condition."
-TITLE = "Study generative: test metrics vs epoch (mean ± sd over seeds; n = seeds per variant in each panel)"
+CAPTION = "Test SSIM, ELBO and FID of reconstructions vs epoch per variant; a row of panels per condition; mean ± sd over seeds, n seeds per variant in each panel's legend."
+TITLE = "Study generative: test metrics vs epoch (mean ± sd over seeds)"
 EMPTY = "no complete VAE run of study generative yet"
 
 

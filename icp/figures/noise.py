@@ -10,10 +10,10 @@ from icp.figures import common, plot
 NAME = "noise"
 STUDY = "noisy"
 CAPTION = ("Last-epoch test top-1 vs label-noise rate, a line per variant and training length (clean = 0, from the "
-           "clean runs of the same variant and length), symmetric and asymmetric noise as line styles; one panel "
-           "per dataset and model, controls beside the runs they judge.")
-TITLE = ("Study noisy: last-epoch test top-1 vs label-noise rate (mean ± sd over seeds; n = seeds per point, "
-         "0% = the clean runs; each line's training length in its legend)")
+           "clean runs of the same variant and length), symmetric and asymmetric noise as line styles where a panel has both; one "
+           "panel per dataset and model, controls beside the runs they judge; n = seeds per point, each line's "
+           "training length in its legend.")
+TITLE = "Study noisy: last-epoch test top-1 vs label-noise rate (mean ± sd over seeds)"
 
 
 def _rate(tag: str) -> tuple[str, float]:

@@ -14,7 +14,9 @@ from icp.figures import common, plot
 NAME = "perturbation"
 STUDY = "main"
 CAPTION = ("Original, ICP-refined and i-FGSM images and their amplified differences (the paper's Fig. 1), from a "
-           "trained ICP checkpoint; refined as one training-size batch, so each image's step equals training's.")
+           "trained ICP checkpoint; refined as one training-size batch, so each image's step equals training's. "
+           "The colour scale ends at the largest difference, so nothing is clipped; the maps look speckled because "
+           "Adam's and i-FGSM's steps have about the same size for every pixel, only their signs vary.")
 TITLE = "Constructive (ICP) vs destructive (i-FGSM) perturbations of test images"
 EMPTY = "no complete ICP run of study main on clean data yet"
 
@@ -70,7 +72,9 @@ def draw(runs, epochs, ctx, n_images: int = 6):
             if j == 0:
                 ax.set_ylabel(label, fontsize=8)
     fig.colorbar(shown, ax=axes[-1, :].tolist(), orientation="horizontal", shrink=0.6, aspect=40,
-                 label=f"refined − original, pixel intensity (0–1 scale), mean over channels; full colour = ±{scale:.2g}")
+                 label=f"refined − original, pixel intensity (0–1 scale), mean over channels; full colour = ±{scale:.2g}, "
+                       "the largest |difference| (nothing clipped)\nspeckled by nature: Adam and sign ascent move "
+                       "each pixel about ±η a step, whatever the size of its gradient; grey: no change within the shown 0–1 range")
     if refined == batch:
         as_training = (f"refined as one training batch of B={batch} test images, so each image's step equals "
                        "training's")

@@ -64,11 +64,14 @@ def panel_grid(panels: list, title: str, ncols: int = 3, size: tuple[float, floa
 
 def lines(ax, part: pd.DataFrame, x: str, y: str, colours: dict, hue: str = "variant", legend: str = "variant",
           at: Optional[Sequence[str] | str] = None, style: Optional[str] = None, errorbar="sd",
-          marker: Optional[str] = "o", names: Optional[dict] = None):
+          marker: Optional[str] = "o", names: Optional[dict] = None, err_style: str = "band"):
     """``part`` (one panel's rows) as lines of ``y`` over ``x``, one per ``hue`` value, mean and ``errorbar``
-    over seeds; the legend, below this Axes, gives each line this panel's n (see
-    :func:`icp.figures.common.label_n`; ``names``: each ``hue`` value's name in it)."""
+    over seeds (``err_style``: seaborn's ``band`` or ``bars``); the legend, below this Axes, gives each line this
+    panel's n (see :func:`icp.figures.common.label_n`; ``names``: each ``hue`` value's name in it). A ``style``
+    column with one value in the panel is no style: the lines keep their own dashes and the legend no entry."""
     _, sns = libs()
+    if style is not None and part[style].nunique() < 2:
+        style = None
     if names is None and hue == "line" and "line_name" in part:  # :func:`common.line_per_length`'s lines
         names = dict(zip(part.line, part.line_name))
     labels = common.label_n(part, hue, at, names)
@@ -80,11 +83,11 @@ def lines(ax, part: pd.DataFrame, x: str, y: str, colours: dict, hue: str = "var
         # control on the ICP run it controls) still shows under it
         sns.lineplot(data=data, x=x, y=y, hue=name, hue_order=order, palette={labels[v]: colours[v] for v in labels},
                      style=name, style_order=order, dashes=True, markers=True if marker else False,
-                     errorbar=errorbar, ax=ax)
+                     errorbar=errorbar, err_style=err_style, ax=ax)
     else:
         sns.lineplot(data=data, x=x, y=y, hue=name, hue_order=order,
                      palette={labels[v]: colours[v] for v in labels}, style=style, marker=marker, errorbar=errorbar,
-                     ax=ax)
+                     err_style=err_style, ax=ax)
     _small_legend(ax, None if style else name)
     ax.set(xlabel=x, ylabel=y)
 
@@ -95,7 +98,7 @@ def _small_legend(ax, title: Optional[str]):
     if old is None:
         return
     ax.legend(old.legend_handles, [t.get_text() for t in old.texts], title=title, fontsize=7, title_fontsize=7,
-              framealpha=0.8)
+              framealpha=0.8, handlelength=3.5)  # long enough to show a line's dashes either side of its marker
 
 
 def _legend_below(ax):
@@ -138,18 +141,28 @@ def _marker(df: pd.DataFrame) -> Optional[str]:
     return "o" if df.epochs.max() <= 40 else None
 
 
-def top1_panels(ep: pd.DataFrame, x: str, title: str, xlim: dict, points: Optional[pd.DataFrame] = None):
+def top1_panels(ep: pd.DataFrame, x: str, title: str, xlim: dict, points: Optional[pd.DataFrame] = None,
+                dodge: float = 0.0):
     """Test top-1 (%) against column ``x`` of per-epoch rows ``ep``: one panel per dataset, model and scenario,
     a line per variant and training length (mean ± sd over seeds), the x axis limited by ``xlim``; ``points``
-    (PANEL, ``label``, ``x``, ``y``, ``sd``): one labelled point each, with its sd as an error bar."""
+    (PANEL, ``label``, ``x``, ``y``, ``sd``): one labelled point each, with its sd as an error bar. ``dodge``: the
+    lines of a panel spread along x over this width (in x's units), each its own offset, the sd then drawn as
+    error bars rather than bands, so that lines at one x (runs of one length) do not hide each other."""
     panel = list(common.PANEL)
     ep["test top-1 (%)"] = ep.test_top1 * 100
     ep = common.line_per_length(ep, panel)
     palette = colours(ep.line)
+    if dodge:
+        for _, rows in ep.groupby(panel, sort=False):
+            names = sorted(rows.line.unique())
+            step = dodge / max(len(names) - 1, 1)
+            offsets = {n: (i - (len(names) - 1) / 2) * step for i, n in enumerate(names)}
+            ep.loc[rows.index, x] = rows[x] + rows.line.map(offsets)
 
     def draw(key, part):
         def on(ax):
-            lines(ax, part, x, "test top-1 (%)", palette, hue="line", marker=_marker(part))
+            lines(ax, part, x, "test top-1 (%)", palette, hue="line", marker=_marker(part),
+                  err_style="bars" if dodge else "band")
             if points is not None and len(points):
                 mine = points[(points[panel] == pd.Series(key)[panel]).all(axis=1)]
                 for r in mine.itertuples():

@@ -2,20 +2,21 @@
 weights per model."""
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
 import pandas as pd
 
 from icp.figures import common, plot
+from icp.naming import variant_label
 
 NAME = "schedule"
 STUDY = "main"
-CAPTION = ("α_e, the task-loss weight, per epoch as recorded, one panel per condition; the layer weights w_l per "
-           "model over that model's own taps.")
-TITLE = ("ICP's loss weights, as recorded by the runs of study main\n"
-         "top: α_e = 1 in warm-up, then cos(π(e−W)/(2(E−W))), per condition (mean over seeds); "
-         "bottom: layer weights w_l per model, over the feature taps its runs recorded")
+CAPTION = ("α_e, the task-loss weight (1 in warm-up, then cos(π(e−W)/(2(E−W)))), per epoch as recorded (mean over "
+           "seeds), one panel per condition; variants whose α_e coincide share one line, named together; the "
+           "layer weights w_l per model over that model's own taps, for the ``layer_weights`` its runs used.")
+TITLE = "Study main: ICP's loss weights as its runs recorded them"
 EMPTY = "no complete ICP run of study main yet"
 
 
@@ -26,6 +27,23 @@ def _taps(ep: pd.DataFrame) -> list[str]:
     return sorted((c.removeprefix("diag.feature_mse.") for c in cols), key=natural)
 
 
+def coinciding(part: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
+    """``part`` with each variant whose mean α_e per epoch equals another's (to float precision: an α-only control
+    and the ICP run it controls share the schedule by design) drawn as that other's line, and the legend names
+    ``{line: "a = b"}`` of the lines that stand for several variants."""
+    means = part.groupby(["variant", "epoch"]).mean(numeric_only=True)["diag.alpha"].unstack("epoch")
+    line: dict[str, str] = {}
+    for variant, row in means.iterrows():
+        line[variant] = next((first for first in dict.fromkeys(line.values())
+                              if np.allclose(means.loc[first], row, rtol=1e-6, atol=1e-9, equal_nan=True)), variant)
+    groups: dict[str, list[str]] = {}
+    for variant, first in line.items():
+        groups.setdefault(first, []).append(variant)
+    names = {first: " = ".join(variant_label(v) for v in members) for first, members in groups.items()
+             if len(members) > 1}
+    return part.assign(variant=part.variant.map(line)), names
+
+
 def draw(runs, epochs, ctx):
     from icp.methods.options import layer_weights
 
@@ -33,18 +51,24 @@ def draw(runs, epochs, ctx):
     if ep.empty or "diag.alpha" not in ep:
         return plot.empty(TITLE, EMPTY)
     colours = plot.colours(ep.variant)
+    used = {(r.model, json.loads(r.method_options or "{}").get("layer_weights", "cosine"))
+            for r in runs[runs.run_id.isin(ep.run_id)].itertuples()}
 
     def alpha(part):
         def on(ax):
-            plot.lines(ax, part, "epoch", "diag.alpha", colours, errorbar=None)
+            lines, names = coinciding(part)
+            plot.lines(ax, lines, "epoch", "diag.alpha", colours, errorbar=None,
+                       names={v: names.get(v) or variant_label(v) for v in lines.variant.unique()})
             ax.set(xlabel="epoch", ylabel="α_e (weight of the task loss)", ylim=(-0.05, 1.05))
         return on
 
-    def weights(taps):
+    def weights(taps, kinds):
         def on(ax):
             x = np.arange(len(taps))
-            for off, kind in ((-0.2, "cosine"), (0.2, "uniform")):
-                ax.bar(x + off, layer_weights(kind, len(taps)), width=0.4, label=kind)
+            width = 0.8 / len(kinds)
+            for i, kind in enumerate(kinds):
+                ax.bar(x + (i - (len(kinds) - 1) / 2) * width, layer_weights(kind, len(taps)), width=width,
+                       label=kind)
             ax.set_xticks(x, taps)
             ax.set(xlabel="feature tap (shallow → deep)", ylabel="layer weight w_l", ylim=(0, 1.15))
             ax.legend(title="layer_weights", fontsize=7, title_fontsize=7, loc="lower left", framealpha=0.8)
@@ -56,5 +80,6 @@ def draw(runs, epochs, ctx):
     for model, part in ep.groupby("model", sort=True):
         taps = _taps(part)
         if taps:
-            panels.append((f"{model}: layer weights over its {len(taps)} taps", weights(taps)))
+            kinds = sorted(kind for m, kind in used if m == model)
+            panels.append((f"{model}: layer weights over its {len(taps)} taps", weights(taps, kinds)))
     return plot.panel_grid(panels, TITLE, ncols=ncols)

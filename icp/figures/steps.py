@@ -11,9 +11,8 @@ from icp.figures import common, plot
 NAME = "steps"
 STUDY = "steps"
 CAPTION = ("Test top-1 and training images/s vs the number of ICP refinement steps K; an accuracy and a cost panel "
-           "per condition.")
-TITLE = ("Study steps: ICP refinement steps K (mean ± sd over seeds; n = seeds per K; K = 0 is the α-only "
-         "control, one run shared by every line)")
+           "per condition; n = seeds per K; K = 0 is the α-only control, one run shared by every line.")
+TITLE = "Study steps: test top-1 and cost vs ICP refinement steps K (mean ± sd over seeds)"
 
 
 def _option(runs: pd.DataFrame, name: str, default=None) -> pd.Series:

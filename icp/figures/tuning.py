@@ -12,8 +12,7 @@ CAPTION = ("Equal tuning: the expected best validation top-1 of k trials against
            "condition (order statistics over its trials at the tuning seed, k drawn without replacement; a failed "
            "or diverged trial counts as 0 %), a dashed line at trial 0, the method's default setting, at the same seed: "
            "a line still rising at the last trial says the budget was not enough.")
-TITLE = ("Study tuned: expected best validation top-1 (%) of k of a method's trials (k drawn without "
-         "replacement; lost trials count as 0 %), one line per method; dashed: trial 0, its default setting")
+TITLE = "Study tuned: expected best validation top-1 of k trials (dashed: trial 0, the default)"
 EMPTY = None  # its trials count whether they completed or not
 
 

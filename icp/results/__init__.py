@@ -17,7 +17,7 @@ laptop pipeline call it. One job per module, each importing only those above it 
   cost) and which rows are tuning trials (``is_trial``).
 * :mod:`icp.results.tables`: a study's sections and the writing of its ``<study>.{csv,md,tex,html}``.
 * :mod:`icp.results.summary`: what ``icp summarize`` writes for DVC: ``summary.csv``, ``epochs.csv``,
-  ``metrics.json``, ``headline.json`` and the learning curves.
+  ``metrics.json``, ``dvc/<variant>.json`` (DVC's metric) and the learning curves.
 * :mod:`icp.results.verdict`: which method wins, one verdict per study over its independent units
   (``verdict.{csv,md}``).
 * :mod:`icp.results.report`: ``icp report PATH...``, the cells of records that come from no grid.

@@ -20,7 +20,7 @@ rule summary:
         summary=f"{GRID.results_dir}/summary.csv",
         epochs=f"{GRID.results_dir}/epochs.csv",
         metrics=f"{GRID.results_dir}/metrics.json",
-        headline=f"{GRID.results_dir}/headline.json",
+        headline=directory(f"{GRID.results_dir}/dvc"),
         curves=directory(f"{GRID.results_dir}/curves"),
     log:
         f"{GRID.results_dir}/logs/summary.log",
