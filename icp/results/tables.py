@@ -9,7 +9,7 @@ runs and its ratio to ``ce``, GPU-, device- and teacher GPU-hours and attempts o
 printed among the "full" cells (no run left out, and as many runs as the table's largest cell), only when no other
 full cell prints the same and its Holm-adjusted difference is significant. A study with declared primary
 comparisons gets their table first (:func:`primary_section`), a tuned study its Equal tuning section
-(:mod:`icp.results.tuning`); under every table its family and the difference it detects (:func:`family_note`,
+(:mod:`icp.results.tuning`); its family in full under the first table and the difference it detects under every table (:func:`family_note`,
 :mod:`icp.power`). Runs that are not in a table are listed by run id under it (:func:`not_in_table`).
 """
 from __future__ import annotations
@@ -103,11 +103,9 @@ def sections(study_cells: pd.DataFrame, tex: bool = False) -> list[tuple[str, pd
     mean = lambda m: (lambda r: shown(r[f"{m}_mean"], m))  # noqa: E731
     baseline = study_cells.baseline.iloc[0] if len(study_cells) else "ce"
     delta = lambda r: delta_text(r, tex)  # noqa: E731
-    family = ("Holm's family: the study's primary comparisons in one column (one condition; the line under each "
-              "table); a difference outside it is exploratory (raw p, never bold); bold: the one best full cell of a "
-              f"column, only where its Holm-adjusted difference to {baseline} is significant at {ALPHA:g}")
-    test = ("seeds paired: mean [95 % t interval] (n pairs, the two-sided paired t-test p from 3 pairs with a "
-            "spread, else the exact sign-flip p, never below 2/2ⁿ; Holm-adjusted p); " + family)
+    test = ("Seeds paired: mean [95 % t interval] (n pairs; p: the two-sided paired t-test from 3 pairs with a "
+            "spread, else the exact sign-flip p, never below 2/2ⁿ; Holm p within the primary family, or "
+            "'exploratory').")
     if (study_cells.model.map(kind_of) == "generative").all():
         metrics = [  # (title, metric, lower is better)
             ("Test SSIM (%) of reconstructions at the last epoch: mean ± std over seeds (n)", "ssim", False),
@@ -116,10 +114,10 @@ def sections(study_cells: pd.DataFrame, tex: bool = False) -> list[tuple[str, pd
             ("Test ELBO per image (nats, up to a constant; higher is better)", "elbo", False)]
         compared = "SSIM"
     else:
-        metrics = [(f"Test top-1 (%) at the last epoch: mean ± std over seeds (n); {family}", "top1", False),
-                   ("Validation top-1 (%) at the last epoch (the split every choice is made on, matching the setting: "
+        metrics = [("Test top-1 (%) at the last epoch: mean ± std over seeds (n)", "top1", False),
+                   ("Validation top-1 (%) at the last epoch\nThe split every choice is made on, matching the setting: "
                     "a stratified 10 % of the training pool, its labels noised like the training labels in a noisy "
-                    "cell, k images per class in a k-shot cell)", "val_top1", False),
+                    "cell, k images per class in a k-shot cell.", "val_top1", False),
                    ("Test top-1 (%) at the epoch of best validation top-1", "best_top1", False),
                    ("Test macro-F1 (%) at the last epoch", "macro_f1", False),
                    ("Test ECE (%, lower is better) at the last epoch", "ece", True)]
@@ -131,19 +129,19 @@ def sections(study_cells: pd.DataFrame, tex: bool = False) -> list[tuple[str, pd
         at = [m for _, m, _ in metrics].index("val_top1")
         oracle = _pivot(study_cells, cell("val_clean_top1"), None, False, tex)
         oracle.index = [f"{ORACLE_ROW}: {v}" for v in oracle.index]
-        out[at] = (f"{out[at][0]}; the rows '{ORACLE_ROW}: …' score a noisy cell's same images on their clean "
-                   "labels, which no choice reads", pd.concat([out[at][1], oracle]).fillna("–"))
-    out.append((f"{compared} difference to {baseline} (percentage points; {test})",
+        out[at] = (f"{out[at][0]} The rows '{ORACLE_ROW}: …' score a noisy cell's same images on their clean "
+                   "labels, which no choice reads.", pd.concat([out[at][1], oracle]).fillna("–"))
+    out.append((f"{compared} difference to {baseline} (percentage points)\n{test}",
                 _pivot(study_cells, delta, shown_delta, False, tex)))
     if "input_shift" in study_cells and study_cells.input_shift.notna().any():
         moved = _pivot(study_cells, refinement_text, None, False, tex)
-        out.append(("How far the refinement moved at the last epoch (ICP variants, mean over seeds): mean |x_K − x| "
+        out.append(("How far the refinement moved at the last epoch (ICP variants, mean over seeds)\nMean |x_K − x| "
                     "in normalised input units; in brackets the feature MSE between clean and refined input per tap, "
-                    "shallow to deep", moved[(moved != "–").any(axis=1)]))
+                    "shallow to deep.", moved[(moved != "–").any(axis=1)]))
     if (study_cells.model.map(kind_of) == "classifier").all() and study_cells.compute_ce_epochs_mean.notna().any():
-        out.append((f"Training compute per run in {baseline} epochs of its condition (each method's declared FLOPs "
-                    "per step, icp/methods/options.py, summed over its epochs), and its ratio to "
-                    f"{baseline}'s: a FLOP-matched control's row gives the epochs and ratio it was given",
+        out.append((f"Training compute per run in {baseline} epochs of its condition, and its ratio to {baseline}'s\n"
+                    "Each method's FLOPs per step (icp/methods/options.py; counted where the count differs) summed "
+                    "over its epochs; a FLOP-matched control's row gives the epochs and ratio it was given.",
                     _pivot(study_cells, compute_text(study_cells), None, False, tex)))
     return [*out, _cost_table(study_cells, baseline)]
 
@@ -190,29 +188,32 @@ def write_tables(study: str, runs: pd.DataFrame, all_cells: pd.DataFrame, out_di
     family = family_rows(study_cells, runs, comparisons)
     study_cells = with_family(study_cells, family)  # Holm's family: the declared comparisons, per condition
     atomic.write(with_family(all_study_cells, family).to_csv(index=False), paths[0], mkdir=True)
-    note = family_note(study, study_cells, runs, analysis, comparisons)
+    note, power_line = family_note(study, study_cells, runs, analysis, comparisons)
     missing = not_in_table(runs)
     title = f"Study `{study}`"
-    intro = (f"{int(study_cells.n.sum())} complete runs in {len(study_cells)} cells; "
-             f"{len(missing)} runs not averaged in (listed at the end). A cell with runs left out says how many of "
-             "how many it averages, and why. Bold: the one best value of a column among the cells that average all "
-             f"of the study's seeds (ties: none), only where its Holm-adjusted difference to the baseline is "
-             f"significant at {ALPHA:g} (Holm's family: the study's primary comparisons in that column's condition, "
-             "the line under each table; any other difference is exploratory).")
+    intro = [f"{int(study_cells.n.sum())} complete runs in {len(study_cells)} cells; {len(missing)} not averaged in"
+             + (" (listed at the end; a cell with runs left out says how many it averages)." if missing else "."),
+             f"Holm's family: the study's primary comparisons, per condition (below); any other difference is "
+             "exploratory (raw p).",
+             f"Bold: a column's one best cell among those with every seed, only where its Holm-adjusted difference "
+             f"to {baseline} is significant at {ALPHA:g}."]
     tuned = []
     if grid is not None and any(c.study == study for c in grid.tuned):
         tuned = tuning.sections(study, all_study_cells, pd.concat([runs, trial_runs]), grid)
-        intro += (f" Its {len(trial_runs)} tuning trial runs ({int((trial_runs.status == 'complete').sum())} "
-                  "complete) are in the Equal tuning section only.")
+        intro.append(f"Its {len(trial_runs)} tuning trial runs ({int((trial_runs.status == 'complete').sum())} "
+                     "complete) are in the Equal tuning section only.")
     primary = [primary_section(family, study_cells)] if any(c.against != baseline for c in comparisons) else []
     sections = [*tuned, *primary, *study_sections(study_cells)]
-    md = [f"# {title}", "", intro, ""]
+    md = [f"# {title}", "", *(f"- {line}" for line in intro), ""]
     page = ["<!DOCTYPE html>", '<html lang="en">', '<head><meta charset="utf-8">',
             f"<title>{html.escape(f'Study {study}')}</title>", f"<style>{HTML_STYLE}</style></head>", "<body>",
-            f"<h1>{html_text(title)}</h1>", f"<p>{html_text(intro)}</p>"]
-    for heading, table in sections:
-        md += [f"## {heading}", "", md_table(table), "", f"*{note}*", ""]
-        page += [f"<h2>{html_text(heading)}</h2>", html_table(table), f"<p><em>{html_text(note)}</em></p>"]
+            f"<h1>{html_text(title)}</h1>", "<ul>", *(f"<li>{html_text(line)}</li>" for line in intro), "</ul>"]
+    for i, (heading, table) in enumerate(sections):
+        head, _, about = heading.partition("\n")
+        under = note if i == 0 else power_line  # the family in full once, its detectable difference under each
+        md += [f"## {head}", "", *([about, ""] if about else []), md_table(table), "", f"*{under}*", ""]
+        page += [f"<h2>{html_text(head)}</h2>", *([f"<p>{html_text(about)}</p>"] if about else []),
+                 html_table(table), f"<p><em>{html_text(under)}</em></p>"]
     if missing:
         md += ["## Runs not in the tables", "", *(f"- {line}" for line in missing), ""]
         page += ["<h2>Runs not in the tables</h2>", "<ul>", *(f"<li>{html_text(line)}</li>" for line in missing),
@@ -223,8 +224,10 @@ def write_tables(study: str, runs: pd.DataFrame, all_cells: pd.DataFrame, out_di
     tex_tuned = tuning.sections(study, all_study_cells, pd.concat([runs, trial_runs]), grid, tex=True) \
         if tuned else []
     tex_primary = [primary_section(family, study_cells, tex=True)] if primary else []
-    for heading, table in [*tex_tuned, *tex_primary, *study_sections(study_cells, tex=True)]:
-        tex.append(tex_table(f"{study}: {heading}. {note}", table))
+    for i, (heading, table) in enumerate([*tex_tuned, *tex_primary, *study_sections(study_cells, tex=True)]):
+        head, _, about = heading.partition("\n")
+        tex.append(tex_table(f"{study}: {head}. {about + ' ' if about else ''}{note if i == 0 else power_line}",
+                             table))
     atomic.write("\n".join(tex), paths[2], mkdir=True)
     atomic.write("\n".join([*page, "</body>", "</html>", ""]), paths[3], mkdir=True)
     return paths
@@ -238,16 +241,16 @@ def primary_section(family: pd.DataFrame, study_cells: pd.DataFrame, tex: bool =
     cells["text"] = [delta_text(r, tex) for _, r in cells.iterrows()]
     table = cells.pivot_table(index="comparison", columns="condition", values="text", aggfunc="first", sort=False)
     table = table.reindex(index=list(dict.fromkeys(cells.comparison)), columns=list(dict.fromkeys(cells.condition)))
-    compared = "SSIM" if (study_cells.model.map(kind_of) == "generative").all() else "Top-1"
-    return (f"Primary comparisons (declared in the grid before the runs; Holm's family): {compared} of A minus B, "
-            "seeds paired: mean [95 % t interval] (n pairs, p, Holm p over the family in the column's condition)",
-            table.fillna("–"))
+    compared = "SSIM" if (family.model.map(kind_of) == "generative").all() else "Top-1"
+    return (f"Primary comparisons: {compared} of A minus B\nDeclared in the grid before the runs; Holm's family per "
+            "condition. Seeds paired: mean [95 % t interval] (n pairs, p, Holm p).", table.fillna("–"))
 
 
 def family_note(study: str, study_cells: pd.DataFrame, runs: pd.DataFrame, analysis: dict,
-                comparisons: Sequence) -> str:
-    """The line under each of a study's tables: its primary family, its seeds and, per condition, the smallest
-    true difference the family detects at the grid's power after Holm (:mod:`icp.power`)."""
+                comparisons: Sequence) -> tuple[str, str]:
+    """The lines under a study's tables: in full under the first (its primary family, then per condition its seeds
+    and the smallest true difference the family detects at the grid's power after Holm, :mod:`icp.power`), and
+    that per-condition part alone under each of the others."""
     level, wanted = power.settings(analysis)
     declared = bool(((analysis or {}).get("primary") or {}).get(study))
     m = len(comparisons)
@@ -274,4 +277,5 @@ def family_note(study: str, study_cells: pd.DataFrame, runs: pd.DataFrame, analy
             text += f"; a true {target:g} pp needs {need if need else f'over {power.MAX_SEEDS}'} seeds"
         parts.append(f"{'/'.join(cond)} ({m_here} compared, n = {n} seeds): detectable at {wanted * 100:g} % "
                      f"power after Holm at {level:g}: {text}")
-    return " ".join([head, *(p + "." for p in parts)])
+    per_condition = " ".join(p + "." for p in parts)
+    return " ".join([head, per_condition]).strip(), per_condition or head
