@@ -1,4 +1,4 @@
-"""Evaluation metrics, computed with torchmetrics on the device and reset before every evaluation.
+"""Evaluation metrics, computed on the device and reset before every evaluation.
 
 =========  ==========================================================================================
 top1       micro-averaged accuracy (fraction correct)
@@ -10,6 +10,13 @@ ece        expected calibration error, 10 equal-width confidence bins, L1 (Guo e
 =========  ==========================================================================================
 
 All values are fractions in [0, 1] except ``nll``. Whether larger is better: :data:`HIGHER_IS_BETTER`.
+
+The classifier's metrics are torchmetrics' (``MulticlassAccuracy`` micro, ``MulticlassF1Score``,
+``MulticlassPrecision`` and ``MulticlassRecall`` macro, ``MulticlassCalibrationError`` 10 bins L1, ``MeanMetric``)
+computed by the same tensor operations here, from a confusion matrix and the top-1 confidences: importing
+torchmetrics costs about 3.8 s on 2 cores (its package imports torchvision, scipy.signal and every domain's
+metrics), twice ``import torch``, for every run. ``tests/test_metrics.py`` checks equality with torchmetrics on
+random and degenerate inputs. The VAE's SSIM and FID still come from torchmetrics, imported where a VAE runs.
 """
 from __future__ import annotations
 
@@ -17,9 +24,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import (MulticlassAccuracy, MulticlassCalibrationError, MulticlassF1Score,
-                                         MulticlassPrecision, MulticlassRecall)
 
 from icp.models import INCEPTION_FILE, INCEPTION_URL
 
@@ -27,35 +31,76 @@ HIGHER_IS_BETTER = {"top1": True, "macro_f1": True, "precision": True, "recall":
 CLASSIFICATION = tuple(HIGHER_IS_BETTER)
 
 
+ECE_BINS = 10
+
+
+def _safe_divide(num: torch.Tensor, denom: torch.Tensor) -> torch.Tensor:
+    """``num / denom`` in floating point, 0 where ``denom`` is 0 (torchmetrics' ``_safe_divide``)."""
+    num, denom = num.float() if not num.is_floating_point() else num, denom.float() if not denom.is_floating_point() \
+        else denom
+    return torch.where(denom == 0, torch.zeros_like(num), num / torch.where(denom == 0, torch.ones_like(denom), denom))
+
+
+def _macro(score: torch.Tensor, tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
+    """Macro average over the classes that occur as a label or a prediction (torchmetrics'
+    ``_adjust_weights_safe_divide``: a class with tp + fp + fn = 0 has weight 0)."""
+    weights = torch.ones_like(score)
+    weights[tp + fp + fn == 0] = 0.0
+    return _safe_divide(weights * score, weights.sum(-1, keepdim=True)).sum(-1)
+
+
+def calibration_error(confidences: torch.Tensor, accuracies: torch.Tensor, n_bins: int = ECE_BINS) -> torch.Tensor:
+    """Expected calibration error, L1 over ``n_bins`` equal-width confidence bins weighted by their share of the
+    images (Guo et al. 2017, Eq. 3; torchmetrics' ``_ce_compute`` with ``_binning_bucketize``)."""
+    bounds = torch.linspace(0, 1, n_bins + 1, dtype=confidences.dtype, device=confidences.device)
+    index = torch.bucketize(confidences, bounds, right=True) - 1
+    count, conf, acc = (torch.zeros(len(bounds), device=confidences.device, dtype=confidences.dtype)
+                        for _ in range(3))
+    count.scatter_add_(0, index, torch.ones_like(confidences))
+    conf = torch.nan_to_num(conf.scatter_add_(0, index, confidences) / count)
+    acc = torch.nan_to_num(acc.scatter_add_(0, index, accuracies.to(confidences.dtype)) / count)
+    return torch.sum(torch.abs(acc - conf) * (count / count.sum()))
+
+
 class EvalMetrics:
-    """Accumulates logits/labels over an evaluation pass; ``compute()`` returns plain floats and resets."""
+    """Accumulates an evaluation pass (a confusion matrix, the top-1 confidences and the summed NLL on the
+    device); ``compute()`` returns plain floats and resets."""
 
     def __init__(self, num_classes: int, device: torch.device | str = "cpu"):
-        k = num_classes
-        self.collection = MetricCollection({
-            "top1": MulticlassAccuracy(k, average="micro"),
-            "macro_f1": MulticlassF1Score(k, average="macro"),
-            "precision": MulticlassPrecision(k, average="macro"),
-            "recall": MulticlassRecall(k, average="macro"),
-            "ece": MulticlassCalibrationError(k, n_bins=10, norm="l1"),
-        }).to(device)
-        self.nll = MeanMetric().to(device)
+        self.k, self.device = num_classes, torch.device(device)
+        self.reset()
 
     @torch.no_grad()
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
         logits = logits.float()
-        self.collection.update(logits.softmax(dim=1), target)
-        self.nll.update(F.cross_entropy(logits, target, reduction="none"))
+        confidence, predicted = logits.softmax(dim=1).max(dim=1)
+        self.confusion += torch.bincount(target * self.k + predicted, minlength=self.k * self.k).view(self.k, self.k)
+        self.confidences.append(confidence)
+        self.correct.append(predicted.eq(target).float())
+        nll = F.cross_entropy(logits, target, reduction="none")
+        self.nll_sum += nll.sum()
+        self.nll_n += nll.numel()
 
     def compute(self) -> dict[str, float]:
-        out = {name: float(value) for name, value in self.collection.compute().items()}
-        out["nll"] = float(self.nll.compute())
+        c = self.confusion
+        tp = c.diagonal()
+        fp, fn = c.sum(0) - tp, c.sum(1) - tp
+        out = {"top1": _safe_divide(tp.sum(), (tp + fn).sum()),
+               "macro_f1": _macro(_safe_divide(2 * tp, 2 * tp + fn + fp), tp, fp, fn),
+               "precision": _macro(_safe_divide(tp, tp + fp), tp, fp, fn),
+               "recall": _macro(_safe_divide(tp, tp + fn), tp, fp, fn),
+               "nll": self.nll_sum / self.nll_n,
+               "ece": calibration_error(torch.cat(self.confidences), torch.cat(self.correct)) if self.confidences
+               else torch.tensor(0.0)}
         self.reset()
-        return {k: out[k] for k in CLASSIFICATION}
+        return {k: float(out[k]) for k in CLASSIFICATION}
 
     def reset(self) -> None:
-        self.collection.reset()
-        self.nll.reset()
+        self.confusion = torch.zeros(self.k, self.k, dtype=torch.long, device=self.device)
+        self.confidences: list[torch.Tensor] = []
+        self.correct: list[torch.Tensor] = []
+        self.nll_sum = torch.zeros((), device=self.device)
+        self.nll_n = torch.zeros((), device=self.device)
 
 
 # ------------------------------------------------------------------------------------------ generative models
@@ -185,6 +230,7 @@ class GenerativeMetrics:
 
     def __init__(self, mean, std, device: torch.device | str = "cpu", features: torch.nn.Module | None = None,
                  prior_seed: int = 0):
+        from torchmetrics import MeanMetric
         from torchmetrics.image import StructuralSimilarityIndexMeasure
 
         self.device = torch.device(device)
