@@ -61,6 +61,7 @@ class Attempt:
         self.path = run_dir / records.NAME
         self.record: dict = {}
         self.saved: dict = {}
+        self.final = False  # record.json says complete or diverged: nothing after may take it back
 
     def seconds(self) -> float:
         """Wall-clock seconds since the attempt started."""
@@ -94,6 +95,7 @@ class Attempt:
             self._checkpoint(epoch)
             self._write_figure_data()  # before the record says complete: a figure step finds it with the record
             records.write(record, self.path, stamp=False)
+            self.final = True
         else:
             records.stamp_compute(record, self.seconds())
             self._checkpoint(epoch)
@@ -116,11 +118,15 @@ class Attempt:
         state["record"] = record
         checkpoint.atomic_save(state, path)  # last.pt first: a record.json that says diverged has its checkpoint
         records.write(record, self.path, stamp=False)
+        self.final = True
 
     def stopped(self, exc: BaseException, status: Optional[str]) -> None:
         """``exc`` ended the attempt: the record says ``status`` (the one a stop signal set, e.g. ``requeued``), else
         ``interrupted`` (Ctrl-C, a termination signal) or ``failed``, with the error, and holds no epoch that last.pt
-        does not."""
+        does not. A stop that comes once the record is final (a termination signal while the trainer logs its last
+        epoch or closes its trackers) leaves the final record as written: the run is done."""
+        if self.final:
+            return
         record = self.record
         if status is not None:
             record["status"] = status

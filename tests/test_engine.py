@@ -283,3 +283,19 @@ def test_eval_every_evaluates_every_nth_epoch_and_the_last_and_trains_the_same(t
     assert every["last"] == full["last"] and every["status"] == "complete"  # evaluation changes no training
     assert [e["train"] for e in every["epochs"]] == [e["train"] for e in full["epochs"]]
     assert tiny_cfg(*sets).digest() == tiny_cfg(*sets, "train.eval_every=null").digest()  # runs before the key
+
+
+def test_a_stop_after_the_final_record_leaves_the_run_complete(tiny_cfg, tmp_path, monkeypatch):
+    """A termination signal that lands after record.json says complete (here: while the trainer logs its last
+    epoch) ends the process but not the run: the record stays complete, so the launcher keeps it (a CI failure: the
+    record was rewritten 'interrupted', set aside, and a finished tuning trial was lost)."""
+    from icp import engine, records, trackers
+
+    def stop(self, entry):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trackers.Trackers, "log_epoch", stop)
+    with pytest.raises(KeyboardInterrupt):
+        engine.Trainer(tiny_cfg("train.epochs=1"), tmp_path / "run").run()
+    rec = records.read(tmp_path / "run" / records.NAME)
+    assert rec["status"] == "complete" and rec["error"] is None and len(rec["epochs"]) == 1
