@@ -29,4 +29,4 @@ rule train:
     # the interpreter comes from the environment (common.smk), not a parameter: a moved checkout or a new venv
     # changes no run's params, so its finished runs are not trained again
     shell:
-        "$ICP_WORKFLOW_PYTHON -m icp.launch {params.launcher} -- {params.train} > {log} 2>&1"
+        "exec $ICP_WORKFLOW_PYTHON -m icp.launch {params.launcher} -- {params.train} > {log} 2>&1"
