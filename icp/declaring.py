@@ -2,8 +2,7 @@
 (a model's options, :mod:`icp.models`), then imports torch; a registry that only needs the declaration imports it
 with :func:`read`, and the module's ``declare`` calls :func:`stop_here`, which ends the import right there
 (:class:`Declared`). A failed import leaves ``sys.modules``, so a later import (to build or train) runs the whole
-file. Imports nothing from ``icp`` but :mod:`icp.schema`, so that every registry may use it.
-(:mod:`icp.methods.options` reads the methods the same way with its own copy of these lines.)"""
+file. Imports nothing from ``icp`` but :mod:`icp.schema`, so that every registry (the models', the methods') uses it."""
 from __future__ import annotations
 
 import importlib

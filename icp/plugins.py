@@ -1,6 +1,6 @@
-"""Where the registries find their plugins, torch-free: the methods (:mod:`icp.methods.options`) and the figures
-(:mod:`icp.figures`) are each a module of their package or a module that another installed package names under
-an entry point group."""
+"""Where the registries find their plugins, torch-free: the methods (:mod:`icp.methods.options`), the models
+(:mod:`icp.models`) and the figures (:mod:`icp.figures`) are each a module of their package or a module that
+another installed package names under an entry point group (``icp.methods``, ``icp.models``, ``icp.figures``)."""
 from __future__ import annotations
 
 import importlib

@@ -105,13 +105,14 @@ def _icp_imports(path) -> set[str]:
 def test_the_generic_schema_is_the_ground_floor():
     """icp.schema imports nothing from icp, so that every module may import it: the methods read icp.schema, never
     icp.config (which imports the methods); the model registry (icp/models/__init__.py) imports no model (it reads
-    each model's file by its name) and nothing above icp.schema and icp.declaring, so that the model files may
-    import it."""
+    each model's file by its name) and nothing above icp.schema, icp.declaring and icp.plugins (which imports
+    nothing from icp), so that the model files may import it."""
     assert _icp_imports(REPO / "icp/schema.py") == set()
     for path in sorted((REPO / "icp/methods").glob("*.py")):
         assert "icp.config" not in _icp_imports(path), path.name
     assert _icp_imports(REPO / "icp/declaring.py") == {"icp.schema"}
-    assert _icp_imports(REPO / "icp/models/__init__.py") == {"icp.declaring", "icp.schema"}
+    assert _icp_imports(REPO / "icp/plugins.py") == set()
+    assert _icp_imports(REPO / "icp/models/__init__.py") == {"icp.declaring", "icp.plugins", "icp.schema"}
     for path in sorted((REPO / "icp/models").glob("*.py")):
         assert "icp.config" not in _icp_imports(path) and "icp.model_registry" not in _icp_imports(path), path.name
 

@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from icp.models import MODELS, SOURCES, build_model, list_models
 from icp.models.base import ClassifierNet
-from tests.conftest import REPO, assert_close_at_scale
+from tests.conftest import REPO, assert_close_at_scale, installed_plugin, run_python
 
 CLASSIFIERS = list_models("classifier")
 
@@ -107,6 +107,24 @@ def test_a_model_file_beside_the_others_is_found_read_without_torch_and_built(tm
     """)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["ClassifierNet", "{'stage1':", "4}"]
+
+
+def test_a_model_of_another_installed_package_is_found_by_its_entry_point(tmp_path):
+    """A model in another package, named under the ``icp.models`` entry point group: listed, its options checked
+    without torch, built; the package's own models are still there (ahead of it)."""
+    env = installed_plugin(tmp_path / "site", "tinyplug", MODEL.replace("zz-tiny", "plug-tiny"), "icp.models")
+    proc = run_python("""
+        import sys
+        import icp.models as m
+        names = m.list_models()
+        assert "plug-tiny" in names and "resnet20" in names, names
+        assert m.SOURCES["plug-tiny"] == "tinyplug"
+        assert m.check_options("plug-tiny", {}) == {"width": 8}
+        assert "torch" not in sys.modules
+        print(m.build_model("plug-tiny", 10, 1, width=4).feature_channels)
+    """, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["{'stage1':", "4}"]
 
 
 def test_a_constructor_whose_options_differ_from_its_declaration_is_one_line(tmp_path):

@@ -15,7 +15,7 @@ its ``@register``-ed :class:`~icp.methods.base.Method`::
     import torch ...
 
 :data:`OPTIONS` (name -> Options) finds every such module without importing torch: it imports each one in
-*declaring* mode, where :func:`declare` records the options and stops the module there (:class:`Declared`); a
+*declaring* mode (:mod:`icp.declaring`), where :func:`declare` records the options and stops the module there; a
 full import later (:func:`icp.methods.get`, to train) runs the whole file. Nothing else lists the methods: no
 registry to edit, no name to add elsewhere. A module whose options cannot be read, or that declares a method but
 registers none, is a one-line ``ConfigError`` naming its file, in every entry point (``icp grid``, the Snakefile,
@@ -45,7 +45,6 @@ table is read here, torch-free.
 from __future__ import annotations
 
 import ast
-import importlib
 import importlib.util
 import math
 import sys
@@ -54,6 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
+from icp import declaring
 from icp.plugins import plugin_modules
 from icp.schema import ConfigError, dataclass_from_options
 
@@ -213,15 +213,7 @@ ENTRY_POINTS = "icp.methods"  # the entry point group of methods in other instal
 NOT_METHODS = ("base", "options")  # modules of this package that hold no method
 _FOUND: dict[str, type] = {}  # method name -> Options, as declared
 SOURCES: dict[str, str] = {}  # method name -> the module that declares it
-_DECLARING: list[str] = []  # the module being read for its declaration (innermost last)
 _SCANNED: list[bool] = []
-
-
-class Declared(BaseException):
-    """Stops a module read in declaring mode right after its :func:`declare` (a BaseException, so that no
-    ``except Exception`` of the module swallows it)."""
-
-
 def declare(options: dict[str, type]) -> None:
     """Declare the methods a module defines: name -> ``Options`` dataclass. Call it after the Options and before
     any torch import: in declaring mode (:data:`OPTIONS` reading the module) it stops the module here."""
@@ -232,8 +224,7 @@ def declare(options: dict[str, type]) -> None:
             raise ConfigError(f"method '{name}' is declared twice: in {SOURCES[name]} and in {module}")
         _resolve_annotations(cls, module, namespace)
         _FOUND[name], SOURCES[name] = cls, module
-    if _DECLARING and _DECLARING[-1] == module:
-        raise Declared
+    declaring.stop_here(module)
 
 
 def _resolve_annotations(cls: type, module: str, namespace: dict) -> None:
@@ -247,27 +238,16 @@ def _resolve_annotations(cls: type, module: str, namespace: dict) -> None:
 
 
 def _read(module: str) -> None:
-    """Read a method module's declaration without running the rest of it (unless it is imported already)."""
+    """Read a method module's declaration without running the rest of it (unless it is imported already), and
+    refuse one that declares a method but registers none."""
     if module in sys.modules:  # imported in full: its declare() ran
         return
-    spec = importlib.util.find_spec(module)
-    origin = spec.origin if spec else module
     before = set(_FOUND)
-    _DECLARING.append(module)
-    try:
-        importlib.import_module(module)
-    except Declared:
-        pass
-    except ConfigError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a broken method file: one line naming it, wherever it is read
-        raise ConfigError(f"{origin}: its method options cannot be read ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
-    finally:
-        _DECLARING.pop()
+    declaring.read(module, "method options")
     names = [n for n, m in SOURCES.items() if m == module]
+    spec = importlib.util.find_spec(module)
     if names and set(names) - before and spec and spec.origin and not _registers(Path(spec.origin)):
-        raise ConfigError(f"{origin}: declares method {', '.join(map(repr, names))} but registers no Method "
+        raise ConfigError(f"{spec.origin}: declares method {', '.join(map(repr, names))} but registers no Method "
                           "class (@register) for it")
 
 

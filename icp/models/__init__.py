@@ -33,13 +33,13 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
-import pkgutil
 import sys
 from collections.abc import Mapping, Set
 from pathlib import Path
 from typing import Callable, Iterator
 
 from icp import declaring
+from icp.plugins import plugin_modules
 from icp.schema import ConfigError, nearest  # the one notion of a near name
 
 # FID's Inception-v3 feature network (torch-fidelity's weights, as published FIDs use): where it comes from and the
@@ -59,6 +59,7 @@ def torch_hub_dir() -> Path:
 
 # ------------------------------------------------------------------------------------------ the catalogue
 NOT_MODELS = ("base",)  # modules of this package that hold no model: what the networks share (torch)
+ENTRY_POINTS = "icp.models"  # the entry point group of models in other installed packages
 BUILD_ARGS = ("num_classes", "in_channels")  # a constructor's arguments that are not options
 _FOUND: dict[str, Callable[..., None]] = {}  # model name -> its options function, as declared
 _KINDS: dict[str, bool] = {}  # model name -> generative
@@ -101,11 +102,11 @@ def register(name: str):
 
 
 def _scan() -> dict[str, Callable[..., None]]:
-    """Every model: the modules of this package (of each folder on its ``__path__``), in name order."""
+    """Every model: the modules of this package (of each folder on its ``__path__``) in name order, then those of
+    the ``icp.models`` entry points of other installed packages (:func:`icp.plugins.plugin_modules`)."""
     if not _SCANNED:
-        for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-            if not info.name.startswith("_") and info.name not in NOT_MODELS:
-                declaring.read(f"{__name__}.{info.name}", "model declaration")
+        for module in plugin_modules(__name__, ENTRY_POINTS, NOT_MODELS):
+            declaring.read(module, "model declaration")
         _SCANNED.append(True)
     return _FOUND
 
