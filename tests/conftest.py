@@ -1,8 +1,12 @@
 """Shared fixtures. Real Fashion-MNIST is required (Debian's dataset-fashion-mnist, installed by .ci/run)."""
 from __future__ import annotations
 
+import ast
 import contextlib
+import functools
+import inspect
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -74,6 +78,49 @@ def _threads():
     import torch
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+# Two workers (pytest-xdist; pyproject's addopts: -n 2 --dist loadgroup). A test that runs Snakemake in this
+# checkout (which admits one sweep at a time: icp.runlock) or uses the SLURM test cluster (one cluster, whose
+# controller some drills stop) cannot run beside another such test: they all go to one worker, one after the other,
+# first (the longest unit of work). Such a test is found by what it calls: it uses the `slurm` fixture, or its source
+# (or that of a helper of its module it calls) names Snakemake or SLURM's commands. A module whose tests work in a
+# copy of the repository says so with OWN_CHECKOUT = True (test_dvc). Every other test runs with its module (its
+# module fixtures built once, its tests in order).
+CHECKOUT = "checkout"
+_NAMES_THE_CHECKOUT = re.compile(r"snakemake|\bsmk\b|\bslurm|sbatch|squeue|scontrol|sacct|login_bench|gpu_reference",
+                                 re.I)
+
+
+@functools.cache
+def checkout_tests(module) -> frozenset[str]:
+    """The test functions of ``module`` that run Snakemake in this checkout or use SLURM (see above)."""
+    source = inspect.getsource(module)
+    funcs = {node.name: ast.get_source_segment(source, node) for node in ast.parse(source).body
+             if isinstance(node, ast.FunctionDef)}
+    helpers: set[str] = set()
+    while True:  # helpers that call such helpers, to a fixed point
+        more = {name for name, text in funcs.items() if not name.startswith("test") and name not in helpers and (
+            _NAMES_THE_CHECKOUT.search(text) or any(re.search(rf"\b{h}\(", text) for h in helpers))}
+        if not more:
+            break
+        helpers |= more
+    return frozenset(name for name, text in funcs.items() if name.startswith("test") and (
+        _NAMES_THE_CHECKOUT.search(text) or any(re.search(rf"\b{h}\(", text) for h in helpers)))
+
+
+def pytest_collection_modifyitems(config, items):
+    def group(item) -> str:
+        module = item.module
+        if "slurm" in item.fixturenames or (not getattr(module, "OWN_CHECKOUT", False)
+                                            and item.originalname in checkout_tests(module)):
+            return CHECKOUT
+        return module.__name__
+
+    groups = {id(item): group(item) for item in items}
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(groups[id(item)]))
+    items.sort(key=lambda item: groups[id(item)] != CHECKOUT)  # stable: the checkout's tests first, in their order
 
 
 # One epoch on 1000 real Fashion-MNIST images (no augmentation, small batches): ce reaches about 0.6 test top-1
