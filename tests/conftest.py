@@ -4,7 +4,6 @@ from __future__ import annotations
 import ast
 import contextlib
 import functools
-import inspect
 import os
 import re
 import subprocess
@@ -80,22 +79,25 @@ def _threads():
     torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
-# Two workers (pytest-xdist; pyproject's addopts: -n 2 --dist loadgroup). A test that runs Snakemake in this
-# checkout (which admits one sweep at a time: icp.runlock) or uses the SLURM test cluster (one cluster, whose
-# controller some drills stop) cannot run beside another such test: they all go to one worker, one after the other,
-# first (the longest unit of work). Such a test is found by what it calls: it uses the `slurm` fixture, or its source
-# (or that of a helper of its module it calls) names Snakemake or SLURM's commands. A module whose tests work in a
-# copy of the repository says so with OWN_CHECKOUT = True (test_dvc). Every other test runs with its module (its
-# module fixtures built once, its tests in order).
+# Two workers (pytest-xdist; pyproject's addopts: -n 2 --dist loadgroup, with the groups below). A test that runs
+# Snakemake in this checkout (which admits one sweep at a time: icp.runlock) or uses the SLURM test cluster (one
+# cluster, whose controller some drills stop) cannot run beside another such test: they are one unit of work, run by
+# one worker one after the other, and the first unit handed out (the longest). Such a test is found by what it
+# calls, reading its module's source: its own source (its parameters: the `slurm` fixture) or that of a helper of
+# its module it calls names Snakemake or SLURM. A module whose tests work in a copy of the repository says so with
+# OWN_CHECKOUT = True (test_dvc). Every other test is a unit with the rest of its module (its module fixtures built
+# once, its tests in order). `-n 0` runs the suite in one process.
 CHECKOUT = "checkout"
-_NAMES_THE_CHECKOUT = re.compile(r"snakemake|\bsmk\b|\bslurm|sbatch|squeue|scontrol|sacct|login_bench|gpu_reference",
-                                 re.I)
+_NAMES_THE_CHECKOUT = re.compile(r"snakemake|\bsmk\b|\bslurm|uninterrupted_drill|sbatch|squeue|scontrol|sacct|"
+                                 r"login_bench|gpu_reference", re.I)
 
 
 @functools.cache
-def checkout_tests(module) -> frozenset[str]:
-    """The test functions of ``module`` that run Snakemake in this checkout or use SLURM (see above)."""
-    source = inspect.getsource(module)
+def checkout_tests(path: Path) -> frozenset[str]:
+    """The test functions of the module at ``path`` that run Snakemake in this checkout or use SLURM (see above)."""
+    source = path.read_text()
+    if re.search(r"^OWN_CHECKOUT = True", source, re.M):
+        return frozenset()
     funcs = {node.name: ast.get_source_segment(source, node) for node in ast.parse(source).body
              if isinstance(node, ast.FunctionDef)}
     helpers: set[str] = set()
@@ -109,18 +111,25 @@ def checkout_tests(module) -> frozenset[str]:
         _NAMES_THE_CHECKOUT.search(text) or any(re.search(rf"\b{h}\(", text) for h in helpers)))
 
 
-def pytest_collection_modifyitems(config, items):
-    def group(item) -> str:
-        module = item.module
-        if "slurm" in item.fixturenames or (not getattr(module, "OWN_CHECKOUT", False)
-                                            and item.originalname in checkout_tests(module)):
-            return CHECKOUT
-        return module.__name__
+def unit_of_work(nodeid: str) -> str:
+    """The xdist unit a test belongs to: :data:`CHECKOUT`, or its module's path."""
+    path, _, rest = nodeid.partition("::")
+    name = rest.split("::")[-1].split("[")[0]
+    return CHECKOUT if name in checkout_tests(REPO / path) else path
 
-    groups = {id(item): group(item) for item in items}
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(groups[id(item)]))
-    items.sort(key=lambda item: groups[id(item)] != CHECKOUT)  # stable: the checkout's tests first, in their order
+
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup`` by :func:`unit_of_work` (xdist's own loadgroup renames ``item._nodeid``, which pytest 9
+    no longer reads: its groups would be split across the workers)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Units(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of_work(nodeid)
+
+    return Units(config, log)
 
 
 # One epoch on 1000 real Fashion-MNIST images (no augmentation, small batches): ce reaches about 0.6 test top-1
@@ -220,3 +229,24 @@ def slurm():
     assert up.returncode == 0, up.stderr
     yield
     subprocess.run(["bash", str(REPO / "tools/slurm_cluster.sh"), "down"], capture_output=True, timeout=120)
+
+
+
+# The run the SLURM drills interrupt (scancel, SIGKILL, a requeue) and then resume: ce on 1,500 images, 4 epochs
+DRILL = ("data.train_subset=1500", "train.epochs=4")
+
+
+@pytest.fixture(scope="session")
+def uninterrupted_drill(slurm, fmnist_root, tmp_path_factory) -> dict:
+    """The drills' run (:data:`DRILL`) trained once for the session, uninterrupted, as a SLURM job (the threads and
+    libraries of the drills' own jobs): run id -> its epochs without their timings, what every drill's resumed run
+    must equal."""
+    from icp import grid, records
+    from tests.test_pipeline import LAUNCH, strip_timing, tiny_grid
+
+    root = tmp_path_factory.mktemp("uninterrupted")
+    (run,) = grid.load_expand(tiny_grid(root, fmnist_root, ["ce"], *DRILL)).runs.values()
+    proc = subprocess.run([*LAUNCH, "--timeout-min", "10", "--", *run.train_args()], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {run.run_id: strip_timing(records.read(run.record)["epochs"])}

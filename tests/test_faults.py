@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from icp import faults, grid, launch, records, status
-from tests.conftest import REPO
+from tests.conftest import DRILL, REPO
 from tests.test_pipeline import LAUNCH, SNAKEMAKE, squeue, strip_timing, tiny_grid
 
 _spec = importlib.util.spec_from_file_location("login_bench", REPO / "tools" / "login_bench.py")
@@ -192,8 +192,9 @@ def test_a_job_that_ended_before_its_training_wrote_a_record_leaves_one_that_say
 
 # ------------------------------------------------------------------------------------------- on SLURM
 def test_scancel_is_named_and_rerunning_resumes_exactly_and_a_truncated_record_is_rebuilt(slurm, fmnist_root,
+                                                                                           uninterrupted_drill,
                                                                                            tmp_path):
-    path = tiny_grid(tmp_path, fmnist_root, ["ce"], "data.train_subset=1500", "train.epochs=4")
+    path = tiny_grid(tmp_path, fmnist_root, ["ce"], *DRILL)
     (run,) = grid.load_expand(path).runs.values()
     record = Path(run.record)
     proc = start(path)
@@ -217,12 +218,8 @@ def test_scancel_is_named_and_rerunning_resumes_exactly_and_a_truncated_record_i
     final = records.read(record)
     assert final["status"] == "complete" and final["resumed"] == 1 and len(final["jobs"]) == 2
     assert final["jobs"][0]["job_id"] == job_id and not (Path(run.run_dir) / records.STOPPED).exists()
-    ref_dir = tmp_path / "reference"  # the same config, uninterrupted, also a SLURM job
-    ref = subprocess.run([*LAUNCH, "--timeout-min", "10", "--",
-                          *[a if a != run.run_dir else str(ref_dir) for a in run.train_args()]],
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert ref.returncode == 0, ref.stderr
-    assert strip_timing(final["epochs"]) == strip_timing(records.read(ref_dir / "record.json")["epochs"])
+    # the same config, uninterrupted, also a SLURM job (trained once for the drills)
+    assert strip_timing(final["epochs"]) == uninterrupted_drill[run.run_id]
 
     # a truncated record: reported by status and summarize, then set aside and rebuilt from last.pt by the workflow
     text = record.read_text()
@@ -389,8 +386,9 @@ def _trainer_pids(folder: Path) -> list[int]:
     return found
 
 
-def test_a_trainer_killed_by_sigkill_is_named_by_its_signal_and_resumes_exactly(slurm, fmnist_root, tmp_path):
-    path = tiny_grid(tmp_path, fmnist_root, ["ce"], "data.train_subset=1500", "train.epochs=4")
+def test_a_trainer_killed_by_sigkill_is_named_by_its_signal_and_resumes_exactly(slurm, fmnist_root,
+                                                                               uninterrupted_drill, tmp_path):
+    path = tiny_grid(tmp_path, fmnist_root, ["ce"], *DRILL)
     (run,) = grid.load_expand(path).runs.values()
     record = Path(run.record)
     proc = start(path)
@@ -409,7 +407,7 @@ def test_a_trainer_killed_by_sigkill_is_named_by_its_signal_and_resumes_exactly(
     assert code == 0, out[-3000:]
     final = records.read(record)
     assert final["status"] == "complete" and final["resumed"] == 1
-    assert strip_timing(final["epochs"]) == _reference(tmp_path, path)[run.run_id]
+    assert strip_timing(final["epochs"]) == uninterrupted_drill[run.run_id]
 
 
 def test_a_dataset_missing_on_the_login_side_stops_the_sweep_before_any_submission(slurm, fmnist_root, tmp_path):

@@ -23,6 +23,7 @@ import collections
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -56,10 +57,12 @@ def read_starts(path: Path) -> collections.Counter:
     return per
 
 
-def report(junit: Path, before: Path | None = None, top: int = 10, starts: Path | None = None) -> str:
+def report(junit: Path, before: Path | None = None, top: int = 10, starts: Path | None = None,
+           title: str = "") -> str:
     times, wall = read_junit(junit)
     old, old_wall = read_junit(before) if before else ({}, 0.0)
-    lines = [f"{len(times)} tests, {minutes(sum(times.values()))} in tests, {minutes(wall)} wall"
+    lines = [f"# {title}", ""] if title else []
+    lines += [f"{len(times)} tests, {minutes(sum(times.values()))} in tests, {minutes(wall)} wall"
              + (f" (before: {len(old)} tests, {minutes(sum(old.values()))} in tests, {minutes(old_wall)} wall)"
                 if before else ""), ""]
     per = collections.defaultdict(float)
@@ -80,12 +83,12 @@ def report(junit: Path, before: Path | None = None, top: int = 10, starts: Path 
               "|---|---|" + ("---|" if before else "")]
     for test, sec in sorted(times.items(), key=lambda kv: -kv[1])[:top]:
         was = old.get(test)
-        lines.append(f"| {test} | {sec:.1f} |" + ((f" {was:.1f} |" if was is not None else " (new) |") if before
-                                                      else ""))
+        then = (f" {was:.1f} |" if was is not None else " (new) |") if before else ""
+        lines.append(f"| {test} | {sec:.1f} |{then}")
     if before:
         gone = sorted(set(old) - set(times))
-        lines += ["", f"Tests in the baseline only: {len(gone)}" + (f" ({', '.join(gone[:5])}"
-                                                                     f"{', …' if len(gone) > 5 else ''})" if gone else "")]
+        named = f" ({', '.join(gone[:5])}{', …' if len(gone) > 5 else ''})" if gone else ""
+        lines += ["", f"Tests in the baseline only: {len(gone)}{named}"]
     return "\n".join(lines)
 
 
@@ -101,10 +104,14 @@ def run(out: Path, pytest_args: list[str], count_snakemake: bool) -> int:
     entry = Path(sys.executable).with_name("snakemake")
     real = entry.parent / ".untimed" / "snakemake"  # named snakemake still: icp.preflight reads argv[0]
     if count_snakemake:
+        if real.exists() or ".untimed" in entry.read_text():
+            raise SystemExit(f"test_durations: {entry} is wrapped already (another run counts its starts)")
         real.parent.mkdir(exist_ok=True)
         shutil.copy2(entry, real)
         starts.write_text("")
         entry.write_text(WRAPPER.format(log=starts, python=sys.executable, real=real))
+    # a SIGTERM (a timeout, a kill) ends the run through the finally below: the entry script is put back
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         code = subprocess.run([sys.executable, "-m", "pytest", "-q", f"--junitxml={junit}", *pytest_args],
                               cwd=REPO, env={**os.environ}).returncode
@@ -129,9 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--before", type=Path, default=None, help="a baseline junit XML to compare with")
     s.add_argument("--top", type=int, default=10)
     s.add_argument("--starts", type=Path, default=None, help="the Snakemake starts log of `run --count-snakemake`")
+    s.add_argument("--title", default="", help="a heading for the report (the machine, the commits compared)")
     args = p.parse_args(argv)
     if args.cmd == "report":
-        print(report(args.junit, args.before, args.top, args.starts))
+        print(report(args.junit, args.before, args.top, args.starts, args.title))
         return 0
     return run(args.out or Path(tempfile.mkdtemp(prefix="icp-durations-")), args.pytest_args, args.count_snakemake)
 
