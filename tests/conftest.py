@@ -1,11 +1,8 @@
 """Shared fixtures. Real Fashion-MNIST is required (Debian's dataset-fashion-mnist, installed by .ci/run)."""
 from __future__ import annotations
 
-import ast
 import contextlib
-import functools
 import os
-import re
 import subprocess
 from pathlib import Path
 
@@ -77,59 +74,6 @@ def _threads():
     import torch
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
-
-
-# Two workers (pytest-xdist; pyproject's addopts: -n 2 --dist loadgroup, with the groups below). A test that runs
-# Snakemake in this checkout (which admits one sweep at a time: icp.runlock) or uses the SLURM test cluster (one
-# cluster, whose controller some drills stop) cannot run beside another such test: they are one unit of work, run by
-# one worker one after the other, and the first unit handed out (the longest). Such a test is found by what it
-# calls, reading its module's source: its own source (its parameters: the `slurm` fixture) or that of a helper of
-# its module it calls names Snakemake or SLURM. A module whose tests work in a copy of the repository says so with
-# OWN_CHECKOUT = True (test_dvc). Every other test is a unit with the rest of its module (its module fixtures built
-# once, its tests in order). `-n 0` runs the suite in one process.
-CHECKOUT = "checkout"
-_NAMES_THE_CHECKOUT = re.compile(r"snakemake|\bsmk\b|\bslurm|uninterrupted_drill|sbatch|squeue|scontrol|sacct|"
-                                 r"login_bench|gpu_reference", re.I)
-
-
-@functools.cache
-def checkout_tests(path: Path) -> frozenset[str]:
-    """The test functions of the module at ``path`` that run Snakemake in this checkout or use SLURM (see above)."""
-    source = path.read_text()
-    if re.search(r"^OWN_CHECKOUT = True", source, re.M):
-        return frozenset()
-    funcs = {node.name: ast.get_source_segment(source, node) for node in ast.parse(source).body
-             if isinstance(node, ast.FunctionDef)}
-    helpers: set[str] = set()
-    while True:  # helpers that call such helpers, to a fixed point
-        more = {name for name, text in funcs.items() if not name.startswith("test") and name not in helpers and (
-            _NAMES_THE_CHECKOUT.search(text) or any(re.search(rf"\b{h}\(", text) for h in helpers))}
-        if not more:
-            break
-        helpers |= more
-    return frozenset(name for name, text in funcs.items() if name.startswith("test") and (
-        _NAMES_THE_CHECKOUT.search(text) or any(re.search(rf"\b{h}\(", text) for h in helpers)))
-
-
-def unit_of_work(nodeid: str) -> str:
-    """The xdist unit a test belongs to: :data:`CHECKOUT`, or its module's path."""
-    path, _, rest = nodeid.partition("::")
-    name = rest.split("::")[-1].split("[")[0]
-    return CHECKOUT if name in checkout_tests(REPO / path) else path
-
-
-def pytest_xdist_make_scheduler(config, log):
-    """``--dist loadgroup`` by :func:`unit_of_work` (xdist's own loadgroup renames ``item._nodeid``, which pytest 9
-    no longer reads: its groups would be split across the workers)."""
-    if config.getvalue("dist") != "loadgroup":
-        return None
-    from xdist.scheduler import LoadScopeScheduling
-
-    class Units(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            return unit_of_work(nodeid)
-
-    return Units(config, log)
 
 
 # One epoch on 1000 real Fashion-MNIST images (no augmentation, small batches): ce reaches about 0.6 test top-1
