@@ -175,7 +175,6 @@ def slurm():
     subprocess.run(["bash", str(REPO / "tools/slurm_cluster.sh"), "down"], capture_output=True, timeout=120)
 
 
-
 # The run the SLURM drills interrupt (scancel, SIGKILL, a requeue) and then resume: ce on 1,500 images, 4 epochs
 DRILL = ("data.train_subset=1500", "train.epochs=4")
 

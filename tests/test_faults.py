@@ -13,7 +13,7 @@ import yaml
 
 from icp import faults, grid, launch, records, status
 from tests.conftest import DRILL, REPO
-from tests.test_pipeline import LAUNCH, SNAKEMAKE, squeue, strip_timing, tiny_grid
+from tests.test_pipeline import SNAKEMAKE, squeue, strip_timing, tiny_grid
 
 _spec = importlib.util.spec_from_file_location("login_bench", REPO / "tools" / "login_bench.py")
 login_bench = importlib.util.module_from_spec(_spec)

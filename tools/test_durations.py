@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -42,6 +41,14 @@ def read_junit(path: Path) -> tuple[dict[str, float], float]:
         module = case.get("classname", "").replace(".", "/")
         times[f"{module}.py::{case.get('name')}"] = float(case.get("time") or 0.0)
     return times, float(suite.get("time") or sum(times.values()))
+
+
+def per_module(times: dict[str, float]) -> collections.Counter:
+    """test file -> the seconds of its tests."""
+    per = collections.Counter()
+    for test, sec in times.items():
+        per[test.split("::")[0]] += sec
+    return per
 
 
 def minutes(seconds: float) -> str:
@@ -65,12 +72,7 @@ def report(junit: Path, before: Path | None = None, top: int = 10, starts: Path 
     lines += [f"{len(times)} tests, {minutes(sum(times.values()))} in tests, {minutes(wall)} wall"
              + (f" (before: {len(old)} tests, {minutes(sum(old.values()))} in tests, {minutes(old_wall)} wall)"
                 if before else ""), ""]
-    per = collections.defaultdict(float)
-    for test, sec in times.items():
-        per[test.split("::")[0]] += sec
-    old_per = collections.defaultdict(float)
-    for test, sec in old.items():
-        old_per[test.split("::")[0]] += sec
+    per, old_per = per_module(times), per_module(old)
     n_starts = read_starts(starts) if starts else None
     head = "| module | s |" + (" before, s |" if before else "") + (" Snakemake starts |" if starts else "")
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
@@ -114,7 +116,7 @@ def run(out: Path, pytest_args: list[str], count_snakemake: bool) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         code = subprocess.run([sys.executable, "-m", "pytest", "-q", f"--junitxml={junit}", *pytest_args],
-                              cwd=REPO, env={**os.environ}).returncode
+                              cwd=REPO).returncode
     finally:
         if count_snakemake:
             os.replace(real, entry)

@@ -214,6 +214,8 @@ NOT_METHODS = ("base", "options")  # modules of this package that hold no method
 _FOUND: dict[str, type] = {}  # method name -> Options, as declared
 SOURCES: dict[str, str] = {}  # method name -> the module that declares it
 _SCANNED: list[bool] = []
+
+
 def declare(options: dict[str, type]) -> None:
     """Declare the methods a module defines: name -> ``Options`` dataclass. Call it after the Options and before
     any torch import: in declaring mode (:data:`OPTIONS` reading the module) it stops the module here."""

@@ -27,6 +27,7 @@ rule train:
         launcher=launcher_args,
         train=train_args,
     # the interpreter comes from the environment (common.smk), not a parameter: a moved checkout or a new venv
-    # changes no run's params, so its finished runs are not trained again
+    # changes no run's params, so its finished runs are not trained again. `exec`: the launcher is the job itself, so
+    # a SIGTERM to Snakemake's process group reaches it (it keeps a run final before the stop) and no bash dies first
     shell:
         "exec $ICP_WORKFLOW_PYTHON -m icp.launch {params.launcher} -- {params.train} > {log} 2>&1"
