@@ -1,14 +1,26 @@
 """Shared fixtures. Real Fashion-MNIST is required (Debian's dataset-fashion-mnist, installed by .ci/run)."""
 from __future__ import annotations
 
+import ast
 import contextlib
+import functools
 import os
+import re
 import subprocess
 from pathlib import Path
 
-import pytest
+# Two pytest-xdist workers (pyproject's addopts) share 2 cores: each worker, and every process it starts (icp train,
+# Snakemake's jobs, SLURM's jobs inherit the environment), computes with one thread, set before torch is imported.
+# Two threads a process beside the other worker's oversubscribe the cores: a test that trained in its own process
+# was 3-8x slower. `-n 0` runs the suite in one process with up to 2 threads.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if WORKER:
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+THREADS = 1 if WORKER else min(2, os.cpu_count() or 1)
 
-from icp import config, data
+import pytest  # noqa: E402
+
+from icp import config, data  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,7 +45,8 @@ def work_tree_files(root: Path = REPO) -> dict[str, tuple[int, int]]:
 
 
 def pytest_sessionstart(session):
-    session.config._work_tree_before = work_tree_files()
+    if not WORKER:  # the controlling process (or the only one) checks the work tree, before and after all workers
+        session.config._work_tree_before = work_tree_files()
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -73,7 +86,75 @@ def tiny_cfg(fmnist_root):
 def _threads():
     import torch
 
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(THREADS)
+
+
+# pyproject's addopts: -n 2 --dist loadscope --no-loadscope-reorder, with the units below. A test that runs Snakemake
+# in this checkout (which admits one sweep at a time: icp.runlock) or uses the SLURM test cluster (one cluster, whose
+# controller some drills stop) cannot run beside another such test: they are one unit of work, run by one worker one
+# after the other, and handed out first (the longest unit). Such a test is found by what it calls, reading its
+# module's source: its own source (its parameters: the `slurm` fixture) or that of a helper of its module it calls
+# names Snakemake or SLURM. A module whose tests work in a copy of the repository says so with OWN_CHECKOUT = True
+# (test_dvc); its tests go next, as one unit. Every other test is a unit with the rest of its module (its module
+# fixtures built once, its tests in order).
+CHECKOUT = "checkout"
+_NAMES_THE_CHECKOUT = re.compile(r"snakemake|\bsmk\b|\bslurm|uninterrupted_drill|sbatch|squeue|scontrol|sacct|"
+                                 r"login_bench|gpu_reference", re.I)
+
+
+@functools.cache
+def own_checkout(path: Path) -> bool:
+    return re.search(r"^OWN_CHECKOUT = True", path.read_text(), re.M) is not None
+
+
+@functools.cache
+def checkout_tests(path: Path) -> frozenset[str]:
+    """The test functions of the module at ``path`` that run Snakemake in this checkout or use SLURM (see above)."""
+    if own_checkout(path):
+        return frozenset()
+    source = path.read_text()
+    funcs = {node.name: ast.get_source_segment(source, node) for node in ast.parse(source).body
+             if isinstance(node, ast.FunctionDef)}
+    calls = lambda text, names: any(re.search(rf"\b{n}\(", text) for n in names)
+    helpers: set[str] = set()
+    while True:  # helpers that call such helpers, to a fixed point
+        more = {name for name, text in funcs.items() if not name.startswith("test") and name not in helpers and (
+            _NAMES_THE_CHECKOUT.search(text) or calls(text, helpers))}
+        if not more:
+            break
+        helpers |= more
+    return frozenset(name for name, text in funcs.items() if name.startswith("test") and (
+        _NAMES_THE_CHECKOUT.search(text) or calls(text, helpers)))
+
+
+def unit_of_work(nodeid: str) -> str:
+    """The xdist unit a test belongs to: :data:`CHECKOUT`, or its module's path."""
+    path, _, rest = nodeid.partition("::")
+    name = rest.split("::")[-1].split("[")[0]
+    return CHECKOUT if name in checkout_tests(REPO / path) else path
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The checkout unit first, then the modules with their own checkout (long), then the rest in file order."""
+    def rank(item) -> int:
+        path = REPO / item.nodeid.partition("::")[0]
+        return 0 if unit_of_work(item.nodeid) == CHECKOUT else 1 if own_checkout(path) else 2
+
+    items.sort(key=rank)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadscope`` by :func:`unit_of_work` (by module, but for the checkout unit)."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Units(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of_work(nodeid)
+
+    return Units(config, log)
 
 
 # One epoch on 1000 real Fashion-MNIST images (no augmentation, small batches): ce reaches about 0.6 test top-1

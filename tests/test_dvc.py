@@ -22,6 +22,7 @@ BIN = str(Path(sys.executable).parent)
 TINY_PARAMS = {"laptop": {"seeds": [0], "set": ["train.epochs=1", "data.train_subset=200", "data.test_subset=200",
                                                 "train.batch_size=50"]}}
 SKIP = ("results/laptop/", "figures/", "dvc.lock")  # built again here
+OWN_CHECKOUT = True  # its Snakemake runs in a copy of the repository: beside the checkout's tests (conftest)
 
 
 def sh(cmd, cwd, timeout=600, check=True):

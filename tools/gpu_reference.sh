@@ -45,7 +45,7 @@ BENCH_SECONDS=${BENCH_SECONDS:-20}
 BENCH_METHOD=${BENCH_METHOD:-icp-adam}
 WARMUP=${WARMUP:-10}
 GPUS=${GPUS:-$HAVE_GPU}
-CPUS=${CPUS:-$(nproc)}
+CPUS=${CPUS:-$(OMP_NUM_THREADS= OMP_THREAD_LIMIT= nproc)}  # nproc would read OMP_NUM_THREADS
 EXTRA=${EXTRA:-}
 RESULTS=${RESULTS%/}
 mkdir -p "$RESULTS"
@@ -56,7 +56,7 @@ say "machine -> $RESULTS/machine.txt"
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "host: $(hostname)"
-  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') ($(nproc) CPUs)"
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') ($(OMP_NUM_THREADS= OMP_THREAD_LIMIT= nproc) CPUs)"
   if ((HAVE_GPU)); then
     echo "gpu: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | head -1)"
   else

@@ -37,7 +37,7 @@ install() {
 
 write_conf() {
   local cpus mem acct
-  cpus=$(nproc)
+  cpus=$(OMP_NUM_THREADS= OMP_THREAD_LIMIT= nproc)  # the machine's CPUs: nproc reads OMP_NUM_THREADS (the tests set 1)
   mem=$(( $(slurmd -C | grep -o 'RealMemory=[0-9]*' | cut -d= -f2) - 1024 ))
   acct="AccountingStorageType=accounting_storage/none"
   [ "$WITH_DBD" = 1 ] && acct="AccountingStorageType=accounting_storage/slurmdbd
