@@ -37,7 +37,8 @@ fi
 RESULTS=${RESULTS:-results/reference/$GPU/lease}
 ARCHIVE=${ARCHIVE:-$RESULTS.tar.gz}
 DATA_ROOT=${DATA_ROOT:-data}
-CPUS=${CPUS:-$(OMP_NUM_THREADS= OMP_THREAD_LIMIT= nproc)}  # nproc would read OMP_NUM_THREADS
+NPROC=$(OMP_NUM_THREADS= OMP_THREAD_LIMIT= nproc)  # the machine's CPUs: nproc alone reads OMP_NUM_THREADS
+CPUS=${CPUS:-$NPROC}
 SMOKE_STEPS=${SMOKE_STEPS:-20}; SMOKE_WORKERS=${SMOKE_WORKERS:-4}; SMOKE_S=${SMOKE_S:-150}
 BENCH_SECONDS=${BENCH_SECONDS:-4}; KS=${KS:-"1 2 4 8"}; BENCH_S=${BENCH_S:-150}
 K=${K:-8}; EPOCHS=${EPOCHS:-5}; STUDIES=${STUDIES:-main}; TAIL_S=${TAIL_S:-45}
@@ -53,7 +54,7 @@ left() { echo $((END - $(date +%s))); }
 say "machine -> $RESULTS/machine.txt"
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') ($(OMP_NUM_THREADS= OMP_THREAD_LIMIT= nproc) CPUs)"
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') ($NPROC CPUs)"
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   $PYTHON -c "import sys, torch; print('python', sys.version.split()[0], '| torch', torch.__version__, '| cuda',
 torch.version.cuda, '| cudnn', torch.backends.cudnn.version(), '| available', torch.cuda.is_available())"

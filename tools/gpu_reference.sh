@@ -45,7 +45,8 @@ BENCH_SECONDS=${BENCH_SECONDS:-20}
 BENCH_METHOD=${BENCH_METHOD:-icp-adam}
 WARMUP=${WARMUP:-10}
 GPUS=${GPUS:-$HAVE_GPU}
-CPUS=${CPUS:-$(OMP_NUM_THREADS= OMP_THREAD_LIMIT= nproc)}  # nproc would read OMP_NUM_THREADS
+NPROC=$(OMP_NUM_THREADS= OMP_THREAD_LIMIT= nproc)  # the machine's CPUs: nproc alone reads OMP_NUM_THREADS
+CPUS=${CPUS:-$NPROC}
 EXTRA=${EXTRA:-}
 RESULTS=${RESULTS%/}
 mkdir -p "$RESULTS"
@@ -56,7 +57,7 @@ say "machine -> $RESULTS/machine.txt"
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "host: $(hostname)"
-  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') ($(OMP_NUM_THREADS= OMP_THREAD_LIMIT= nproc) CPUs)"
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') ($NPROC CPUs)"
   if ((HAVE_GPU)); then
     echo "gpu: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | head -1)"
   else
